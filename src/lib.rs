@@ -1,0 +1,40 @@
+//! georelay: a fleet of QUIC relays that carries real-time media between RTC
+//! SDK clients, encrypted on every hop, and only through the regions each
+//! customer app allows. Media is never stored; operational metadata is kept at
+//! most 30 days.
+//!
+//! # Layout
+//!
+//! Foundation (no networking):
+//! - [`ids`]: node, region, app and country identifiers.
+//! - [`error`]: the stable error codes of the contract (`UNAUTHORIZED`, ...).
+//! - [`clock`]: the only module that reads the wall clock.
+//! - [`config`]: `regions.toml` parsing and validation into a [`config::Fleet`].
+//! - [`geo`]: IP address → country → region (MaxMind DB + overrides).
+//! - [`auth`]: signed client tokens.
+//! - [`routing`]: the sans-IO geofenced routing core: cheapest allowed paths,
+//!   redirect targets. One core serves `route`, admission and the mesh.
+//! - [`wire`]: the `georelay/1` and `georelay-mesh/1` codecs.
+//!
+//! Runtime (tokio + quinn):
+//! - [`tls`]: dev CA and node certificates, rustls configs, peer identity.
+//! - [`relay`]: the node: client endpoint, sessions, fan-out, mesh links.
+//! - [`admin`]: the per-node HTTP surface (`/metrics`, `/status`, ...).
+//! - [`client`]: the Rust SDK used by tests, loadgen and examples.
+//! - [`metadata`]: operational events, IP minimisation, stores and retention.
+//! - [`cli`]: the `georelay` command line.
+
+pub mod admin;
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod geo;
+pub mod ids;
+pub mod metadata;
+pub mod relay;
+pub mod routing;
+pub mod tls;
+pub mod wire;
