@@ -1,1 +1,505 @@
-//! Not built yet.
+//! The fleet configuration (`regions.toml`): its typed model ([`Fleet`] and
+//! the types it holds), loading with positions, and validation.
+//!
+//! Validation happens once, in [`Fleet::parse`]: it reports every problem in
+//! the file at once ([`ConfigErrors`]), each with `file:line:column` and its
+//! TOML path, and otherwise returns a [`Fleet`] whose references are all
+//! resolved (every node's region exists, every link joins two known nodes,
+//! every app's regions exist). Later code sees only valid values.
+//!
+//! The reference for every key is `docs/CONFIG.md`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::ids::{AppId, CountryCode, NodeId, RegionId};
+
+mod countries;
+mod diagnostic;
+mod parse;
+mod secret;
+
+pub use countries::is_assigned_country;
+pub use diagnostic::{ConfigErrors, Diagnostic};
+pub use secret::{AppSecretError, Secret, SecretError, SecretSource};
+
+/// A validated fleet: regions, nodes, links, apps and runtime settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fleet {
+    /// The file this fleet was loaded from (for messages).
+    pub path: PathBuf,
+    /// IP geolocation: database and CIDR overrides.
+    pub geoip: GeoipConfig,
+    /// Regions by id.
+    pub regions: BTreeMap<RegionId, Region>,
+    /// Relay nodes by id.
+    pub nodes: BTreeMap<NodeId, Node>,
+    /// Mesh links, in file order.
+    pub links: Vec<Link>,
+    /// Customer apps by id.
+    pub apps: BTreeMap<AppId, App>,
+    /// TLS material; all `None` means "generate a development CA in memory".
+    pub tls: TlsConfig,
+    /// Operational metadata settings.
+    pub metadata: MetadataConfig,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Things that are valid but probably not intended (e.g. a region with
+    /// no nodes). Printed by `georelay check`.
+    pub warnings: Vec<String>,
+}
+
+/// `[geoip]`: where client addresses are geolocated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GeoipConfig {
+    /// A MaxMind DB file (MaxMind/DB-IP `country.iso_code` or ip-location-db
+    /// `country_code` schema), resolved relative to the config file.
+    pub database: Option<PathBuf>,
+    /// `[geoip.overrides]`: CIDR → country, checked before the database
+    /// (longest prefix wins). In file order; every network has its host bits
+    /// clear.
+    pub overrides: Vec<(ipnet::IpNet, CountryCode)>,
+}
+
+/// `[regions.<id>]`: a named set of countries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Region {
+    /// The region's id (the table key).
+    pub id: RegionId,
+    /// A human name; defaults to the id.
+    pub name: String,
+    /// ISO 3166-1 alpha-2 codes; a country belongs to at most one region.
+    pub countries: BTreeSet<CountryCode>,
+}
+
+/// `[nodes.<id>]`: one relay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// The node's id (the table key): a DNS label, as it goes into certificates.
+    pub id: NodeId,
+    /// The region the node is in (exists in [`Fleet::regions`]).
+    pub region: RegionId,
+    /// QUIC address for clients and peer nodes.
+    pub listen: SocketAddr,
+    /// HTTP admin address (`/metrics`, `/healthz`, `/readyz`, `/status`).
+    pub admin: SocketAddr,
+    /// This node's certificate (PEM), overriding `[tls] dir`.
+    pub cert: Option<PathBuf>,
+    /// This node's private key (PEM), overriding `[tls] dir`.
+    pub key: Option<PathBuf>,
+}
+
+/// `[[links]]`: a mesh link between two distinct nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    /// One end (`between[0]`).
+    pub a: NodeId,
+    /// The other end (`between[1]`).
+    pub b: NodeId,
+    /// The link's cost for cheapest-path selection, at least 1.
+    pub rtt_ms: u32,
+}
+
+/// `[apps.<id>]`: a customer app and its geofence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct App {
+    /// The app's id (the table key).
+    pub id: AppId,
+    /// Where its token key comes from (resolved at `serve` time).
+    pub secret: SecretSource,
+    /// Which regions its media and control metadata may touch.
+    pub regions: RegionPolicy,
+    /// Which client countries may connect.
+    pub client_countries: ClientCountryRule,
+    /// What to do with a client whose country is unknown.
+    pub unknown_client_country: UnknownCountry,
+    /// How long its operational metadata is kept: 1..=30 days.
+    pub metadata_retention_days: u16,
+}
+
+impl App {
+    /// Resolves the app's token key; the error names the app, the field and
+    /// the variable or file.
+    pub fn resolve_secret(&self) -> Result<Secret, AppSecretError> {
+        self.secret.resolve().map_err(|source| AppSecretError {
+            app: self.id.clone(),
+            source,
+        })
+    }
+}
+
+/// An app's region policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegionPolicy {
+    /// `allow_regions`: only these regions (never empty).
+    Allow(BTreeSet<RegionId>),
+    /// `deny_regions`: every configured region except these (never all).
+    Deny(BTreeSet<RegionId>),
+}
+
+impl RegionPolicy {
+    /// Whether the policy lets media touch `region`.
+    pub fn allows(&self, region: &RegionId) -> bool {
+        match self {
+            RegionPolicy::Allow(allowed) => allowed.contains(region),
+            RegionPolicy::Deny(denied) => !denied.contains(region),
+        }
+    }
+}
+
+/// `client_countries`: which client countries may connect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientCountryRule {
+    /// No rule (the key is absent).
+    Any,
+    /// `{ allow = [...] }`: only these countries (never empty).
+    Allow(BTreeSet<CountryCode>),
+    /// `{ deny = [...] }`: every country except these.
+    Deny(BTreeSet<CountryCode>),
+}
+
+impl ClientCountryRule {
+    /// Whether a client located in `country` may connect. Clients of unknown
+    /// location are governed by [`UnknownCountry`] instead.
+    pub fn allows(&self, country: CountryCode) -> bool {
+        match self {
+            ClientCountryRule::Any => true,
+            ClientCountryRule::Allow(allowed) => allowed.contains(&country),
+            ClientCountryRule::Deny(denied) => !denied.contains(&country),
+        }
+    }
+}
+
+/// `unknown_client_country`: what to do when a client cannot be located.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnknownCountry {
+    /// Admit (the default).
+    Allow,
+    /// Refuse with `GEOFENCE_DENIED`.
+    Deny,
+}
+
+/// `[tls]`: production TLS material. When every field is `None`, `serve`
+/// generates a development CA in memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The CA certificate (PEM) that signs every node certificate.
+    pub ca: Option<PathBuf>,
+    /// The CA private key (PEM), only needed to issue certificates.
+    pub ca_key: Option<PathBuf>,
+    /// Directory holding `<node>.pem` and `<node>.key` for each node.
+    pub dir: Option<PathBuf>,
+}
+
+/// `[metadata]`: operational metadata collection and retention.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetadataConfig {
+    /// Whether metadata is recorded at all (default true).
+    pub enabled: bool,
+    /// Store directory (default `<config dir>/data/metadata`).
+    pub dir: PathBuf,
+    /// How often buffered events reach the store: 10..=60000 ms (default 1000).
+    pub flush_interval_ms: u64,
+    /// How often call-quality samples are taken, seconds (default 10).
+    pub quality_interval_secs: u64,
+    /// How often expired metadata is deleted, seconds (default 3600).
+    pub sweep_interval_secs: u64,
+    /// Capacity of the bounded event channel (default 65536).
+    pub channel_capacity: usize,
+    /// How client IP addresses are minimised before storage (default truncate).
+    pub ip_mode: IpMode,
+    /// How long stored IP addresses are kept: 1..=30 days, at most 7 with
+    /// `ip_mode = "full"` (default 7).
+    pub ip_retention_days: u16,
+    /// Fleet-wide metadata retention and the default for apps: 1..=30 (default 30).
+    pub retention_days: u16,
+    /// Optional PostgreSQL sink.
+    pub postgres: Option<PostgresConfig>,
+    /// Lock payload buffers in memory so media never reaches swap (default false).
+    pub mlock: bool,
+}
+
+/// How client IP addresses are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpMode {
+    /// IPv4 truncated to /24, IPv6 to /48 (the default).
+    Truncate,
+    /// The full address (requires `ip_retention_days <= 7`).
+    Full,
+    /// No address at all.
+    Drop,
+}
+
+/// `[metadata.postgres]`: ship metadata to PostgreSQL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// Name of the environment variable holding the connection string.
+    pub dsn_env: String,
+    /// Events buffered while the database is unreachable (default 100000).
+    pub buffer_events: usize,
+    /// Keep the local SQLite store too (default true).
+    pub local_store: bool,
+}
+
+/// `[limits]`: resource limits, all optional.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Concurrent client sessions per node (default 10000).
+    pub max_sessions: usize,
+    /// Tracks one session may publish (default 32).
+    pub max_tracks_per_session: usize,
+    /// Packets queued per subscriber before dropping (default 512).
+    pub subscriber_queue_packets: usize,
+    /// Packets queued per mesh link before dropping (default 4096).
+    pub mesh_queue_packets: usize,
+    /// Largest control or data message, bytes (default 65536).
+    pub max_message_bytes: usize,
+    /// How long a draining node waits for sessions to move, ms (default 5000).
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_sessions: 10_000,
+            max_tracks_per_session: 32,
+            subscriber_queue_packets: 512,
+            mesh_queue_packets: 4096,
+            max_message_bytes: 65_536,
+            drain_timeout_ms: 5000,
+        }
+    }
+}
+
+impl MetadataConfig {
+    /// The defaults, with the store under `<config_dir>/data/metadata`.
+    pub fn default_for(config_dir: &Path) -> Self {
+        Self {
+            enabled: true,
+            dir: config_dir.join("data").join("metadata"),
+            flush_interval_ms: 1000,
+            quality_interval_secs: 10,
+            sweep_interval_secs: 3600,
+            channel_capacity: 65_536,
+            ip_mode: IpMode::Truncate,
+            ip_retention_days: 7,
+            retention_days: 30,
+            postgres: None,
+            mlock: false,
+        }
+    }
+}
+
+/// The longest metadata retention the contract allows, in days.
+pub const MAX_RETENTION_DAYS: u16 = 30;
+
+/// The longest retention of full client IP addresses, in days.
+pub const MAX_FULL_IP_RETENTION_DAYS: u16 = 7;
+
+impl Fleet {
+    /// Reads and validates a config file. A read error becomes a diagnostic
+    /// at 1:1.
+    pub fn load(path: &Path) -> Result<Fleet, ConfigErrors> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Fleet::parse(&text, path),
+            Err(err) => Err(ConfigErrors(vec![Diagnostic {
+                file: path.to_path_buf(),
+                line: 1,
+                column: 1,
+                toml_path: String::new(),
+                message: format!("cannot read config: {err}"),
+            }])),
+        }
+    }
+
+    /// Validates config text. `path` names the file in messages, and relative
+    /// paths inside the file are resolved against its directory.
+    pub fn parse(text: &str, path: &Path) -> Result<Fleet, ConfigErrors> {
+        parse::parse_fleet(text, path)
+    }
+
+    /// The directory relative paths are resolved against.
+    pub fn config_dir(&self) -> &Path {
+        config_dir_of(&self.path)
+    }
+
+    /// A node by id.
+    pub fn node(&self, id: &str) -> Option<&Node> {
+        self.nodes.get(id)
+    }
+
+    /// An app by id.
+    pub fn app(&self, id: &str) -> Option<&App> {
+        self.apps.get(id)
+    }
+
+    /// A region by id.
+    pub fn region(&self, id: &str) -> Option<&Region> {
+        self.regions.get(id)
+    }
+
+    /// The region a country belongs to, if any.
+    pub fn region_of_country(&self, country: CountryCode) -> Option<&RegionId> {
+        self.regions
+            .values()
+            .find(|region| region.countries.contains(&country))
+            .map(|region| &region.id)
+    }
+
+    /// The nodes of a region, in id order.
+    pub fn nodes_in_region<'a>(
+        &'a self,
+        region: &'a RegionId,
+    ) -> impl Iterator<Item = &'a Node> + 'a {
+        self.nodes
+            .values()
+            .filter(move |node| &node.region == region)
+    }
+
+    /// The configured regions the app may use (a deny list resolved to its
+    /// complement over the configured regions).
+    pub fn allowed_regions(&self, app: &App) -> BTreeSet<RegionId> {
+        self.regions
+            .keys()
+            .filter(|region| app.regions.allows(region))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether `node` exists and is in a region the app allows.
+    pub fn node_allowed_for(&self, app: &App, node: &NodeId) -> bool {
+        self.nodes
+            .get(node)
+            .is_some_and(|node| app.regions.allows(&node.region))
+    }
+
+    /// The certificate and key paths of a node: its own `cert`/`key`, or
+    /// `<tls.dir>/<node>.pem` and `<tls.dir>/<node>.key`; `None` when neither
+    /// is configured (development CA).
+    pub fn node_cert_paths(&self, id: &NodeId) -> Option<(PathBuf, PathBuf)> {
+        let node = self.nodes.get(id)?;
+        match (&node.cert, &node.key, &self.tls.dir) {
+            (Some(cert), Some(key), _) => Some((cert.clone(), key.clone())),
+            (_, _, Some(dir)) => {
+                Some((dir.join(format!("{id}.pem")), dir.join(format!("{id}.key"))))
+            }
+            _ => None,
+        }
+    }
+
+    /// The human summary `georelay check` prints on success.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = self.write_summary(&mut out);
+        out
+    }
+
+    fn write_summary(&self, out: &mut String) -> std::fmt::Result {
+        writeln!(out, "{}: ok", self.path.display())?;
+        writeln!(out, "regions ({}):", self.regions.len())?;
+        for region in self.regions.values() {
+            let countries: Vec<&str> = region.countries.iter().map(CountryCode::as_str).collect();
+            let nodes: Vec<&str> = self
+                .nodes_in_region(&region.id)
+                .map(|n| n.id.as_str())
+                .collect();
+            writeln!(
+                out,
+                "  {} ({}): countries [{}]; nodes [{}]",
+                region.id,
+                region.name,
+                countries.join(", "),
+                nodes.join(", ")
+            )?;
+        }
+        writeln!(out, "nodes ({}):", self.nodes.len())?;
+        for node in self.nodes.values() {
+            writeln!(
+                out,
+                "  {} in {}: listen {}, admin {}",
+                node.id, node.region, node.listen, node.admin
+            )?;
+        }
+        writeln!(out, "links ({}):", self.links.len())?;
+        for link in &self.links {
+            writeln!(out, "  {} <-> {}: {} ms", link.a, link.b, link.rtt_ms)?;
+        }
+        writeln!(out, "apps ({}):", self.apps.len())?;
+        for app in self.apps.values() {
+            let allowed: Vec<String> = self
+                .allowed_regions(app)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            let policy = match &app.regions {
+                RegionPolicy::Allow(_) => "allow_regions",
+                RegionPolicy::Deny(_) => "deny_regions",
+            };
+            let clients = match &app.client_countries {
+                ClientCountryRule::Any => "any country".to_owned(),
+                ClientCountryRule::Allow(set) => format!("only {}", join_countries(set)),
+                ClientCountryRule::Deny(set) => format!("all but {}", join_countries(set)),
+            };
+            let unknown = match app.unknown_client_country {
+                UnknownCountry::Allow => "allowed",
+                UnknownCountry::Deny => "denied",
+            };
+            writeln!(
+                out,
+                "  {}: regions [{}] (by {policy}); clients: {clients}, unknown country {unknown}; \
+                 metadata kept {} days; secret from {}",
+                app.id,
+                allowed.join(", "),
+                app.metadata_retention_days,
+                app.secret.field_name()
+            )?;
+        }
+        let geoip = match &self.geoip.database {
+            Some(path) => path.display().to_string(),
+            None => "no database".to_owned(),
+        };
+        writeln!(
+            out,
+            "geoip: {geoip}, {} overrides",
+            self.geoip.overrides.len()
+        )?;
+        let tls = if self.tls.ca.is_some() {
+            "from files"
+        } else {
+            "development CA generated in memory"
+        };
+        writeln!(out, "tls: {tls}")?;
+        let metadata = if self.metadata.enabled {
+            format!(
+                "{} (kept {} days, IPs {:?} kept {} days)",
+                self.metadata.dir.display(),
+                self.metadata.retention_days,
+                self.metadata.ip_mode,
+                self.metadata.ip_retention_days
+            )
+        } else {
+            "disabled".to_owned()
+        };
+        writeln!(out, "metadata: {metadata}")?;
+        for warning in &self.warnings {
+            writeln!(out, "warning: {warning}")?;
+        }
+        Ok(())
+    }
+}
+
+fn join_countries(set: &BTreeSet<CountryCode>) -> String {
+    let codes: Vec<&str> = set.iter().map(CountryCode::as_str).collect();
+    codes.join(", ")
+}
+
+/// The directory of a config file (`.` for a bare file name).
+fn config_dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}

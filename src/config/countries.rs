@@ -1,0 +1,52 @@
+//! The assigned ISO 3166-1 alpha-2 country codes, so that a typo such as
+//! `"UK"` (the ISO code is `GB`) or `"EN"` is a config error.
+
+use crate::ids::CountryCode;
+
+/// Every officially assigned ISO 3166-1 alpha-2 code, plus `XK` (Kosovo,
+/// user-assigned but used by MaxMind and DB-IP), sorted.
+const ASSIGNED: [&str; 250] = [
+    "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ",
+    "BA", "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS",
+    "BT", "BV", "BW", "BY", "BZ", "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN",
+    "CO", "CR", "CU", "CV", "CW", "CX", "CY", "CZ", "DE", "DJ", "DK", "DM", "DO", "DZ", "EC", "EE",
+    "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK", "FM", "FO", "FR", "GA", "GB", "GD", "GE", "GF",
+    "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS", "GT", "GU", "GW", "GY", "HK", "HM",
+    "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR", "IS", "IT", "JE", "JM",
+    "JO", "JP", "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA", "LB", "LC",
+    "LI", "LK", "LR", "LS", "LT", "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK",
+    "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS", "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA",
+    "NC", "NE", "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ", "OM", "PA", "PE", "PF", "PG",
+    "PH", "PK", "PL", "PM", "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS", "RU", "RW",
+    "SA", "SB", "SC", "SD", "SE", "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS",
+    "ST", "SV", "SX", "SY", "SZ", "TC", "TD", "TF", "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO",
+    "TR", "TT", "TV", "TW", "TZ", "UA", "UG", "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI",
+    "VN", "VU", "WF", "WS", "XK", "YE", "YT", "ZA", "ZM", "ZW",
+];
+
+/// Whether `code` is an assigned ISO 3166-1 alpha-2 code (or `XK`).
+pub fn is_assigned_country(code: CountryCode) -> bool {
+    ASSIGNED.binary_search(&code.as_str()).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_is_sorted_and_unique() {
+        assert!(ASSIGNED.windows(2).all(|pair| pair[0] < pair[1]));
+    }
+
+    #[test]
+    fn assigned_codes_pass_and_common_mistakes_fail() {
+        for code in ["GB", "US", "DE", "NL", "SG", "RU", "XK", "ZW", "AD"] {
+            let parsed = CountryCode::parse(code).expect("two letters");
+            assert!(is_assigned_country(parsed), "{code}");
+        }
+        for code in ["UK", "EU", "EN", "ZZ", "XX"] {
+            let parsed = CountryCode::parse(code).expect("two letters");
+            assert!(!is_assigned_country(parsed), "{code}");
+        }
+    }
+}
