@@ -860,3 +860,6 @@ impl FrameDecoder {
         self.buf.len()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -154,3 +154,113 @@ impl MessageDecoder {
         Ok(Some(Message { track, payload }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+    use crate::wire::varint::MAX as VARINT_MAX;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    fn datagram(header: &MediaHeader, payload: &[u8]) -> BytesMut {
+        let mut buf = BytesMut::new();
+        header.encode(&mut buf);
+        buf.extend_from_slice(payload);
+        buf
+    }
+
+    proptest! {
+        #[test]
+        fn headers_round_trip_and_leave_the_payload(
+            track in 0..=VARINT_MAX,
+            seq in 0..=VARINT_MAX,
+            timestamp_us in 0..=VARINT_MAX,
+            payload in vec(any::<u8>(), 0..64),
+        ) {
+            let header = MediaHeader { track, seq, timestamp_us };
+            let bytes = datagram(&header, &payload);
+            let (parsed, len) = MediaHeader::parse(&bytes)?;
+            prop_assert_eq!(parsed, header);
+            prop_assert_eq!(len, header.encoded_len());
+            prop_assert!(len <= MediaHeader::MAX_LEN);
+            prop_assert_eq!(&bytes[len..], payload.as_slice());
+            prop_assert_eq!(MediaHeader::parse_track(&bytes), Ok(track));
+            for cut in 0..len {
+                prop_assert_eq!(MediaHeader::parse(&bytes[..cut]), Err(WireError::Truncated));
+            }
+        }
+
+        #[test]
+        fn garbage_datagrams_never_panic(bytes in vec(any::<u8>(), 0..32)) {
+            if let Ok((_, len)) = MediaHeader::parse(&bytes) {
+                prop_assert!(len <= bytes.len());
+            }
+        }
+
+        #[test]
+        fn message_streams_decode_in_any_pieces(
+            messages in vec((0..=VARINT_MAX, vec(any::<u8>(), 0..300)), 0..8),
+            piece in 1usize..40,
+        ) {
+            let mut stream = BytesMut::new();
+            encode_message_stream_header(&mut stream);
+            for (track, payload) in &messages {
+                encode_message(*track, payload, &mut stream);
+            }
+            let mut decoder = MessageDecoder::new(300);
+            let mut decoded = Vec::new();
+            for chunk in stream.chunks(piece) {
+                decoder.push(chunk);
+                while let Some(message) = decoder.next_message()? {
+                    decoded.push((message.track, message.payload.to_vec()));
+                }
+            }
+            prop_assert_eq!(decoded, messages);
+        }
+    }
+
+    #[test]
+    fn the_longest_header_is_max_len() {
+        let header = MediaHeader {
+            track: VARINT_MAX,
+            seq: VARINT_MAX,
+            timestamp_us: VARINT_MAX,
+        };
+        assert_eq!(datagram(&header, &[]).len(), MediaHeader::MAX_LEN);
+        assert_eq!(max_media_payload(1200), 1200 - MediaHeader::MAX_LEN);
+        assert_eq!(max_media_payload(10), 0);
+    }
+
+    #[test]
+    fn oversize_messages_fail_before_the_payload_arrives() {
+        let mut stream = BytesMut::new();
+        encode_message_stream_header(&mut stream);
+        encode_message(5, &[0u8; 101], &mut stream);
+        let mut decoder = MessageDecoder::new(100);
+        // Stream type, track and length only: no payload byte yet.
+        decoder.push(&stream[..4]);
+        let error = decoder.next_message().unwrap_err();
+        assert_eq!(
+            error,
+            WireError::Oversize {
+                what: "message",
+                len: 101,
+                max: 100
+            }
+        );
+        assert_eq!(error.code(), ErrorCode::LimitExceeded);
+    }
+
+    #[test]
+    fn other_stream_types_are_refused() {
+        let mut decoder = MessageDecoder::new(100);
+        decoder.push(&[0x02, 0x00, 0x00]);
+        assert_eq!(
+            decoder.next_message(),
+            Err(WireError::UnknownStreamType(0x02))
+        );
+        let mut empty = MessageDecoder::new(100);
+        assert_eq!(empty.next_message(), Ok(None));
+    }
+}
