@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::config::{App, Fleet};
 use crate::ids::{NodeId, RegionId};
 
 /// The live state of one undirected link, stored once per direction.
@@ -56,6 +57,21 @@ impl Topology {
             adjacency.entry(b).or_default().insert(a, state);
         }
         Self { regions, adjacency }
+    }
+
+    /// The fleet's nodes and `[[links]]` (cost = configured `rtt_ms`), every
+    /// link up.
+    pub fn from_fleet(fleet: &Fleet) -> Self {
+        Self::new(
+            fleet
+                .nodes
+                .values()
+                .map(|node| (node.id.clone(), node.region.clone())),
+            fleet
+                .links
+                .iter()
+                .map(|link| (link.a.clone(), link.b.clone(), link.rtt_ms)),
+        )
     }
 
     /// Sets a link up or down. Returns whether the state changed; `false` also
@@ -151,6 +167,12 @@ impl AllowedRegions {
     /// Every region is allowed.
     pub fn all() -> Self {
         Self(None)
+    }
+
+    /// The regions `app` allows in `fleet` (a deny list resolved against the
+    /// configured regions).
+    pub fn for_app(fleet: &Fleet, app: &App) -> Self {
+        Self::from(fleet.allowed_regions(app))
     }
 
     /// Whether media may touch nodes of `region`.
