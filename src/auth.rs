@@ -573,6 +573,47 @@ mod tests {
         assert_eq!(TokenError::BadSignature.code(), ErrorCode::Unauthorized);
     }
 
+    #[test]
+    fn keyring_from_fleet_resolves_secrets_and_names_a_missing_variable() {
+        let config = r#"
+[regions.eu]
+countries = ["DE"]
+[nodes.eu-1]
+region = "eu"
+listen = "127.10.0.1:4433"
+admin = "127.10.0.1:9090"
+[apps.inline-app]
+secret = "inline secret"
+allow_regions = ["eu"]
+"#;
+        let path = std::path::Path::new("keyring-test.toml");
+        let fleet = Fleet::parse(config, path).unwrap_or_else(|err| panic!("{err}"));
+        let ring = Keyring::from_fleet(&fleet).unwrap_or_else(|err| panic!("{err}"));
+        let token = mint(
+            &Claims {
+                app: AppId::new("inline-app"),
+                ..claims()
+            },
+            &TokenKey::new(b"inline secret"),
+        );
+        assert!(ring.verify(&token, None, NOW).is_ok());
+        assert!(ring.key(&AppId::new("acme-health")).is_none());
+
+        let unset = format!(
+            "{config}[apps.env-app]\nsecret_env = \"GEORELAY_AUTH_TEST_NEVER_SET\"\nallow_regions = [\"eu\"]\n"
+        );
+        let fleet = Fleet::parse(&unset, path).unwrap_or_else(|err| panic!("{err}"));
+        let message = Keyring::from_fleet(&fleet)
+            .err()
+            .map(|err| err.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("env-app"), "{message}");
+        assert!(
+            message.contains("GEORELAY_AUTH_TEST_NEVER_SET"),
+            "{message}"
+        );
+    }
+
     fn field() -> impl Strategy<Value = String> {
         "[a-zA-Z0-9_.:/ é-]{1,64}"
     }

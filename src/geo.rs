@@ -407,6 +407,25 @@ mod tests {
     }
 
     #[test]
+    fn from_config_uses_overrides_and_fails_on_an_unreadable_database() {
+        let overrides_only = GeoipConfig {
+            database: None,
+            overrides: vec![(net("127.1.0.0/16"), cc("DE"))],
+        };
+        let geo = Geo::from_config(&overrides_only).unwrap_or_else(|err| panic!("{err}"));
+        assert!(!geo.has_database());
+        assert_eq!(geo.lookup(ip("127.1.9.9")), Some(cc("DE")));
+        let broken = GeoipConfig {
+            database: Some(PathBuf::from("/nonexistent/georelay.mmdb")),
+            overrides: Vec::new(),
+        };
+        assert!(matches!(
+            Geo::from_config(&broken),
+            Err(GeoError::Open { .. })
+        ));
+    }
+
+    #[test]
     fn ten_thousand_overrides_resolve_by_prefix() {
         let overrides = (0..10_000u32).map(|i| {
             let base = Ipv4Addr::from(0x0a00_0000 | (i << 8));
