@@ -89,7 +89,7 @@ impl CountryRecord<'_> {
 }
 
 impl MaxMindDb {
-    /// Reads and checks the database at `path`.
+    /// Reads the database at `path` into memory and checks its metadata.
     pub fn open(path: &Path) -> Result<Self, GeoError> {
         let reader = maxminddb::Reader::open_readfile(path).map_err(|source| GeoError::Open {
             path: path.to_path_buf(),
