@@ -1,6 +1,9 @@
 //! The fleet's TLS material: trust roots and node identities, either loaded
 //! from the files that `[tls]` names (production, multi-process fleets) or
 //! generated in memory by a [`DevCa`] (development, `serve --all`).
+//!
+//! `[tls] ca_key` is not read here: a relay never needs the CA's private
+//! key, only the CA certificate and its own certificate and key.
 
 use std::collections::BTreeMap;
 use std::path::Path;
