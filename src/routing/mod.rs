@@ -33,6 +33,9 @@ pub use topology::{AllowedRegions, Topology};
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    use crate::config::Fleet;
     use crate::error::ErrorCode;
     use crate::ids::{NodeId, RegionId};
 
@@ -49,28 +52,61 @@ mod tests {
     }
 
     /// The example fleet of the repo's regions.toml.
+    const NODES: [(&str, &str); 6] = [
+        ("eu-fra-1", "eu"),
+        ("eu-ams-1", "eu"),
+        ("uk-lon-1", "uk"),
+        ("us-iad-1", "us"),
+        ("us-sfo-1", "us"),
+        ("ap-sin-1", "apac"),
+    ];
+    const LINKS: [(&str, &str, u32); 7] = [
+        ("eu-fra-1", "uk-lon-1", 12),
+        ("uk-lon-1", "eu-ams-1", 8),
+        ("eu-fra-1", "eu-ams-1", 30),
+        ("uk-lon-1", "us-iad-1", 70),
+        ("us-iad-1", "us-sfo-1", 60),
+        ("us-sfo-1", "ap-sin-1", 170),
+        ("eu-fra-1", "ap-sin-1", 160),
+    ];
+
     fn example() -> Topology {
-        let nodes = [
-            ("eu-fra-1", "eu"),
-            ("eu-ams-1", "eu"),
-            ("uk-lon-1", "uk"),
-            ("us-iad-1", "us"),
-            ("us-sfo-1", "us"),
-            ("ap-sin-1", "apac"),
-        ];
-        let links = [
-            ("eu-fra-1", "uk-lon-1", 12),
-            ("uk-lon-1", "eu-ams-1", 8),
-            ("eu-fra-1", "eu-ams-1", 30),
-            ("uk-lon-1", "us-iad-1", 70),
-            ("us-iad-1", "us-sfo-1", 60),
-            ("us-sfo-1", "ap-sin-1", 170),
-            ("eu-fra-1", "ap-sin-1", 160),
-        ];
         Topology::new(
-            nodes.map(|(n, r)| (node(n), RegionId::from(r))),
-            links.map(|(a, b, cost)| (node(a), node(b), cost)),
+            NODES.map(|(n, r)| (node(n), RegionId::from(r))),
+            LINKS.map(|(a, b, cost)| (node(a), node(b), cost)),
         )
+    }
+
+    /// The same fleet as regions.toml text, with an app denying apac.
+    fn example_toml() -> String {
+        let mut text = String::new();
+        for (region, country) in [("eu", "DE"), ("uk", "GB"), ("us", "US"), ("apac", "SG")] {
+            text += &format!("[regions.{region}]\ncountries = [\"{country}\"]\n");
+        }
+        for (index, (id, region)) in NODES.iter().enumerate() {
+            text += &format!(
+                "[nodes.{id}]\nregion = \"{region}\"\nlisten = \"127.0.0.{n}:4433\"\nadmin = \"127.0.0.{n}:9090\"\n",
+                n = index + 1
+            );
+        }
+        for (a, b, rtt) in LINKS {
+            text += &format!("[[links]]\nbetween = [\"{a}\", \"{b}\"]\nrtt_ms = {rtt}\n");
+        }
+        text + "[apps.no-apac]\nsecret = \"s\"\ndeny_regions = [\"apac\"]\n"
+    }
+
+    #[test]
+    fn from_fleet_matches_the_configured_graph_and_policy() {
+        let fleet = match Fleet::parse(&example_toml(), Path::new("regions.toml")) {
+            Ok(fleet) => fleet,
+            Err(errors) => panic!("{errors}"),
+        };
+        assert_eq!(Topology::from_fleet(&fleet), example());
+        let app = fleet.app("no-apac").expect("app");
+        assert_eq!(
+            AllowedRegions::for_app(&fleet, app),
+            allow(&["eu", "uk", "us"])
+        );
     }
 
     fn path(

@@ -145,6 +145,11 @@ impl Topology {
         })
     }
 
+    /// Whether a link joins `a` and `b` and is up.
+    pub fn link_is_up(&self, a: &NodeId, b: &NodeId) -> bool {
+        self.link(a, b).is_some_and(|link| link.up)
+    }
+
     /// The state of the link between `a` and `b`, if there is one.
     pub(crate) fn link(&self, a: &NodeId, b: &NodeId) -> Option<LinkState> {
         self.adjacency.get(a)?.get(b).copied()
@@ -248,6 +253,9 @@ mod tests {
         let mut topology = small();
         assert!(topology.set_link_up(&node("b"), &node("a"), false));
         assert!(!topology.set_link_up(&node("a"), &node("b"), false));
+        assert!(!topology.link_is_up(&node("b"), &node("a")));
+        assert!(topology.link_is_up(&node("c"), &node("b")));
+        assert!(!topology.link_is_up(&node("a"), &node("c")));
         assert_eq!(
             topology.link(&node("a"), &node("b")).map(|l| l.up),
             Some(false)
