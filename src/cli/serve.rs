@@ -1,8 +1,19 @@
 //! `georelay serve`: run one node or the whole fleet in one process.
+//!
+//! Before anything else it disables core dumps (a core file would hold media
+//! in flight); it refuses to start if it cannot. SIGHUP re-reads the
+//! configuration; SIGTERM or ctrl-c drains and exits.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::Args;
 
 use super::{CliError, CliResult, ConfigArg};
+use crate::clock::{SharedClock, SystemClock};
+use crate::ids::NodeId;
+use crate::relay::policy::{Policy, PolicyError};
+use crate::tls::FleetPki;
 
 /// Arguments of `georelay serve`.
 #[derive(Debug, Args)]
@@ -10,13 +21,128 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     config: ConfigArg,
     /// The node to run (a key of `[nodes.*]`).
-    #[arg(long, conflicts_with = "all")]
+    #[arg(long, conflicts_with = "all", required_unless_present = "all")]
     node: Option<String>,
     /// Run every node of the file in this process (dev/demo).
     #[arg(long)]
     all: bool,
 }
 
+/// Where `serve` writes the dev CA's certificate (public; its key stays in
+/// memory) so that SDK clients and `loadgen` in other processes can verify
+/// the nodes.
+pub(crate) fn dev_ca_cert_path(config: &Path) -> PathBuf {
+    config
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("data")
+        .join("dev-ca.pem")
+}
+
 pub(super) fn run(args: ServeArgs) -> CliResult {
-    Err(CliError::Invalid(format!("{args:?}: serve is not built yet")))
+    init_tracing();
+    disable_core_dumps().map_err(|err| CliError::Runtime(anyhow::anyhow!("cannot disable core dumps, refusing to start: {err}")))?;
+    let policy = Policy::load(&args.config.config).map_err(policy_error)?;
+    let ids: Vec<NodeId> = match &args.node {
+        Some(id) => {
+            let node = policy
+                .fleet
+                .node(id)
+                .ok_or_else(|| CliError::Invalid(format!("{}: no node {id:?} in [nodes]", args.config.config.display())))?;
+            vec![node.id.clone()]
+        }
+        None => Vec::new(),
+    };
+    if policy.fleet.metadata.mlock {
+        rustix::mm::mlockall(rustix::mm::MlockAllFlags::CURRENT | rustix::mm::MlockAllFlags::FUTURE).map_err(|err| {
+            CliError::Runtime(anyhow::anyhow!(
+                "[metadata] mlock = true but mlockall failed ({err}); raise RLIMIT_MEMLOCK (ulimit -l) or set mlock = false"
+            ))
+        })?;
+    }
+    let pki = match ids.as_slice() {
+        [one] if policy.fleet.tls.ca.is_some() => FleetPki::from_fleet_for(&policy.fleet, one),
+        _ => FleetPki::from_fleet(&policy.fleet),
+    }
+    .map_err(|err| CliError::Runtime(err.into()))?;
+    if let Some(ca) = pki.dev_ca() {
+        let path = dev_ca_cert_path(&args.config.config);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| CliError::Runtime(e.into()))?;
+        }
+        std::fs::write(&path, ca.ca_pem()).map_err(|e| CliError::Runtime(e.into()))?;
+        println!(
+            "dev CA generated in memory (fingerprint SHA-256 {}); its certificate is in {} (the key never leaves this process)",
+            pki.ca_fingerprint,
+            path.display()
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Runtime(e.into()))?;
+    runtime.block_on(serve(args.config.config, Arc::new(policy), Arc::new(pki), ids))
+}
+
+async fn serve(path: PathBuf, policy: Arc<Policy>, pki: Arc<FleetPki>, ids: Vec<NodeId>) -> CliResult {
+    let metrics = crate::admin::install_metrics_recorder();
+    let clock: SharedClock = Arc::new(SystemClock);
+    let fleet = crate::relay::Fleet::start(path, policy, pki, ids, clock, None, metrics)
+        .await
+        .map_err(|e| CliError::Runtime(e.into()))?;
+    for node in &fleet.nodes {
+        println!(
+            "node {} ({}) listening on quic://{} admin http://{}",
+            node.hub.me(),
+            node.hub.region(),
+            node.listen,
+            node.admin
+        );
+    }
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| CliError::Runtime(e.into()))?;
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| CliError::Runtime(e.into()))?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                match fleet.reload() {
+                    Ok(report) => println!("{}", report.message),
+                    Err(errors) => eprintln!("reload rejected, the old policy stays in force:\n{errors}"),
+                }
+            }
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    println!("draining");
+    fleet.shutdown().await;
+    Ok(())
+}
+
+fn policy_error(err: PolicyError) -> CliError {
+    match err {
+        PolicyError::Config(errors) => CliError::Invalid(errors.to_string()),
+        PolicyError::Secret(err) => CliError::Invalid(err.to_string()),
+        PolicyError::Geo(err) => CliError::Invalid(err.to_string()),
+    }
+}
+
+/// `RUST_LOG` controls levels; noisy dependencies are quiet by default.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,quinn=warn,quinn_proto=warn,rustls=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+/// `PR_SET_DUMPABLE` 0 and `RLIMIT_CORE` 0: no core file can hold media.
+pub(crate) fn disable_core_dumps() -> std::io::Result<()> {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
+    rustix::process::setrlimit(
+        rustix::process::Resource::Core,
+        rustix::process::Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    )?;
+    Ok(())
 }

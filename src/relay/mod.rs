@@ -1,1 +1,433 @@
-//! Not built yet.
+//! The relay node at runtime (tokio + quinn): one QUIC endpoint for SDK
+//! clients and mesh peers, the admin HTTP server, the mesh dialers and the
+//! periodic tick, all stopped together by [`RunningNode::shutdown`].
+//!
+//! - [`policy`]: the policy snapshot (validated fleet, keys, geo).
+//! - [`admission`]: the sans-IO admission checks.
+//! - [`plane`]: the sans-IO mesh control plane (channel directory, routes).
+//! - [`hub`]: the node's shared state and the per-track fast path.
+//! - [`fanout`]: bounded drop-oldest queues and per-app counters.
+//! - [`session`]: one client connection.
+//! - [`mesh`]: mesh links.
+//! - [`stream`]: control-stream IO.
+
+pub mod admission;
+pub mod fanout;
+pub mod hub;
+pub mod mesh;
+pub mod plane;
+pub mod policy;
+pub mod session;
+pub mod stream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::admin::metric_names as m;
+use crate::admin::{ChannelSeen, NodeIntrospect, Readiness, ReloadReport, StatusReport};
+use crate::clock::SharedClock;
+use crate::error::ErrorCode;
+use crate::ids::NodeId;
+use crate::tls::{FleetPki, TransportKind};
+
+use self::hub::{DecisionSink, Hub};
+use self::policy::{Policy, PolicyError};
+
+/// How often each node retries failed routes and refreshes RTTs.
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The node id is not in the configuration.
+    #[error("node {0} is not in the configuration")]
+    UnknownNode(NodeId),
+    /// TLS material is missing or invalid.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// A listen or admin address could not be bound.
+    #[error("cannot bind {what} {addr}: {source}")]
+    Bind {
+        /// `listen` or `admin`.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Re-reads the configuration and puts it in force; shared by the nodes of
+/// one process so that a reload applies to all of them before it returns.
+pub type Reloader = Arc<dyn Fn() -> BoxFuture<'static, Result<ReloadReport, String>> + Send + Sync>;
+
+/// What a node needs to start.
+#[derive(Clone)]
+pub struct NodeOptions {
+    /// The node to run.
+    pub id: NodeId,
+    /// The policy in force at start.
+    pub policy: Arc<Policy>,
+    /// Certificates of the fleet.
+    pub pki: Arc<FleetPki>,
+    /// Wall clock for tokens and metadata.
+    pub clock: SharedClock,
+    /// Where geofence decisions are recorded, besides metrics.
+    pub decisions: Option<Arc<dyn DecisionSink>>,
+    /// The Prometheus handle that renders `/metrics`.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// What `POST /reload` runs; `None` disables it.
+    pub reloader: Option<Reloader>,
+}
+
+/// A started node.
+pub struct RunningNode {
+    /// The node's shared state.
+    pub hub: Arc<Hub>,
+    /// The bound QUIC address.
+    pub listen: SocketAddr,
+    /// The bound admin address.
+    pub admin: SocketAddr,
+    endpoint: quinn::Endpoint,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl std::fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningNode")
+            .field("node", self.hub.me())
+            .field("listen", &self.listen)
+            .field("admin", &self.admin)
+            .finish()
+    }
+}
+
+struct Introspect {
+    hub: Arc<Hub>,
+    reloader: Option<Reloader>,
+}
+
+impl NodeIntrospect for Introspect {
+    fn status(&self) -> StatusReport {
+        self.hub.status()
+    }
+
+    fn readiness(&self) -> Readiness {
+        let reasons: Vec<String> = self
+            .hub
+            .links_down()
+            .into_iter()
+            .map(|peer| format!("mesh link to {peer} down"))
+            .collect();
+        Readiness {
+            ready: reasons.is_empty(),
+            reasons,
+        }
+    }
+
+    fn reload(&self) -> BoxFuture<'static, Result<ReloadReport, String>> {
+        match &self.reloader {
+            Some(reload) => reload(),
+            None => Box::pin(async { Err("reload is not available on this node".to_string()) }),
+        }
+    }
+
+    fn debug_channels(&self) -> Vec<ChannelSeen> {
+        self.hub.seen_channels()
+    }
+}
+
+impl RunningNode {
+    /// Binds the node's QUIC and admin addresses and starts serving.
+    pub async fn start(options: NodeOptions) -> Result<RunningNode, RelayError> {
+        let policy = Arc::clone(&options.policy);
+        let node = policy
+            .fleet
+            .nodes
+            .get(options.id.as_str())
+            .ok_or_else(|| RelayError::UnknownNode(options.id.clone()))?
+            .clone();
+        let identity = options
+            .pki
+            .identity(&node.id)
+            .ok_or_else(|| crate::tls::TlsError::MissingNodeCert(node.id.clone()))?;
+        let client_transport = Arc::new(crate::tls::transport_config(TransportKind::Client));
+        let mesh_transport = Arc::new(crate::tls::transport_config(TransportKind::Mesh));
+        let server = crate::tls::server_config(&identity, Arc::clone(&options.pki.roots), client_transport)?;
+        let mesh_client = crate::tls::mesh_client_config(&identity, Arc::clone(&options.pki.roots), mesh_transport)?;
+        let endpoint = quinn::Endpoint::server(server, node.listen).map_err(|source| RelayError::Bind {
+            what: "listen",
+            addr: node.listen,
+            source,
+        })?;
+        let listen = endpoint.local_addr().map_err(|source| RelayError::Bind {
+            what: "listen",
+            addr: node.listen,
+            source,
+        })?;
+        let admin_listener = tokio::net::TcpListener::bind(node.admin)
+            .await
+            .map_err(|source| RelayError::Bind {
+                what: "admin",
+                addr: node.admin,
+                source,
+            })?;
+        let admin = admin_listener.local_addr().map_err(|source| RelayError::Bind {
+            what: "admin",
+            addr: node.admin,
+            source,
+        })?;
+
+        let hub = Arc::new(Hub::new(node.id.clone(), Arc::clone(&policy), options.clock.clone(), options.decisions.clone()));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let limits = policy.fleet.limits.clone();
+
+        tasks.spawn(accept_loop(Arc::clone(&hub), endpoint.clone(), limits.clone(), shutdown_rx.clone()));
+        for link in &policy.fleet.links {
+            let peer = if link.a == node.id {
+                &link.b
+            } else if link.b == node.id {
+                &link.a
+            } else {
+                continue;
+            };
+            if node.id >= *peer {
+                continue;
+            }
+            let Some(peer_node) = policy.fleet.nodes.get(peer.as_str()) else {
+                continue;
+            };
+            tasks.spawn(mesh::run_dialer(
+                Arc::clone(&hub),
+                endpoint.clone(),
+                mesh_client.clone(),
+                peer.clone(),
+                peer_node.listen,
+                limits.max_message_bytes,
+                shutdown_rx.clone(),
+            ));
+        }
+        tasks.spawn(tick_loop(Arc::clone(&hub), shutdown_rx.clone()));
+        let introspect = Arc::new(Introspect {
+            hub: Arc::clone(&hub),
+            reloader: options.reloader.clone(),
+        });
+        let router = crate::admin::router(introspect, options.metrics.clone());
+        let mut admin_shutdown = shutdown_rx.clone();
+        tasks.spawn(async move {
+            let stop = async move {
+                let _ = admin_shutdown.changed().await;
+            };
+            if let Err(err) = crate::admin::serve(admin_listener, router, stop).await {
+                tracing::error!(%err, "admin server failed");
+            }
+        });
+        tracing::info!(node = %node.id, region = %node.region, %listen, %admin, "node started");
+        Ok(RunningNode {
+            hub,
+            listen,
+            admin,
+            endpoint,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Drains: stops accepting, tells every client `SHUTTING_DOWN` with
+    /// redirect targets, waits for them to leave (at most the configured
+    /// drain timeout), then closes the endpoint.
+    pub async fn shutdown(mut self) {
+        let drain = Duration::from_millis(self.hub.policy().fleet.limits.drain_timeout_ms);
+        self.endpoint.set_server_config(None);
+        let _ = self.shutdown.send(true);
+        let sessions = self
+            .hub
+            .close_all_sessions(ErrorCode::ShuttingDown, "this node is shutting down; reconnect elsewhere");
+        let deadline = Instant::now() + drain;
+        while self.hub.session_count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!(node = %self.hub.me(), sessions, "node drained");
+        self.endpoint.close(0u32.into(), b"shutdown");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Stops the node at once, without draining: as if its process died.
+    /// Peers and clients see the connections close.
+    pub async fn kill(mut self) {
+        let _ = self.shutdown.send(true);
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        self.endpoint.close(ErrorCode::ShuttingDown.to_wire().try_into().unwrap_or_default(), b"killed");
+    }
+
+    /// Puts a new policy in force on this node.
+    pub fn set_policy(&self, policy: Arc<Policy>) -> ReloadReport {
+        self.hub.set_policy(policy)
+    }
+}
+
+async fn accept_loop(hub: Arc<Hub>, endpoint: quinn::Endpoint, limits: crate::config::Limits, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            _ = shutdown.changed() => return,
+        };
+        let Some(incoming) = incoming else {
+            return;
+        };
+        let hub = Arc::clone(&hub);
+        let limits = limits.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let Ok(conn) = incoming.await else {
+                return;
+            };
+            metrics::histogram!(m::HANDSHAKE_DURATION_SECONDS, m::LABEL_NODE => hub.me().to_string())
+                .record(started.elapsed().as_secs_f64());
+            match crate::tls::negotiated_alpn(&conn).as_deref() {
+                Some(crate::wire::ALPN_MESH) => {
+                    mesh::run_link(hub, conn, None, limits.max_message_bytes).await;
+                }
+                _ => {
+                    metrics::counter!(m::CONNECTIONS_TOTAL, m::LABEL_NODE => hub.me().to_string(), m::LABEL_KIND => m::KIND_CLIENT)
+                        .increment(1);
+                    session::run_client(hub, conn, limits).await;
+                }
+            }
+        });
+    }
+}
+
+async fn tick_loop(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => hub.tick(),
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Every node of a configuration in one process (`serve --all`), sharing one
+/// policy: a reload applies to all of them before it returns.
+pub struct Fleet {
+    /// The running nodes, in id order.
+    pub nodes: Vec<RunningNode>,
+    /// The configuration file, re-read on reload.
+    pub path: PathBuf,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet").field("nodes", &self.nodes).finish()
+    }
+}
+
+/// Applies a freshly loaded policy to `hubs`; invalid files are rejected and
+/// the old policy stays.
+pub fn reload_hubs(path: &std::path::Path, hubs: &[Arc<Hub>]) -> Result<ReloadReport, String> {
+    let policy = Arc::new(Policy::load(path).map_err(|e| e.to_string())?);
+    let mut total = ReloadReport::default();
+    for hub in hubs {
+        let report = hub.set_policy(Arc::clone(&policy));
+        total.revoked_sessions += report.revoked_sessions;
+        total.rerouted += report.rerouted;
+    }
+    total.message = format!(
+        "policy reloaded from {} on {} node(s); {} session(s) revoked",
+        path.display(),
+        hubs.len(),
+        total.revoked_sessions
+    );
+    tracing::info!(message = %total.message, "reload");
+    Ok(total)
+}
+
+impl Fleet {
+    /// Starts `ids` (every node when empty) of the configuration at `path`.
+    pub async fn start(
+        path: PathBuf,
+        policy: Arc<Policy>,
+        pki: Arc<FleetPki>,
+        ids: Vec<NodeId>,
+        clock: SharedClock,
+        decisions: Option<Arc<dyn DecisionSink>>,
+        metrics: metrics_exporter_prometheus::PrometheusHandle,
+    ) -> Result<Fleet, RelayError> {
+        let ids: Vec<NodeId> = if ids.is_empty() {
+            policy.fleet.nodes.keys().cloned().collect()
+        } else {
+            ids
+        };
+        let hubs: Arc<std::sync::Mutex<Vec<Arc<Hub>>>> = Arc::default();
+        let reloader: Reloader = {
+            let hubs = Arc::clone(&hubs);
+            let path = path.clone();
+            Arc::new(move || {
+                let hubs = hubs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let path = path.clone();
+                Box::pin(async move { tokio::task::spawn_blocking(move || reload_hubs(&path, &hubs)).await.map_err(|e| e.to_string())? })
+            })
+        };
+        let mut nodes = Vec::new();
+        for id in ids {
+            let node = RunningNode::start(NodeOptions {
+                id,
+                policy: Arc::clone(&policy),
+                pki: Arc::clone(&pki),
+                clock: clock.clone(),
+                decisions: decisions.clone(),
+                metrics: metrics.clone(),
+                reloader: Some(Arc::clone(&reloader)),
+            })
+            .await?;
+            hubs.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::clone(&node.hub));
+            nodes.push(node);
+        }
+        Ok(Fleet { nodes, path })
+    }
+
+    /// The hubs of every node.
+    pub fn hubs(&self) -> Vec<Arc<Hub>> {
+        self.nodes.iter().map(|n| Arc::clone(&n.hub)).collect()
+    }
+
+    /// Re-reads the configuration and applies it to every node.
+    pub fn reload(&self) -> Result<ReloadReport, String> {
+        reload_hubs(&self.path, &self.hubs())
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: &str) -> Option<&RunningNode> {
+        self.nodes.iter().find(|n| n.hub.me().as_str() == id)
+    }
+
+    /// Removes a node from the fleet (to kill or drain it).
+    pub fn take(&mut self, id: &str) -> Option<RunningNode> {
+        let index = self.nodes.iter().position(|n| n.hub.me().as_str() == id)?;
+        Some(self.nodes.remove(index))
+    }
+
+    /// Drains every node.
+    pub async fn shutdown(self) {
+        let drains = self.nodes.into_iter().map(RunningNode::shutdown);
+        futures_util::future::join_all(drains).await;
+    }
+}
+
+/// Loads the policy, or explains why not.
+pub fn load_policy(path: &std::path::Path) -> Result<Policy, PolicyError> {
+    Policy::load(path)
+}

@@ -1,0 +1,1021 @@
+//! The mesh control plane of one node, sans-IO.
+//!
+//! [`Plane`] owns the node's view of the fleet (link state flooded by every
+//! node), the channel directory (which origin node has which tracks of a
+//! channel), and the per-channel forwarding state (one upstream peer per
+//! origin, a set of downstream peers). It takes inputs — a peer came up, a
+//! frame arrived, local tracks changed, a local subscriber appeared, a policy
+//! was reloaded, time passed — and returns [`Action`]s for the async driver
+//! in [`super::mesh`] to carry out. No tokio, no sockets, no clock: `now_ms`
+//! is an argument.
+//!
+//! # Why an app's data never reaches a disallowed node
+//! Every frame that carries an app's channel name or track ids, and every
+//! media forwarding entry, is produced by a function that first checks that
+//! the receiving peer's region is allowed for the app ([`Plane::peer_allowed`]).
+//! Receivers check again: a node that is not allowed for an app drops the
+//! app's frames and answers subscriptions with `ROUTE_UNAVAILABLE`.
+//!
+//! # Why forwarding cannot loop
+//! Only the subscriber's node computes a path (the routing core's cheapest
+//! allowed path) and sends it as an explicit source route. A node keeps at
+//! most one upstream peer per (app, channel, origin) and accepts that
+//! channel's media only from it, so a packet enters a node only from its
+//! upstream: the forwarding graph is a tree rooted at the origin. A node
+//! reuses its upstream for a new downstream only if its upstream path and the
+//! requester's path share no node; when an upstream fails, the node drops it
+//! and tells every downstream peer, which re-subscribe with fresh paths, so
+//! stored paths never go stale.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::error::ErrorCode;
+use crate::ids::{AppId, NodeId};
+use crate::wire::TrackInfo;
+
+use super::policy::Policy;
+
+/// An app's channel: the unit of announcement and subscription.
+pub type ChannelKey = (AppId, String);
+
+/// How long a failed upstream waits before the next attempt.
+const RETRY_BACKOFF_MS: u64 = 250;
+
+/// A control message between peers; maps one-to-one to a mesh wire frame.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PeerMsg {
+    /// Flooded link state of `origin`: the peers it has a live link to.
+    LinkState {
+        origin: NodeId,
+        seq: u64,
+        links: Vec<(NodeId, u64)>,
+    },
+    /// The full current track set of a channel at `origin`.
+    Announce {
+        key: ChannelKey,
+        origin: NodeId,
+        seq: u64,
+        tracks: Vec<TrackInfo>,
+    },
+    /// Subscribe to a channel's tracks at `origin` along `path`
+    /// (`path[0]` is the subscriber's node, the last entry the origin).
+    Subscribe {
+        key: ChannelKey,
+        origin: NodeId,
+        path: Vec<NodeId>,
+    },
+    /// Stop forwarding the channel's tracks from `origin` to the sender.
+    Unsubscribe { key: ChannelKey, origin: NodeId },
+    /// A subscription failed or was torn down; the receiver re-routes.
+    SubscribeError {
+        key: ChannelKey,
+        origin: NodeId,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// What the driver must do after an input.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Send a control message to a connected peer.
+    Send { peer: NodeId, msg: PeerMsg },
+    /// The tracks or forwarding of this channel changed: rebuild its fast path
+    /// and tell local subscribers.
+    ChannelChanged(ChannelKey),
+    /// A geofence decision worth recording (route chosen / unavailable).
+    Decision {
+        key: ChannelKey,
+        origin: NodeId,
+        outcome: Result<Vec<NodeId>, String>,
+    },
+}
+
+#[derive(Clone, Debug, Default)]
+struct LinkRecord {
+    seq: u64,
+    up: BTreeMap<NodeId, u64>,
+}
+
+#[derive(Clone, Debug)]
+struct Remote {
+    seq: u64,
+    tracks: Vec<TrackInfo>,
+}
+
+#[derive(Clone, Debug)]
+struct Upstream {
+    peer: NodeId,
+    /// This node first, the origin last.
+    path: Vec<NodeId>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Channel {
+    local: BTreeMap<u64, TrackInfo>,
+    local_seq: u64,
+    remote: BTreeMap<NodeId, Remote>,
+    local_interest: bool,
+    upstream: BTreeMap<NodeId, Upstream>,
+    /// Origins whose last attempt failed: (retry at, reason).
+    failed: BTreeMap<NodeId, (u64, String)>,
+    /// Per origin: downstream peer -> the requester's path up to that peer.
+    downstream: BTreeMap<NodeId, BTreeMap<NodeId, Vec<NodeId>>>,
+}
+
+impl Channel {
+    fn is_idle(&self) -> bool {
+        self.local.is_empty()
+            && self.remote.values().all(|r| r.tracks.is_empty())
+            && !self.local_interest
+            && self.upstream.is_empty()
+            && self.downstream.values().all(BTreeMap::is_empty)
+    }
+}
+
+/// The forwarding of one origin's tracks of a channel at this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forwarding {
+    /// `None` when the origin is this node (local publishers).
+    pub upstream: Option<NodeId>,
+    /// Peers this node forwards the tracks to.
+    pub downstream: Vec<NodeId>,
+    /// Whether local subscribers get the tracks.
+    pub local: bool,
+}
+
+/// What a local subscriber of a channel is told about reachability.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reachability {
+    /// Allowed nodes (or origins) this node cannot reach through allowed
+    /// regions right now, with the reason.
+    pub unreachable: Vec<(NodeId, String)>,
+}
+
+/// The control plane of one node. See the module docs.
+#[derive(Debug)]
+pub struct Plane {
+    me: NodeId,
+    policy: Arc<Policy>,
+    topology: crate::routing::Topology,
+    peers: BTreeMap<NodeId, u64>,
+    link_db: BTreeMap<NodeId, LinkRecord>,
+    my_seq: u64,
+    channels: BTreeMap<ChannelKey, Channel>,
+    seen: BTreeSet<ChannelKey>,
+    violations: u64,
+}
+
+impl Plane {
+    /// A plane for node `me` under `policy`, with no peer connected yet.
+    pub fn new(me: NodeId, policy: Arc<Policy>) -> Self {
+        let mut topology = crate::routing::Topology::from_fleet(&policy.fleet);
+        for link in &policy.fleet.links {
+            topology.set_link_up(&link.a, &link.b, false);
+        }
+        Self {
+            me,
+            policy,
+            topology,
+            peers: BTreeMap::new(),
+            link_db: BTreeMap::new(),
+            my_seq: 0,
+            channels: BTreeMap::new(),
+            seen: BTreeSet::new(),
+            violations: 0,
+        }
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// The live topology (configured links, up or down as flooded).
+    pub fn topology(&self) -> &crate::routing::Topology {
+        &self.topology
+    }
+
+    /// Every (app, channel) whose name this node has ever handled, local or
+    /// from peers. Never pruned: it is the evidence that a node did or did
+    /// not see a name.
+    pub fn seen_channels(&self) -> &BTreeSet<ChannelKey> {
+        &self.seen
+    }
+
+    /// Frames a peer sent for an app that is not allowed here (dropped).
+    pub fn violations(&self) -> u64 {
+        self.violations
+    }
+
+    /// Connected peers with their last measured RTT in microseconds.
+    pub fn peers(&self) -> &BTreeMap<NodeId, u64> {
+        &self.peers
+    }
+
+    /// Whether `peer` may receive anything of `app`.
+    pub fn peer_allowed(&self, app: &AppId, peer: &NodeId) -> bool {
+        self.policy.node_allowed(app, peer)
+    }
+
+    fn me_allowed(&self, app: &AppId) -> bool {
+        self.policy.node_allowed(app, &self.me)
+    }
+
+    // ----- inputs ---------------------------------------------------------
+
+    /// A mesh link to `peer` is established.
+    pub fn peer_up(&mut self, peer: NodeId, rtt_us: u64, now_ms: u64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.peers.insert(peer.clone(), rtt_us);
+        self.flood_my_link_state(now_ms, &mut actions);
+        // Give the new peer our whole link-state database...
+        for (origin, record) in &self.link_db {
+            if origin != &self.me {
+                actions.push(Action::Send {
+                    peer: peer.clone(),
+                    msg: PeerMsg::LinkState {
+                        origin: origin.clone(),
+                        seq: record.seq,
+                        links: record.up.iter().map(|(n, r)| (n.clone(), *r)).collect(),
+                    },
+                });
+            }
+        }
+        // ...and every announcement it may see.
+        for (key, channel) in &self.channels {
+            if !self.peer_allowed(&key.0, &peer) {
+                continue;
+            }
+            if !channel.local.is_empty() {
+                actions.push(Action::Send {
+                    peer: peer.clone(),
+                    msg: self.local_announce(key, channel),
+                });
+            }
+            for (origin, remote) in &channel.remote {
+                if origin != &peer {
+                    actions.push(Action::Send {
+                        peer: peer.clone(),
+                        msg: PeerMsg::Announce {
+                            key: key.clone(),
+                            origin: origin.clone(),
+                            seq: remote.seq,
+                            tracks: remote.tracks.clone(),
+                        },
+                    });
+                }
+            }
+        }
+        self.reconcile_all(now_ms, &mut actions);
+        actions
+    }
+
+    /// Updates a live link's measured RTT (reported, not used for routing).
+    pub fn peer_rtt(&mut self, peer: &NodeId, rtt_us: u64) {
+        if let Some(rtt) = self.peers.get_mut(peer) {
+            *rtt = rtt_us;
+        }
+    }
+
+    /// The mesh link to `peer` is gone.
+    pub fn peer_down(&mut self, peer: &NodeId, now_ms: u64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.peers.remove(peer).is_none() {
+            return actions;
+        }
+        self.flood_my_link_state(now_ms, &mut actions);
+        let keys: Vec<ChannelKey> = self.channels.keys().cloned().collect();
+        for key in keys {
+            let Some(channel) = self.channels.get_mut(&key) else {
+                continue;
+            };
+            let mut changed = false;
+            for downstream in channel.downstream.values_mut() {
+                changed |= downstream.remove(peer).is_some();
+            }
+            let lost: Vec<NodeId> = channel
+                .upstream
+                .iter()
+                .filter(|(_, up)| &up.peer == peer)
+                .map(|(origin, _)| origin.clone())
+                .collect();
+            for origin in lost {
+                self.drop_upstream(&key, &origin, "upstream link went down", now_ms, &mut actions);
+                changed = true;
+            }
+            if changed {
+                actions.push(Action::ChannelChanged(key));
+            }
+        }
+        self.reconcile_all(now_ms, &mut actions);
+        actions
+    }
+
+    /// A control message arrived from a connected peer.
+    pub fn on_peer_msg(&mut self, from: &NodeId, msg: PeerMsg, now_ms: u64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match msg {
+            PeerMsg::LinkState { origin, seq, links } => {
+                self.on_link_state(from, origin, seq, links, now_ms, &mut actions)
+            }
+            PeerMsg::Announce {
+                key,
+                origin,
+                seq,
+                tracks,
+            } => self.on_announce(from, key, origin, seq, tracks, now_ms, &mut actions),
+            PeerMsg::Subscribe { key, origin, path } => {
+                self.on_subscribe(from, key, origin, path, &mut actions)
+            }
+            PeerMsg::Unsubscribe { key, origin } => {
+                self.on_unsubscribe(from, key, origin, now_ms, &mut actions)
+            }
+            PeerMsg::SubscribeError {
+                key,
+                origin,
+                message,
+                ..
+            } => {
+                let is_upstream = self
+                    .channels
+                    .get(&key)
+                    .and_then(|c| c.upstream.get(&origin))
+                    .is_some_and(|up| &up.peer == from);
+                if is_upstream {
+                    let reason = format!("{from}: {message}");
+                    let retry_at = now_ms + RETRY_BACKOFF_MS;
+                    self.drop_upstream(&key, &origin, &reason, retry_at, &mut actions);
+                    actions.push(Action::ChannelChanged(key.clone()));
+                    self.reconcile(&key, now_ms, &mut actions);
+                }
+            }
+        }
+        actions
+    }
+
+    /// The set of tracks local publishers have in a channel changed.
+    pub fn set_local_tracks(
+        &mut self,
+        key: &ChannelKey,
+        tracks: BTreeMap<u64, TrackInfo>,
+        now_ms: u64,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.seen.insert(key.clone());
+        let channel = self.channels.entry(key.clone()).or_default();
+        if channel.local == tracks {
+            return actions;
+        }
+        channel.local = tracks;
+        channel.local_seq = channel.local_seq.saturating_add(1).max(now_ms);
+        let msg = self.local_announce(key, &self.channels[key]);
+        self.send_to_allowed_peers(&key.0, None, &msg, &mut actions);
+        actions.push(Action::ChannelChanged(key.clone()));
+        self.gc(key);
+        actions
+    }
+
+    /// Whether any local session subscribes to the channel.
+    pub fn set_local_interest(&mut self, key: &ChannelKey, interested: bool, now_ms: u64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.seen.insert(key.clone());
+        let channel = self.channels.entry(key.clone()).or_default();
+        if channel.local_interest == interested {
+            return actions;
+        }
+        channel.local_interest = interested;
+        actions.push(Action::ChannelChanged(key.clone()));
+        self.reconcile(key, now_ms, &mut actions);
+        self.gc(key);
+        actions
+    }
+
+    /// Time passed: retry failed upstreams whose backoff expired.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let due: Vec<ChannelKey> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| c.failed.values().any(|(at, _)| *at <= now_ms))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.reconcile(&key, now_ms, &mut actions);
+        }
+        actions
+    }
+
+    /// A new policy is in force (reload). Channels of apps no longer allowed
+    /// here are forgotten; forwarding to or through disallowed nodes is torn
+    /// down and re-routed.
+    pub fn set_policy(&mut self, policy: Arc<Policy>, now_ms: u64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let mut topology = crate::routing::Topology::from_fleet(&policy.fleet);
+        for link in &policy.fleet.links {
+            topology.set_link_up(&link.a, &link.b, false);
+        }
+        self.topology = topology;
+        self.policy = policy;
+        self.peers.retain(|peer, _| self.policy.fleet.nodes.contains_key(peer.as_str()));
+        self.recompute_topology();
+        let keys: Vec<ChannelKey> = self.channels.keys().cloned().collect();
+        for key in keys {
+            if !self.me_allowed(&key.0) {
+                // Tear down and forget: this node may no longer hold the name.
+                let channel = self.channels.remove(&key).unwrap_or_default();
+                for (origin, up) in channel.upstream {
+                    self.send_if_allowed_peer(&up.peer, PeerMsg::Unsubscribe { key: key.clone(), origin }, &mut actions);
+                }
+                for (origin, downstream) in channel.downstream {
+                    for peer in downstream.keys() {
+                        self.send_if_allowed_peer(
+                            peer,
+                            PeerMsg::SubscribeError {
+                                key: key.clone(),
+                                origin: origin.clone(),
+                                code: ErrorCode::GeofenceRevoked,
+                                message: format!("{} is no longer allowed for app {}", self.me, key.0),
+                            },
+                            &mut actions,
+                        );
+                    }
+                }
+                self.seen.remove(&key);
+                actions.push(Action::ChannelChanged(key));
+                continue;
+            }
+            let policy = Arc::clone(&self.policy);
+            let Some(channel) = self.channels.get_mut(&key) else {
+                continue;
+            };
+            channel.remote.retain(|origin, _| policy.node_allowed(&key.0, origin));
+            for downstream in channel.downstream.values_mut() {
+                downstream.retain(|peer, _| policy.node_allowed(&key.0, peer));
+            }
+            let stale: Vec<NodeId> = channel
+                .upstream
+                .iter()
+                .filter(|(_, up)| up.path.iter().any(|n| !policy.node_allowed(&key.0, n)))
+                .map(|(origin, _)| origin.clone())
+                .collect();
+            for origin in stale {
+                self.drop_upstream(&key, &origin, "policy reload: path crosses a disallowed node", 0, &mut actions);
+            }
+            actions.push(Action::ChannelChanged(key.clone()));
+            self.reconcile(&key, now_ms, &mut actions);
+        }
+        actions
+    }
+
+    // ----- queries for the driver ----------------------------------------
+
+    /// The tracks of a channel visible here: local ones and those of remote
+    /// origins, with the origin.
+    pub fn tracks(&self, key: &ChannelKey) -> Vec<(NodeId, TrackInfo)> {
+        let Some(channel) = self.channels.get(key) else {
+            return Vec::new();
+        };
+        let local = channel.local.values().map(|t| (self.me.clone(), t.clone()));
+        let remote = channel
+            .remote
+            .iter()
+            .flat_map(|(origin, r)| r.tracks.iter().map(move |t| (origin.clone(), t.clone())));
+        local.chain(remote).collect()
+    }
+
+    /// How each origin's tracks of a channel are forwarded at this node.
+    pub fn forwarding(&self, key: &ChannelKey) -> BTreeMap<NodeId, Forwarding> {
+        let mut out = BTreeMap::new();
+        let Some(channel) = self.channels.get(key) else {
+            return out;
+        };
+        let mut origins: BTreeSet<NodeId> = channel.upstream.keys().cloned().collect();
+        origins.extend(channel.downstream.keys().cloned());
+        if !channel.local.is_empty() {
+            origins.insert(self.me.clone());
+        }
+        for origin in origins {
+            let upstream = if origin == self.me {
+                None
+            } else {
+                match channel.upstream.get(&origin) {
+                    Some(up) => Some(up.peer.clone()),
+                    None => continue,
+                }
+            };
+            let downstream = channel
+                .downstream
+                .get(&origin)
+                .map(|d| {
+                    d.keys()
+                        .filter(|p| self.peers.contains_key(*p) && self.peer_allowed(&key.0, p))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.insert(
+                origin,
+                Forwarding {
+                    upstream,
+                    downstream,
+                    local: channel.local_interest,
+                },
+            );
+        }
+        out
+    }
+
+    /// What local subscribers of a channel are told about reachability:
+    /// allowed nodes that no allowed path reaches, and origins whose route
+    /// failed.
+    pub fn reachability(&self, key: &ChannelKey) -> Reachability {
+        let mut unreachable = Vec::new();
+        let Some(allowed) = self.policy.allowed(&key.0) else {
+            return Reachability::default();
+        };
+        for node in self.policy.fleet.nodes.keys() {
+            if node == &self.me || !self.policy.node_allowed(&key.0, node) {
+                continue;
+            }
+            if let Err(no_route) = self.topology.cheapest_path(allowed, &self.me, node) {
+                unreachable.push((node.clone(), no_route.to_string()));
+            }
+        }
+        if let Some(channel) = self.channels.get(key) {
+            for (origin, (_, reason)) in &channel.failed {
+                if !unreachable.iter().any(|(n, _)| n == origin) {
+                    unreachable.push((origin.clone(), reason.clone()));
+                }
+            }
+        }
+        Reachability { unreachable }
+    }
+
+    // ----- internals ------------------------------------------------------
+
+    fn local_announce(&self, key: &ChannelKey, channel: &Channel) -> PeerMsg {
+        PeerMsg::Announce {
+            key: key.clone(),
+            origin: self.me.clone(),
+            seq: channel.local_seq,
+            tracks: channel.local.values().cloned().collect(),
+        }
+    }
+
+    fn send_to_allowed_peers(&self, app: &AppId, except: Option<&NodeId>, msg: &PeerMsg, actions: &mut Vec<Action>) {
+        for peer in self.peers.keys() {
+            if Some(peer) != except && self.peer_allowed(app, peer) {
+                actions.push(Action::Send {
+                    peer: peer.clone(),
+                    msg: msg.clone(),
+                });
+            }
+        }
+    }
+
+    /// Sends `msg` (which concerns an app) only if the peer is connected and
+    /// allowed for that app.
+    fn send_if_allowed_peer(&self, peer: &NodeId, msg: PeerMsg, actions: &mut Vec<Action>) {
+        let app = match &msg {
+            PeerMsg::LinkState { .. } => None,
+            PeerMsg::Announce { key, .. }
+            | PeerMsg::Subscribe { key, .. }
+            | PeerMsg::Unsubscribe { key, .. }
+            | PeerMsg::SubscribeError { key, .. } => Some(&key.0),
+        };
+        let allowed = app.is_none_or(|app| self.peer_allowed(app, peer));
+        if allowed && self.peers.contains_key(peer) {
+            actions.push(Action::Send {
+                peer: peer.clone(),
+                msg,
+            });
+        }
+    }
+
+    fn flood_my_link_state(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+        self.my_seq = self.my_seq.saturating_add(1).max(now_ms);
+        let record = LinkRecord {
+            seq: self.my_seq,
+            up: self.peers.clone(),
+        };
+        let msg = PeerMsg::LinkState {
+            origin: self.me.clone(),
+            seq: record.seq,
+            links: record.up.iter().map(|(n, r)| (n.clone(), *r)).collect(),
+        };
+        self.link_db.insert(self.me.clone(), record);
+        for peer in self.peers.keys() {
+            actions.push(Action::Send {
+                peer: peer.clone(),
+                msg: msg.clone(),
+            });
+        }
+        self.recompute_topology();
+    }
+
+    fn on_link_state(
+        &mut self,
+        from: &NodeId,
+        origin: NodeId,
+        seq: u64,
+        links: Vec<(NodeId, u64)>,
+        now_ms: u64,
+        actions: &mut Vec<Action>,
+    ) {
+        if origin == self.me || !self.policy.fleet.nodes.contains_key(origin.as_str()) {
+            return;
+        }
+        if self.link_db.get(&origin).is_some_and(|r| r.seq >= seq) {
+            return;
+        }
+        let record = LinkRecord {
+            seq,
+            up: links.iter().cloned().collect(),
+        };
+        self.link_db.insert(origin.clone(), record);
+        let msg = PeerMsg::LinkState { origin, seq, links };
+        for peer in self.peers.keys() {
+            if peer != from {
+                actions.push(Action::Send {
+                    peer: peer.clone(),
+                    msg: msg.clone(),
+                });
+            }
+        }
+        self.recompute_topology();
+        self.reconcile_all(now_ms, actions);
+    }
+
+    /// A link of this node is up while its connection is live; any other
+    /// configured link is up when both ends' latest link state list it.
+    fn recompute_topology(&mut self) {
+        let listed = |a: &NodeId, b: &NodeId| self.link_db.get(a).is_some_and(|r| r.up.contains_key(b));
+        let states: Vec<(NodeId, NodeId, bool)> = self
+            .policy
+            .fleet
+            .links
+            .iter()
+            .map(|link| {
+                let up = if link.a == self.me {
+                    self.peers.contains_key(&link.b)
+                } else if link.b == self.me {
+                    self.peers.contains_key(&link.a)
+                } else {
+                    listed(&link.a, &link.b) && listed(&link.b, &link.a)
+                };
+                (link.a.clone(), link.b.clone(), up)
+            })
+            .collect();
+        for (a, b, up) in states {
+            self.topology.set_link_up(&a, &b, up);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_announce(
+        &mut self,
+        from: &NodeId,
+        key: ChannelKey,
+        origin: NodeId,
+        seq: u64,
+        tracks: Vec<TrackInfo>,
+        now_ms: u64,
+        actions: &mut Vec<Action>,
+    ) {
+        if !self.me_allowed(&key.0) || !self.policy.node_allowed(&key.0, &origin) {
+            // A peer must never send this; drop it without keeping the name.
+            self.violations += 1;
+            tracing::warn!(peer = %from, app = %key.0, "dropped an announcement for an app not allowed here");
+            return;
+        }
+        if origin == self.me {
+            return;
+        }
+        self.seen.insert(key.clone());
+        let channel = self.channels.entry(key.clone()).or_default();
+        if channel.remote.get(&origin).is_some_and(|r| r.seq >= seq) {
+            return;
+        }
+        channel.remote.insert(
+            origin.clone(),
+            Remote {
+                seq,
+                tracks: tracks.clone(),
+            },
+        );
+        let msg = PeerMsg::Announce {
+            key: key.clone(),
+            origin,
+            seq,
+            tracks,
+        };
+        self.send_to_allowed_peers(&key.0, Some(from), &msg, actions);
+        actions.push(Action::ChannelChanged(key.clone()));
+        self.reconcile(&key, now_ms, actions);
+        self.gc(&key);
+    }
+
+    fn refuse(&self, to: &NodeId, key: ChannelKey, origin: NodeId, message: String, actions: &mut Vec<Action>) {
+        tracing::debug!(peer = %to, app = %key.0, %message, "refused a mesh subscription");
+        self.send_if_allowed_peer(
+            to,
+            PeerMsg::SubscribeError {
+                key,
+                origin,
+                code: ErrorCode::RouteUnavailable,
+                message,
+            },
+            actions,
+        );
+    }
+
+    fn on_subscribe(
+        &mut self,
+        from: &NodeId,
+        key: ChannelKey,
+        origin: NodeId,
+        path: Vec<NodeId>,
+        actions: &mut Vec<Action>,
+    ) {
+        if !self.me_allowed(&key.0) || !self.peer_allowed(&key.0, from) {
+            self.violations += 1;
+            tracing::warn!(peer = %from, app = %key.0, "dropped a subscription for an app not allowed here");
+            return;
+        }
+        self.seen.insert(key.clone());
+        let position = path.iter().position(|n| n == &self.me);
+        let simple = path.iter().collect::<BTreeSet<_>>().len() == path.len();
+        let valid = match position {
+            Some(i) => i > 0 && &path[i - 1] == from && path.last() == Some(&origin) && simple,
+            None => false,
+        };
+        let Some(i) = position.filter(|_| valid) else {
+            self.refuse(from, key, origin, "malformed source route".into(), actions);
+            return;
+        };
+        if let Some(bad) = path.iter().find(|n| !self.policy.node_allowed(&key.0, n)) {
+            let message = format!("source route crosses {bad}, which is not allowed for the app");
+            self.refuse(from, key, origin, message, actions);
+            return;
+        }
+        let visited: Vec<NodeId> = path[..i].to_vec();
+        if origin == self.me {
+            let channel = self.channels.entry(key.clone()).or_default();
+            channel
+                .downstream
+                .entry(origin)
+                .or_default()
+                .insert(from.clone(), visited);
+            let msg = self.local_announce(&key, &self.channels[&key]);
+            self.send_if_allowed_peer(from, msg, actions);
+            actions.push(Action::ChannelChanged(key));
+            return;
+        }
+        let channel = self.channels.entry(key.clone()).or_default();
+        if let Some(up) = channel.upstream.get(&origin) {
+            if up.path.iter().skip(1).any(|n| visited.contains(n)) {
+                let message = format!("{} already pulls this channel through the requester; retry", self.me);
+                self.refuse(from, key, origin, message, actions);
+                return;
+            }
+        } else {
+            let remainder = path[i..].to_vec();
+            let next = remainder[1].clone();
+            if !self.peers.contains_key(&next) {
+                let message = format!("link {} - {next} is down", self.me);
+                self.refuse(from, key, origin, message, actions);
+                return;
+            }
+            channel.failed.remove(&origin);
+            channel.upstream.insert(
+                origin.clone(),
+                Upstream {
+                    peer: next.clone(),
+                    path: remainder,
+                },
+            );
+            self.send_if_allowed_peer(
+                &next,
+                PeerMsg::Subscribe {
+                    key: key.clone(),
+                    origin: origin.clone(),
+                    path,
+                },
+                actions,
+            );
+        }
+        if let Some(channel) = self.channels.get_mut(&key) {
+            channel
+                .downstream
+                .entry(origin)
+                .or_default()
+                .insert(from.clone(), visited);
+        }
+        actions.push(Action::ChannelChanged(key));
+    }
+
+    fn on_unsubscribe(&mut self, from: &NodeId, key: ChannelKey, origin: NodeId, now_ms: u64, actions: &mut Vec<Action>) {
+        let Some(channel) = self.channels.get_mut(&key) else {
+            return;
+        };
+        let removed = channel
+            .downstream
+            .get_mut(&origin)
+            .is_some_and(|d| d.remove(from).is_some());
+        if removed {
+            actions.push(Action::ChannelChanged(key.clone()));
+            self.reconcile(&key, now_ms, actions);
+            self.gc(&key);
+        }
+    }
+
+    /// Drops the upstream for `origin` and tells every downstream peer, which
+    /// re-subscribe with fresh paths. `retry_at` of 0 retries at once.
+    fn drop_upstream(&mut self, key: &ChannelKey, origin: &NodeId, reason: &str, retry_at: u64, actions: &mut Vec<Action>) {
+        let Some(channel) = self.channels.get_mut(key) else {
+            return;
+        };
+        if let Some(up) = channel.upstream.remove(origin) {
+            let peer = up.peer;
+            let msg = PeerMsg::Unsubscribe {
+                key: key.clone(),
+                origin: origin.clone(),
+            };
+            channel.failed.insert(origin.clone(), (retry_at, reason.to_string()));
+            let downstream = channel.downstream.remove(origin).unwrap_or_default();
+            self.send_if_allowed_peer(&peer, msg, actions);
+            for down in downstream.keys() {
+                self.send_if_allowed_peer(
+                    down,
+                    PeerMsg::SubscribeError {
+                        key: key.clone(),
+                        origin: origin.clone(),
+                        code: ErrorCode::RouteUnavailable,
+                        message: reason.to_string(),
+                    },
+                    actions,
+                );
+            }
+        }
+    }
+
+    fn reconcile_all(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+        let keys: Vec<ChannelKey> = self.channels.keys().cloned().collect();
+        for key in keys {
+            self.reconcile(&key, now_ms, actions);
+        }
+    }
+
+    /// Makes the channel's upstreams match what is needed: for local
+    /// interest, one upstream per remote origin along the cheapest allowed
+    /// path; transit upstreams (kept for downstream peers) follow the
+    /// requesters' source routes and are only checked for validity here.
+    fn reconcile(&mut self, key: &ChannelKey, now_ms: u64, actions: &mut Vec<Action>) {
+        let Some(channel) = self.channels.get(key) else {
+            return;
+        };
+        let Some(allowed) = self.policy.allowed(&key.0).cloned() else {
+            return;
+        };
+        let origins: BTreeSet<NodeId> = channel
+            .remote
+            .iter()
+            .filter(|(_, r)| !r.tracks.is_empty())
+            .map(|(o, _)| o.clone())
+            .chain(channel.upstream.keys().cloned())
+            .collect();
+        let mut changed = false;
+        for origin in origins {
+            let Some(channel) = self.channels.get(key) else {
+                return;
+            };
+            let has_downstream = channel.downstream.get(&origin).is_some_and(|d| !d.is_empty());
+            let announced = channel.remote.get(&origin).is_some_and(|r| !r.tracks.is_empty());
+            let wanted = (channel.local_interest && announced) || has_downstream;
+            let current = channel.upstream.get(&origin).cloned();
+            if let Some(up) = &current {
+                let valid = self.peers.contains_key(&up.peer)
+                    && up.path.iter().all(|n| self.policy.node_allowed(&key.0, n))
+                    && up.path.windows(2).all(|w| link_is_up(&self.topology, &w[0], &w[1]));
+                if wanted && valid {
+                    continue;
+                }
+                if !wanted {
+                    if let Some(channel) = self.channels.get_mut(key) {
+                        channel.upstream.remove(&origin);
+                    }
+                    self.send_if_allowed_peer(
+                        &up.peer,
+                        PeerMsg::Unsubscribe {
+                            key: key.clone(),
+                            origin: origin.clone(),
+                        },
+                        actions,
+                    );
+                    changed = true;
+                    continue;
+                }
+                self.drop_upstream(key, &origin, "path is no longer valid", 0, actions);
+                changed = true;
+            }
+            // Only a node with local interest computes a path; transit nodes
+            // wait for their downstream to re-subscribe.
+            let Some(channel) = self.channels.get(key) else {
+                return;
+            };
+            if !(channel.local_interest && announced) {
+                continue;
+            }
+            if channel.failed.get(&origin).is_some_and(|(at, _)| *at > now_ms) {
+                continue;
+            }
+            match self.topology.cheapest_path(&allowed, &self.me, &origin) {
+                Ok(route) if route.path.len() >= 2 => {
+                    let next = route.path[1].clone();
+                    let path = route.path.clone();
+                    if let Some(channel) = self.channels.get_mut(key) {
+                        channel.failed.remove(&origin);
+                        channel.upstream.insert(
+                            origin.clone(),
+                            Upstream {
+                                peer: next.clone(),
+                                path: path.clone(),
+                            },
+                        );
+                    }
+                    self.send_if_allowed_peer(
+                        &next,
+                        PeerMsg::Subscribe {
+                            key: key.clone(),
+                            origin: origin.clone(),
+                            path: path.clone(),
+                        },
+                        actions,
+                    );
+                    actions.push(Action::Decision {
+                        key: key.clone(),
+                        origin: origin.clone(),
+                        outcome: Ok(path),
+                    });
+                    changed = true;
+                }
+                Ok(_) => {}
+                Err(no_route) => {
+                    let reason = no_route.to_string();
+                    let previously = self
+                        .channels
+                        .get(key)
+                        .and_then(|c| c.failed.get(&origin))
+                        .map(|(_, r)| r.clone());
+                    if let Some(channel) = self.channels.get_mut(key) {
+                        channel
+                            .failed
+                            .insert(origin.clone(), (now_ms + RETRY_BACKOFF_MS, reason.clone()));
+                    }
+                    if previously.as_deref() != Some(reason.as_str()) {
+                        actions.push(Action::Decision {
+                            key: key.clone(),
+                            origin: origin.clone(),
+                            outcome: Err(reason),
+                        });
+                        changed = true;
+                    }
+                }
+            }
+        }
+        // Origins that are no longer announced and have no upstream need no
+        // retry bookkeeping.
+        if let Some(channel) = self.channels.get_mut(key) {
+            let remote = &channel.remote;
+            let upstream = &channel.upstream;
+            let before = channel.failed.len();
+            channel.failed.retain(|origin, _| {
+                remote.get(origin).is_some_and(|r| !r.tracks.is_empty()) || upstream.contains_key(origin)
+            });
+            if !channel.local_interest {
+                channel.failed.clear();
+            }
+            changed |= before != channel.failed.len();
+        }
+        if changed {
+            actions.push(Action::ChannelChanged(key.clone()));
+        }
+    }
+
+    fn gc(&mut self, key: &ChannelKey) {
+        if self.channels.get(key).is_some_and(|c| c.is_idle() && c.failed.is_empty() && c.local_seq == 0 && c.remote.is_empty()) {
+            self.channels.remove(key);
+        }
+    }
+}
+
+fn link_is_up(topology: &crate::routing::Topology, a: &NodeId, b: &NodeId) -> bool {
+    topology.neighbours(a).any(|(n, _, up)| n == b && up)
+}

@@ -1,0 +1,237 @@
+//! One SDK client connection (`georelay/1`): hello and admission, then the
+//! control loop (announce, subscribe), the media datagram reader and the
+//! message stream readers. Every refusal is an `ERROR` frame followed by an
+//! application close with the same code, never a hang.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::admin::metric_names as m;
+use crate::config::Limits;
+use crate::error::ErrorCode;
+use crate::wire::{AnnounceOk, ErrorFrame, Frame, MessageDecoder, Welcome};
+
+use super::admission::{AdmissionRequest, Refusal, admit};
+use super::fanout::{DatagramQueue, MessageQueue, run_datagram_writer, run_message_writer};
+use super::hub::{CONTROL_QUEUE, Decision, Hub, Outbound, SessionEntry, targets_to_wire};
+use super::stream::{FrameReader, run_control_writer};
+
+/// How long a client has to open its control stream and send `HELLO`.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many reliable messages may wait for one subscriber.
+const MESSAGE_QUEUE: usize = 1024;
+
+/// Serves one client connection until it closes.
+pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) {
+    let conn_id = conn.stable_id();
+    let span = tracing::info_span!("conn", id = conn_id, app = tracing::field::Empty, region = %hub.region());
+    async move {
+        let Ok(Ok((send, recv))) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await else {
+            conn.close(code(ErrorCode::ProtocolViolation), b"no control stream");
+            return;
+        };
+        let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        tokio::spawn(run_control_writer(send, control_rx, conn.clone()));
+        let mut reader = FrameReader::new(recv);
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await {
+            Ok(Ok(Some(Frame::Hello(hello)))) => hello,
+            Ok(Err(err)) => {
+                refuse(&hub, &control, None, Refusal::plain(err.code(), err.to_string()));
+                return;
+            }
+            _ => {
+                let refusal = Refusal::plain(ErrorCode::ProtocolViolation, "the first frame must be HELLO");
+                refuse(&hub, &control, None, refusal);
+                return;
+            }
+        };
+        tracing::Span::current().record("app", hello.app.as_str());
+        if hub.session_count() >= limits.max_sessions {
+            let refusal = Refusal::plain(ErrorCode::LimitExceeded, "this node is at its session limit");
+            refuse(&hub, &control, None, refusal);
+            return;
+        }
+        let policy = hub.policy();
+        let request = AdmissionRequest {
+            version: hello.version,
+            app: &hello.app,
+            channel: &hello.channel,
+            token: &hello.token,
+            client_ip: conn.remote_address().ip().to_canonical(),
+        };
+        let admitted = match admit(&policy, hub.me(), &request, hub.clock().now_unix_secs()) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                let app = policy.fleet.app(&hello.app).map(|a| a.id.clone());
+                refuse(&hub, &control, app, refusal);
+                return;
+            }
+        };
+        let app = admitted.claims.app.clone();
+        hub.decide(Decision {
+            app: app.clone(),
+            kind: "admitted",
+            detail: format!("country {}", admitted.country.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into())),
+        });
+
+        let datagrams = Arc::new(DatagramQueue::new(limits.subscriber_queue_packets, Arc::clone(&hub.drops)));
+        let (messages, messages_rx) = MessageQueue::new(MESSAGE_QUEUE, Arc::clone(&hub.drops));
+        let session = hub.add_session(SessionEntry {
+            app: app.clone(),
+            channel: admitted.claims.channel.clone(),
+            user: admitted.claims.user.clone(),
+            can_publish: admitted.claims.role == crate::auth::Role::Publish,
+            client_region: admitted.client_region.clone(),
+            control: control.clone(),
+            datagrams: Arc::clone(&datagrams),
+            messages,
+        });
+        tokio::spawn(run_datagram_writer(Arc::clone(&datagrams), conn.clone()));
+        tokio::spawn(run_message_writer(messages_rx, conn.clone()));
+        let max_payload = conn
+            .max_datagram_size()
+            .map(crate::wire::max_media_payload)
+            .unwrap_or(0);
+        let welcome = Frame::Welcome(Welcome {
+            session_id: session,
+            node: hub.me().to_string(),
+            region: hub.region().to_string(),
+            max_datagram_payload: max_payload as u64,
+            max_message_bytes: limits.max_message_bytes as u64,
+        });
+        let _ = control.try_send(Outbound::Frame(welcome));
+        tracing::debug!(session, "session admitted");
+
+        let datagram_task = tokio::spawn(read_datagrams(Arc::clone(&hub), conn.clone(), session));
+        let streams_task = tokio::spawn(read_message_streams(Arc::clone(&hub), conn.clone(), session, limits.max_message_bytes));
+        loop {
+            let frame = tokio::select! {
+                frame = reader.next() => frame,
+                _ = conn.closed() => break,
+            };
+            let frame = match frame {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(err) => {
+                    close(&control, ErrorFrame::new(err.code(), err.to_string()));
+                    break;
+                }
+            };
+            if let Err(refusal) = handle_frame(&hub, session, frame, &control, limits.max_tracks_per_session) {
+                close(&control, refusal_frame(&refusal));
+                break;
+            }
+        }
+        datagram_task.abort();
+        streams_task.abort();
+        hub.remove_session(session);
+        tracing::debug!(session, "session ended");
+    }
+    .instrument(span)
+    .await
+}
+
+/// Applies one control frame; an `Err` ends the session with that refusal.
+fn handle_frame(hub: &Hub, session: u64, frame: Frame, control: &mpsc::Sender<Outbound>, max_tracks: usize) -> Result<(), Refusal> {
+    match frame {
+        Frame::Announce(announce) => {
+            let track = hub.announce(session, &announce, max_tracks)?;
+            let ok = Frame::AnnounceOk(AnnounceOk {
+                track_id: announce.track_id,
+                track,
+            });
+            let _ = control.try_send(Outbound::Frame(ok));
+        }
+        Frame::Unannounce { track } => hub.unannounce(session, track)?,
+        Frame::Subscribe => hub.subscribe(session)?,
+        Frame::Unsubscribe => hub.unsubscribe(session)?,
+        Frame::Goodbye => {
+            return Err(Refusal::plain(ErrorCode::ShuttingDown, "goodbye"));
+        }
+        other => {
+            return Err(Refusal::plain(
+                ErrorCode::ProtocolViolation,
+                format!("a client may not send {}", other.name()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn read_datagrams(hub: Arc<Hub>, conn: quinn::Connection, session: u64) {
+    while let Ok(datagram) = conn.read_datagram().await {
+        hub.client_datagram(session, datagram);
+    }
+}
+
+async fn read_message_streams(hub: Arc<Hub>, conn: quinn::Connection, session: u64, max_len: usize) {
+    while let Ok(recv) = conn.accept_uni().await {
+        let hub = Arc::clone(&hub);
+        tokio::spawn(read_messages(recv, max_len, move |track, payload| {
+            hub.message(Some(session), None, track, payload)
+        }));
+    }
+}
+
+/// Reads one message stream and hands each message to `deliver`. A malformed
+/// stream is stopped with `PROTOCOL_VIOLATION` (the connection stays up).
+pub async fn read_messages(mut recv: quinn::RecvStream, max_len: usize, deliver: impl Fn(u64, &[u8])) {
+    let mut decoder = MessageDecoder::new(max_len);
+    loop {
+        loop {
+            match decoder.next_message() {
+                Ok(Some(message)) => deliver(message.track, &message.payload),
+                Ok(None) => break,
+                Err(err) => {
+                    let _ = recv.stop(code(err.code()));
+                    return;
+                }
+            }
+        }
+        match recv.read_chunk(64 * 1024, true).await {
+            Ok(Some(chunk)) => decoder.push(&chunk.bytes),
+            _ => return,
+        }
+    }
+}
+
+fn refusal_frame(refusal: &Refusal) -> ErrorFrame {
+    let mut frame = ErrorFrame::new(refusal.code, refusal.message.clone());
+    frame.redirect = targets_to_wire(&refusal.redirect);
+    frame
+}
+
+fn close(control: &mpsc::Sender<Outbound>, frame: ErrorFrame) {
+    let _ = control.try_send(Outbound::Close(frame));
+}
+
+/// Counts and records a refusal, then closes with it.
+fn refuse(hub: &Hub, control: &mpsc::Sender<Outbound>, app: Option<crate::ids::AppId>, refusal: Refusal) {
+    metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_NODE => hub.me().to_string(), m::LABEL_CODE => refusal.code.name()).increment(1);
+    if let Some(app) = app {
+        let kind = match refusal.code {
+            ErrorCode::GeofenceRedirect => "redirected",
+            _ => "denied",
+        };
+        let targets: Vec<&str> = refusal.redirect.iter().map(|(n, _)| n.as_str()).collect();
+        hub.decide(Decision {
+            app,
+            kind,
+            detail: if targets.is_empty() {
+                format!("{}: {}", refusal.code, refusal.message)
+            } else {
+                format!("{}: to {}", refusal.code, targets.join(", "))
+            },
+        });
+    }
+    tracing::debug!(code = refusal.code.name(), reason = %refusal.message, "session refused");
+    close(control, refusal_frame(&refusal));
+}
+
+fn code(code: ErrorCode) -> quinn::VarInt {
+    quinn::VarInt::from_u64(code.to_wire()).unwrap_or(quinn::VarInt::from_u32(0))
+}
