@@ -43,7 +43,7 @@ pub const PROTOCOL_VERSION: u64 = 1;
 pub const MAX_FRAME_BODY: usize = 64 * 1024;
 /// Largest id or name string (app, channel, node, region, user, track name,
 /// SDK info fields, socket address text), in bytes of UTF-8.
-pub const MAX_NAME_LEN: usize = 255;
+pub const MAX_NAME_LEN: usize = 256;
 /// Largest token string, in bytes.
 pub const MAX_TOKEN_LEN: usize = 4096;
 /// Largest human-readable message (in `ERROR` and state frames), in bytes.
