@@ -20,6 +20,8 @@ mod countries;
 mod diagnostic;
 mod parse;
 mod secret;
+#[cfg(test)]
+mod tests;
 
 pub use countries::is_assigned_country;
 pub use diagnostic::{ConfigErrors, Diagnostic};
@@ -232,6 +234,17 @@ pub enum IpMode {
     Drop,
 }
 
+impl IpMode {
+    /// The config spelling: `"truncate"`, `"full"` or `"drop"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpMode::Truncate => "truncate",
+            IpMode::Full => "full",
+            IpMode::Drop => "drop",
+        }
+    }
+}
+
 /// `[metadata.postgres]`: ship metadata to PostgreSQL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PostgresConfig {
@@ -349,13 +362,11 @@ impl Fleet {
     }
 
     /// The nodes of a region, in id order.
-    pub fn nodes_in_region<'a>(
-        &'a self,
-        region: &'a RegionId,
-    ) -> impl Iterator<Item = &'a Node> + 'a {
+    pub fn nodes_in_region(&self, region: &RegionId) -> impl Iterator<Item = &Node> {
+        let region = region.clone();
         self.nodes
             .values()
-            .filter(move |node| &node.region == region)
+            .filter(move |node| node.region == region)
     }
 
     /// The configured regions the app may use (a deny list resolved to its
@@ -450,11 +461,11 @@ impl Fleet {
             writeln!(
                 out,
                 "  {}: regions [{}] (by {policy}); clients: {clients}, unknown country {unknown}; \
-                 metadata kept {} days; secret from {}",
+                 metadata kept {} days; secret: {}",
                 app.id,
                 allowed.join(", "),
                 app.metadata_retention_days,
-                app.secret.field_name()
+                describe_secret(&app.secret)
             )?;
         }
         let geoip = match &self.geoip.database {
@@ -466,6 +477,9 @@ impl Fleet {
             "geoip: {geoip}, {} overrides",
             self.geoip.overrides.len()
         )?;
+        for (network, country) in &self.geoip.overrides {
+            writeln!(out, "  {network} -> {country}")?;
+        }
         let tls = if self.tls.ca.is_some() {
             "from files"
         } else {
@@ -474,10 +488,10 @@ impl Fleet {
         writeln!(out, "tls: {tls}")?;
         let metadata = if self.metadata.enabled {
             format!(
-                "{} (kept {} days, IPs {:?} kept {} days)",
+                "{} (kept {} days; client IPs: {}, kept {} days)",
                 self.metadata.dir.display(),
                 self.metadata.retention_days,
-                self.metadata.ip_mode,
+                self.metadata.ip_mode.as_str(),
                 self.metadata.ip_retention_days
             )
         } else {
@@ -488,6 +502,15 @@ impl Fleet {
             writeln!(out, "warning: {warning}")?;
         }
         Ok(())
+    }
+}
+
+/// Where a secret comes from, without the secret.
+fn describe_secret(secret: &SecretSource) -> String {
+    match secret {
+        SecretSource::Env(var) => format!("from environment variable {var}"),
+        SecretSource::Inline(_) => "inline (development only)".to_owned(),
+        SecretSource::File(path) => format!("from file {}", path.display()),
     }
 }
 

@@ -84,8 +84,8 @@ pub(super) fn parse_fleet(text: &str, path: &Path) -> Result<Fleet, ConfigErrors
         dir: config_dir_of(path).to_path_buf(),
         diagnostics: Vec::new(),
         warnings: Vec::new(),
-        declared_regions: BTreeSet::new(),
-        declared_nodes: BTreeSet::new(),
+        declared_regions: Some(BTreeSet::new()),
+        declared_nodes: Some(BTreeSet::new()),
     };
     let root = TableView::new(document.get_ref(), String::new(), 0..0);
     checker.unknown_keys(&root, ROOT_KEYS);
@@ -177,10 +177,11 @@ struct Checker<'t> {
     diagnostics: Vec<Diagnostic>,
     warnings: Vec<String>,
     /// Every `[regions.*]` key, valid or not, so that a reference to a region
-    /// with its own errors is not also reported as unknown.
-    declared_regions: BTreeSet<String>,
-    /// Every `[nodes.*]` key, valid or not.
-    declared_nodes: BTreeSet<String>,
+    /// with its own errors is not also reported as unknown; `None` when the
+    /// `regions` section itself is broken (then references are not judged).
+    declared_regions: Option<BTreeSet<String>>,
+    /// Every `[nodes.*]` key, valid or not; `None` when `nodes` is broken.
+    declared_nodes: Option<BTreeSet<String>>,
 }
 
 /// What a name in the file refers to.
@@ -197,6 +198,9 @@ impl Checker<'_> {
         let (declared, noun) = match kind {
             Reference::Region => (&self.declared_regions, "region"),
             Reference::Node => (&self.declared_nodes, "node"),
+        };
+        let Some(declared) = declared else {
+            return false;
         };
         if declared.contains(item.value) {
             return valid;
@@ -489,14 +493,18 @@ impl Checker<'_> {
                     "regions",
                     "no regions: add at least one [regions.<id>] table",
                 );
+            } else {
+                self.declared_regions = None;
             }
             return regions;
         };
-        self.declared_regions = table
-            .entries
-            .iter()
-            .map(|(key, _, _)| (*key).to_owned())
-            .collect();
+        self.declared_regions = Some(
+            table
+                .entries
+                .iter()
+                .map(|(key, _, _)| (*key).to_owned())
+                .collect(),
+        );
         let mut owner_of_country: HashMap<CountryCode, RegionId> = HashMap::new();
         for (key, key_span, value) in &table.entries {
             let path = table.child(key);
@@ -582,6 +590,8 @@ impl Checker<'_> {
                     "nodes",
                     "no nodes: add at least one [nodes.<id>] table",
                 );
+            } else {
+                self.declared_nodes = None;
             }
             return nodes;
         };
@@ -592,12 +602,14 @@ impl Checker<'_> {
                 "no nodes: add at least one [nodes.<id>] table",
             );
         }
-        // Every bound address with the node and key that bind it.
-        self.declared_nodes = table
-            .entries
-            .iter()
-            .map(|(key, _, _)| (*key).to_owned())
-            .collect();
+        self.declared_nodes = Some(
+            table
+                .entries
+                .iter()
+                .map(|(key, _, _)| (*key).to_owned())
+                .collect(),
+        );
+        // Every bound address, with the TOML path that binds it first.
         let mut bound: HashMap<SocketAddr, String> = HashMap::new();
         for (key, key_span, value) in &table.entries {
             let path = table.child(key);
@@ -1329,12 +1341,16 @@ fn suggestion<'c>(word: &str, candidates: impl Iterator<Item = &'c str>) -> Stri
     closest(word, candidates).map_or_else(String::new, |c| format!(" (did you mean \"{c}\"?)"))
 }
 
-/// The candidate within a small edit distance of `word`, if any.
+/// The closest candidate within a small edit distance of `word`, or one that
+/// `word` is a prefix of (`rtt` for `rtt_ms`), if any.
 fn closest<'c>(word: &str, candidates: impl Iterator<Item = &'c str>) -> Option<&'c str> {
     let limit = (word.chars().count() / 3).max(1);
     candidates
-        .map(|candidate| (edit_distance(word, candidate), candidate))
-        .filter(|(distance, _)| *distance <= limit)
+        .filter_map(|candidate| {
+            let distance = edit_distance(word, candidate);
+            let extends = word.len() >= 3 && candidate.starts_with(word);
+            (distance <= limit || extends).then_some((distance, candidate))
+        })
         .min()
         .map(|(_, candidate)| candidate)
 }
