@@ -14,11 +14,34 @@
 //!   through a disallowed node.
 //! - [`Topology::next_hop`]: the neighbour to forward to; hop-by-hop
 //!   forwarding follows exactly the source's cheapest path (loop-free).
-//! - [`Topology::nearest_allowed`]: redirect targets, nearest to the client's
-//!   region first; the heuristic is documented in `nearest.rs`.
+//! - [`Topology::nearest_allowed`]: redirect targets (see below).
 //!
 //! Paths are computed per subscription or per topology change, not per
 //! packet.
+//!
+//! # Direction
+//!
+//! Costs are symmetric, but among equal-cost, equal-hop paths the tie-break
+//! reads node ids from the origin, so `A -> B` and `B -> A` may pick mirror
+//! paths that differ. Callers that need one path per pair (the mesh pulling a
+//! track) compute it in one agreed direction, e.g. subscriber node towards the
+//! publisher's node, hop by hop with [`Topology::next_hop`].
+//!
+//! # Redirect targets
+//!
+//! "Nearest" follows country → region → node, with link costs:
+//! 1. The *origin* is the set of nodes in the client's region (the region of
+//!    its geolocated country) when that region has nodes; otherwise the
+//!    `entry` node the client reached; otherwise (unknown entry) nothing.
+//! 2. A node's distance is the cheapest link-cost sum from the origin over
+//!    links that are up, ignoring the app's policy: it only measures
+//!    proximity, no media travels along it (the client connects directly).
+//! 3. Allowed nodes are ordered: the client's own region first, then by
+//!    distance (nodes the origin cannot reach last), then by node id.
+//! 4. Disallowed nodes are never returned; at most `limit` nodes are.
+//!
+//! The entry node is itself a candidate when allowed; a draining node that
+//! wants alternatives asks for one more and drops itself.
 
 mod nearest;
 mod path;
@@ -214,7 +237,7 @@ mod tests {
         );
         assert_eq!(
             err.to_string(),
-            "no allowed path from eu-fra-1 to eu-ams-1 while links are down: eu-fra-1-eu-ams-1"
+            "no allowed path from eu-fra-1 to eu-ams-1 while links are down: eu-fra-1 <-> eu-ams-1"
         );
         assert!(topology.set_link_up(&node("eu-fra-1"), &node("eu-ams-1"), true));
         assert_eq!(

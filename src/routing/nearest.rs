@@ -1,18 +1,7 @@
 //! Redirect targets: the allowed nodes nearest to a client.
 //!
-//! The heuristic (country → region → node, with link costs):
-//! 1. The *origin* is the set of nodes in the client's region (the region of
-//!    its geolocated country) when that region has nodes; otherwise it is the
-//!    `entry` node the client reached; otherwise (unknown entry) it is empty.
-//! 2. Every node's distance is the cheapest link-cost sum from the origin over
-//!    links that are up, ignoring the app's policy: it measures proximity, and
-//!    no media travels along it (the client connects to the target directly).
-//! 3. Allowed nodes are ordered by: in the client's region first, then by
-//!    distance (nodes the origin cannot reach come last), then by node id.
-//! 4. Disallowed nodes are never returned; at most `limit` nodes are.
-//!
-//! The entry node itself is a candidate when it is allowed; a draining node
-//! that wants alternatives asks for one more and drops itself.
+//! The heuristic is documented in the `routing` module docs ("Redirect
+//! targets").
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -22,10 +11,10 @@ use crate::ids::{NodeId, RegionId};
 use super::topology::{AllowedRegions, Topology};
 
 impl Topology {
-    /// Up to `limit` allowed nodes, nearest to the client first (see the
-    /// module docs for the exact order). `client_region` is the region of the
-    /// client's geolocated country, `None` when unknown; `entry` is the node
-    /// the client connected to.
+    /// Up to `limit` allowed nodes, nearest to the client first (the exact
+    /// order is in the [`crate::routing`] docs). `client_region` is the
+    /// region of the client's geolocated country, `None` when unknown;
+    /// `entry` is the node the client connected to.
     pub fn nearest_allowed(
         &self,
         allowed: &AllowedRegions,

@@ -109,7 +109,7 @@ impl fmt::Display for NoRouteReason {
                         f,
                         "no allowed path from {from} to {to} while links are down: "
                     )?;
-                    write_list(f, links.iter().map(|(a, b)| format!("{a}-{b}")))
+                    write_list(f, links.iter().map(|(a, b)| format!("{a} <-> {b}")))
                 }
                 DisconnectCause::DisallowedTransit { regions, via } => {
                     write!(
