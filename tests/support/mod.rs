@@ -1,3 +1,5 @@
 //! Shared integration-test harness; each module is a helper other tests reuse.
+#![allow(unreachable_pub, dead_code)]
 
 pub mod mmdb;
+pub mod fleet;
