@@ -1,1 +1,57 @@
-//! Not built yet.
+//! Operational metadata: what each node records about sessions, quality,
+//! geofence decisions and mesh links, where it is stored, and how it is
+//! deleted after at most 30 days.
+//!
+//! # Layout
+//! - [`event`]: the [`Event`] types: the only things that are recorded.
+//! - [`ip`]: [`minimise`], the only way a client address enters an event.
+//! - [`recorder`]: [`start`], the non-blocking [`Recorder`] and the writer,
+//!   sweeper and PostgreSQL tasks behind [`MetadataHandle`].
+//! - [`sqlite`]: the embedded store, one SQLite file per UTC day.
+//! - [`postgres`]: the fleet store, one table partitioned by day.
+//! - [`retention`]: the [`RetentionPolicy`] both stores apply.
+//! - [`sweeper`]: [`Sweeper`], a retention pass on demand (tests, tools).
+//! - [`report`]: the usage and quality report shared by both stores.
+//! - [`day`]: UTC days, the partition unit.
+//!
+//! The schema and flush/crash semantics are in `docs/METADATA.md`; what is
+//! and is not at rest is in `docs/PRIVACY.md`.
+
+pub mod day;
+pub mod event;
+pub mod ip;
+pub mod postgres;
+pub mod recorder;
+pub mod report;
+pub mod retention;
+pub mod sqlite;
+pub mod sweeper;
+
+pub use event::{Event, EventKind, GeofenceDecision, SdkInfo, SessionRole, TrackKind};
+pub use ip::{MinimisedIp, minimise};
+pub use postgres::{PgError, PostgresStore};
+pub use recorder::{MetadataHandle, MetadataStats, Recorder, start};
+pub use report::{GroupBy, Report, ReportQuery, build_report};
+pub use retention::{RetentionPolicy, SweepReport, app_retention_days};
+pub use sqlite::{SqliteStore, StoreError};
+pub use sweeper::Sweeper;
+
+/// A failure to start or stop metadata collection.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    /// The local store could not be opened or swept.
+    #[error("metadata store: {0}")]
+    Store(#[from] StoreError),
+    /// `[metadata.postgres] dsn_env` names an unset variable.
+    #[error("environment variable {env} (metadata.postgres.dsn_env) is not set")]
+    PostgresDsnMissing {
+        /// The variable's name.
+        env: String,
+    },
+    /// The writer task has already stopped.
+    #[error("metadata writer is not running")]
+    WriterGone,
+    /// A metadata task panicked or was cancelled.
+    #[error("metadata task failed: {0}")]
+    WriterFailed(String),
+}

@@ -1,0 +1,477 @@
+//! The write path: a non-blocking [`Recorder`] for the relay's hot path, and
+//! the background tasks behind it.
+//!
+//! [`Recorder::record`] never waits: it `try_send`s into a bounded channel
+//! and, when the channel is full (or metadata is shutting down), drops the
+//! event and counts it (`georelay_metadata_events_dropped_total` and
+//! [`Recorder::dropped`]). A writer task collects events and, every
+//! `flush_interval_ms` (or when a batch reaches the channel capacity), writes
+//! them to the SQLite store in one transaction per day file, on
+//! `spawn_blocking`, and queues them for PostgreSQL when configured. Events
+//! already past their retention are not written. A sweeper task applies the
+//! retention policy at start and every `sweep_interval_secs`.
+//!
+//! [`MetadataHandle::shutdown`] drains the channel and flushes before
+//! returning, so a clean shutdown loses nothing; a crash loses at most the
+//! events of the current flush interval. Dropping the handle without calling
+//! `shutdown` also makes the writer flush and stop, but nobody waits for it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::clock::SharedClock;
+use crate::config::MetadataConfig;
+use crate::ids::AppId;
+use crate::metadata::MetadataError;
+use crate::metadata::event::Event;
+use crate::metadata::postgres::{DEFAULT_TABLE, PostgresSink, SinkSettings};
+use crate::metadata::retention::RetentionPolicy;
+use crate::metadata::sqlite::SqliteStore;
+
+/// Name of the counter of events dropped before reaching the writer.
+pub const DROPPED_METRIC: &str = "georelay_metadata_events_dropped_total";
+/// Name of the counter of events written to the local store.
+pub const WRITTEN_METRIC: &str = "georelay_metadata_events_written_total";
+/// Name of the counter of events lost to a failed local write.
+pub const WRITE_FAILED_METRIC: &str = "georelay_metadata_write_failures_total";
+
+/// The relay's handle for recording events. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Recorder {
+    inner: Option<Arc<RecorderInner>>,
+}
+
+#[derive(Debug)]
+struct RecorderInner {
+    sender: mpsc::Sender<Event>,
+    dropped: AtomicU64,
+}
+
+impl Recorder {
+    /// A recorder that discards everything (metadata disabled). Discarded
+    /// events are not counted as dropped.
+    pub fn disabled() -> Self {
+        Self { inner: None }
+    }
+
+    /// A recorder feeding a fresh bounded channel of `capacity` events.
+    pub(crate) fn channel(capacity: usize) -> (Self, mpsc::Receiver<Event>) {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        let inner = RecorderInner {
+            sender,
+            dropped: AtomicU64::new(0),
+        };
+        (
+            Self {
+                inner: Some(Arc::new(inner)),
+            },
+            receiver,
+        )
+    }
+
+    /// Queues an event for the store without ever waiting. When the queue is
+    /// full the event is dropped and counted.
+    pub fn record(&self, event: Event) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        if inner.sender.try_send(event).is_err() {
+            inner.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(DROPPED_METRIC).increment(1);
+        }
+    }
+
+    /// Whether events go anywhere.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Events dropped because the queue was full or closed.
+    pub fn dropped(&self) -> u64 {
+        self.inner
+            .as_ref()
+            .map_or(0, |inner| inner.dropped.load(Ordering::Relaxed))
+    }
+}
+
+/// Counters of the metadata pipeline, as of one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetadataStats {
+    /// Events written to the local SQLite store.
+    pub written_local: u64,
+    /// Events whose local write failed (logged; they are lost locally).
+    pub failed_local: u64,
+    /// Events not written because they were already past their retention.
+    pub expired: u64,
+    /// Events dropped by [`Recorder::record`] (queue full or closed).
+    pub dropped: u64,
+    /// Events delivered to PostgreSQL.
+    pub sent_postgres: u64,
+    /// Events dropped because the PostgreSQL buffer was full.
+    pub dropped_postgres: u64,
+    /// Events still queued for PostgreSQL when it shut down.
+    pub unsent_postgres: u64,
+}
+
+#[derive(Debug, Default)]
+struct WriterCounters {
+    written_local: AtomicU64,
+    failed_local: AtomicU64,
+    expired: AtomicU64,
+}
+
+enum Control {
+    Flush(oneshot::Sender<()>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Owns the metadata tasks. Call [`MetadataHandle::shutdown`] on the way
+/// out.
+pub struct MetadataHandle {
+    recorder: Recorder,
+    running: Option<Running>,
+}
+
+struct Running {
+    control: mpsc::Sender<Control>,
+    writer: JoinHandle<()>,
+    sweeper: Option<JoinHandle<()>>,
+    postgres: Option<PostgresSink>,
+    counters: Arc<WriterCounters>,
+    policy: Arc<RwLock<RetentionPolicy>>,
+}
+
+impl std::fmt::Debug for MetadataHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetadataHandle")
+            .field("running", &self.running.is_some())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Starts metadata collection: opens the local store (if enabled), runs a
+/// first retention sweep, and spawns the writer, the periodic sweeper and the
+/// PostgreSQL sink. Must be called inside a tokio runtime.
+///
+/// `app_retention_days` is each app's `metadata_retention_days` (see
+/// [`crate::metadata::app_retention_days`]).
+pub async fn start(
+    config: &MetadataConfig,
+    app_retention_days: BTreeMap<AppId, u16>,
+    clock: SharedClock,
+) -> Result<(Recorder, MetadataHandle), MetadataError> {
+    if !config.enabled {
+        let recorder = Recorder::disabled();
+        let handle = MetadataHandle {
+            recorder: recorder.clone(),
+            running: None,
+        };
+        return Ok((recorder, handle));
+    }
+    let policy = RetentionPolicy::new(
+        config.retention_days,
+        config.ip_retention_days,
+        app_retention_days,
+    );
+    let local_store = config.postgres.as_ref().is_none_or(|pg| pg.local_store);
+    let store = if local_store {
+        let dir = config.dir.clone();
+        let store = run_blocking(move || SqliteStore::open(dir)).await??;
+        let (sweep_store, sweep_policy, now_ms) =
+            (store.clone(), policy.clone(), clock.now_unix_ms());
+        let report = run_blocking(move || sweep_store.sweep(now_ms, &sweep_policy)).await??;
+        tracing::info!(?report, dir = %config.dir.display(), "metadata store opened and swept");
+        Some(store)
+    } else {
+        None
+    };
+    let policy = Arc::new(RwLock::new(policy));
+    let sweep_interval = Duration::from_secs(config.sweep_interval_secs.max(1));
+    let postgres = match &config.postgres {
+        Some(pg) => {
+            let dsn =
+                std::env::var(&pg.dsn_env).map_err(|_| MetadataError::PostgresDsnMissing {
+                    env: pg.dsn_env.clone(),
+                })?;
+            Some(PostgresSink::spawn(SinkSettings {
+                dsn,
+                table: DEFAULT_TABLE.to_owned(),
+                capacity: pg.buffer_events,
+                sweep_interval,
+                clock: Arc::clone(&clock),
+                policy: Arc::clone(&policy),
+            }))
+        }
+        None => None,
+    };
+
+    let (recorder, receiver) = Recorder::channel(config.channel_capacity);
+    let (control, control_rx) = mpsc::channel(4);
+    let counters = Arc::new(WriterCounters::default());
+    let writer = Writer {
+        store: store.clone(),
+        postgres: postgres.as_ref().map(|sink| Arc::clone(&sink.queue)),
+        clock: Arc::clone(&clock),
+        policy: Arc::clone(&policy),
+        counters: Arc::clone(&counters),
+        max_batch: config.channel_capacity.max(1),
+    };
+    let flush_interval = Duration::from_millis(config.flush_interval_ms.max(1));
+    let writer = tokio::spawn(writer.run(receiver, control_rx, flush_interval));
+    let sweeper = store.map(|store| {
+        tokio::spawn(sweep_periodically(
+            store,
+            Arc::clone(&policy),
+            clock,
+            sweep_interval,
+        ))
+    });
+    let handle = MetadataHandle {
+        recorder: recorder.clone(),
+        running: Some(Running {
+            control,
+            writer,
+            sweeper,
+            postgres,
+            counters,
+            policy,
+        }),
+    };
+    Ok((recorder, handle))
+}
+
+impl MetadataHandle {
+    /// Writes everything recorded so far (by this task, or before this call
+    /// in any task's program order) and waits until it is committed locally.
+    pub async fn flush(&self) -> Result<(), MetadataError> {
+        let Some(running) = &self.running else {
+            return Ok(());
+        };
+        let (done, done_rx) = oneshot::channel();
+        running
+            .control
+            .send(Control::Flush(done))
+            .await
+            .map_err(|_| MetadataError::WriterGone)?;
+        done_rx.await.map_err(|_| MetadataError::WriterGone)
+    }
+
+    /// Replaces the retention policy (after a config reload); the next sweep
+    /// and the next flush use it.
+    pub fn set_retention(&self, policy: RetentionPolicy) {
+        if let Some(running) = &self.running {
+            *running
+                .policy
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = policy;
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> MetadataStats {
+        let mut stats = MetadataStats {
+            dropped: self.recorder.dropped(),
+            ..MetadataStats::default()
+        };
+        if let Some(running) = &self.running {
+            let counters = &running.counters;
+            stats.written_local = counters.written_local.load(Ordering::Relaxed);
+            stats.failed_local = counters.failed_local.load(Ordering::Relaxed);
+            stats.expired = counters.expired.load(Ordering::Relaxed);
+            if let Some(sink) = &running.postgres {
+                stats.sent_postgres = sink.queue.counters.sent.load(Ordering::Relaxed);
+                stats.dropped_postgres = sink.queue.counters.dropped.load(Ordering::Relaxed);
+            }
+        }
+        stats
+    }
+
+    /// Stops recording, writes every event still queued, stops the sweeper
+    /// and gives PostgreSQL a bounded time to catch up. Returns the final
+    /// counters. Events recorded after this starts are dropped and counted.
+    pub async fn shutdown(mut self) -> Result<MetadataStats, MetadataError> {
+        let Some(running) = self.running.take() else {
+            return Ok(self.stats());
+        };
+        let (done, done_rx) = oneshot::channel();
+        let sent = running.control.send(Control::Shutdown(done)).await;
+        let writer_result = running.writer.await;
+        if let Some(sweeper) = running.sweeper {
+            sweeper.abort();
+        }
+        let counters = &running.counters;
+        let mut stats = MetadataStats {
+            written_local: counters.written_local.load(Ordering::Relaxed),
+            failed_local: counters.failed_local.load(Ordering::Relaxed),
+            expired: counters.expired.load(Ordering::Relaxed),
+            dropped: self.recorder.dropped(),
+            ..MetadataStats::default()
+        };
+        if let Some(sink) = running.postgres {
+            let queue = Arc::clone(&sink.queue);
+            stats.unsent_postgres = sink.shutdown().await;
+            stats.sent_postgres = queue.counters.sent.load(Ordering::Relaxed);
+            stats.dropped_postgres = queue.counters.dropped.load(Ordering::Relaxed);
+        }
+        writer_result.map_err(|err| MetadataError::WriterFailed(err.to_string()))?;
+        if sent.is_err() || done_rx.await.is_err() {
+            return Err(MetadataError::WriterGone);
+        }
+        Ok(stats)
+    }
+}
+
+impl Drop for MetadataHandle {
+    fn drop(&mut self) {
+        // Without `shutdown`, the writer still flushes and stops (its control
+        // channel closes) and the PostgreSQL sink drains and stops (its
+        // shutdown signal's sender is dropped); the sweeper must be stopped.
+        if let Some(sweeper) = self
+            .running
+            .as_ref()
+            .and_then(|running| running.sweeper.as_ref())
+        {
+            sweeper.abort();
+        }
+    }
+}
+
+struct Writer {
+    store: Option<SqliteStore>,
+    postgres: Option<Arc<crate::metadata::postgres::SinkQueue>>,
+    clock: SharedClock,
+    policy: Arc<RwLock<RetentionPolicy>>,
+    counters: Arc<WriterCounters>,
+    max_batch: usize,
+}
+
+impl Writer {
+    async fn run(
+        self,
+        mut events: mpsc::Receiver<Event>,
+        mut control: mpsc::Receiver<Control>,
+        flush_interval: Duration,
+    ) {
+        let mut batch = Vec::new();
+        let mut ticker = tokio::time::interval(flush_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let finished = loop {
+            tokio::select! {
+                received = events.recv_many(&mut batch, self.max_batch) => {
+                    if received == 0 {
+                        break None;
+                    }
+                    if batch.len() >= self.max_batch {
+                        self.flush(&mut batch).await;
+                    }
+                }
+                _ = ticker.tick() => self.flush(&mut batch).await,
+                command = control.recv() => match command {
+                    Some(Control::Flush(done)) => {
+                        drain_ready(&mut events, &mut batch);
+                        self.flush(&mut batch).await;
+                        // The caller may have given up waiting; nothing to do then.
+                        let _ = done.send(());
+                    }
+                    Some(Control::Shutdown(done)) => break Some(done),
+                    None => break None,
+                },
+            }
+        };
+        events.close();
+        drain_ready(&mut events, &mut batch);
+        self.flush(&mut batch).await;
+        if let Some(done) = finished {
+            // The handle waits for this; if it is gone, nobody needs the signal.
+            let _ = done.send(());
+        }
+    }
+
+    async fn flush(&self, batch: &mut Vec<Event>) {
+        if batch.is_empty() {
+            return;
+        }
+        let now_ms = self.clock.now_unix_ms();
+        let before = batch.len();
+        {
+            let policy = self.policy.read().unwrap_or_else(PoisonError::into_inner);
+            batch.retain(|event| !policy.is_expired(event, now_ms));
+        }
+        let expired = (before - batch.len()) as u64;
+        self.counters.expired.fetch_add(expired, Ordering::Relaxed);
+        let events = std::mem::take(batch);
+        if let Some(queue) = &self.postgres {
+            queue.enqueue(&events);
+        }
+        let Some(store) = &self.store else {
+            return;
+        };
+        let store = store.clone();
+        let count = events.len() as u64;
+        match run_blocking(move || store.write_batch(&events)).await {
+            Ok(Ok(written)) => {
+                self.counters
+                    .written_local
+                    .fetch_add(written as u64, Ordering::Relaxed);
+                metrics::counter!(WRITTEN_METRIC).increment(written as u64);
+            }
+            Ok(Err(err)) => self.write_failed(count, &err),
+            Err(err) => self.write_failed(count, &err),
+        }
+    }
+
+    fn write_failed(&self, count: u64, err: &dyn std::fmt::Display) {
+        tracing::error!(error = %err, events = count, "metadata write failed; events lost");
+        self.counters
+            .failed_local
+            .fetch_add(count, Ordering::Relaxed);
+        metrics::counter!(WRITE_FAILED_METRIC).increment(count);
+    }
+}
+
+/// Moves every event already in the channel into `batch`, without waiting.
+fn drain_ready(events: &mut mpsc::Receiver<Event>, batch: &mut Vec<Event>) {
+    while let Ok(event) = events.try_recv() {
+        batch.push(event);
+    }
+}
+
+async fn sweep_periodically(
+    store: SqliteStore,
+    policy: Arc<RwLock<RetentionPolicy>>,
+    clock: SharedClock,
+    interval: Duration,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick completes at once; `start` has just swept.
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let now_ms = clock.now_unix_ms();
+        let current = policy
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let store = store.clone();
+        match run_blocking(move || store.sweep(now_ms, &current)).await {
+            Ok(Ok(report)) => tracing::debug!(?report, "metadata sweep"),
+            Ok(Err(err)) => tracing::error!(error = %err, "metadata sweep failed"),
+            Err(err) => tracing::error!(error = %err, "metadata sweep failed"),
+        }
+    }
+}
+
+async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, MetadataError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| MetadataError::WriterFailed(err.to_string()))
+}
