@@ -653,6 +653,21 @@ impl Hub {
             .collect()
     }
 
+    /// Forgets every peer, session and route, closing their queues so that
+    /// their writer tasks end and release the connections (node stop).
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        for (_, peer) in inner.peers.drain() {
+            peer.datagrams.close();
+        }
+        for (_, session) in inner.sessions.drain() {
+            session.datagrams.close();
+        }
+        inner.channels.clear();
+        inner.channel_tracks.clear();
+        self.routes.write().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// Closes every session with `code` (drain), with redirect targets.
     pub fn close_all_sessions(&self, code: ErrorCode, message: &str) -> usize {
         let inner = self.lock();

@@ -260,6 +260,7 @@ impl RunningNode {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        self.hub.clear();
     }
 
     /// Stops the node at once, without draining: as if its process died.
@@ -268,7 +269,9 @@ impl RunningNode {
         let _ = self.shutdown.send(true);
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        self.hub.clear();
         self.endpoint.close(ErrorCode::ShuttingDown.to_wire().try_into().unwrap_or_default(), b"killed");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 
     /// Puts a new policy in force on this node.

@@ -144,6 +144,30 @@ impl TestFleet {
         test
     }
 
+    /// Starts a node of the topology again (after `take` + `kill`).
+    pub async fn restart(&mut self, node: &str) {
+        let options = georelay::relay::NodeOptions {
+            id: georelay::ids::NodeId::new(node),
+            policy: Arc::clone(&self.policy),
+            pki: Arc::clone(&self.pki),
+            clock: Arc::new(SystemClock),
+            decisions: None,
+            metrics: georelay::admin::install_metrics_recorder(),
+            reloader: None,
+        };
+        // The killed node's sockets may take a moment to be released.
+        for _ in 0..50 {
+            match georelay::relay::RunningNode::start(options.clone()).await {
+                Ok(running) => {
+                    self.fleet.nodes.push(running);
+                    return;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        panic!("{node} could not be restarted within 5 s");
+    }
+
     /// The config file path.
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("regions.toml")

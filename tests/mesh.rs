@@ -1,0 +1,213 @@
+//! The geofenced mesh over real QUIC on loopback (six nodes, four regions):
+//! path enforcement with per-node counters, fail-closed routing, failover,
+//! redirects, policy reload mid-stream and fan-out trees.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use georelay::auth::Role;
+use georelay::client::{Client, Event};
+use georelay::wire::{SubscriptionStatus, TrackKind};
+use support::fleet::{FleetSpec, NODES, TestFleet};
+
+/// Waits for the next event matching `pick`, up to `limit`.
+async fn next_matching<T>(client: &mut Client, limit: Duration, mut pick: impl FnMut(Event) -> Option<T>) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let event = tokio::time::timeout_at(deadline, client.events().next()).await.ok()??;
+        if let Some(found) = pick(event) {
+            return Some(found);
+        }
+    }
+}
+
+/// Receives media for up to `limit`; returns the distinct sequence numbers.
+async fn collect_media(client: &mut Client, track: u64, limit: Duration) -> BTreeSet<u64> {
+    let mut seen = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, client.events().next()).await {
+        if let Event::Media { header, .. } = event {
+            if header.track == track {
+                seen.insert(header.seq);
+            }
+        }
+    }
+    seen
+}
+
+/// Sends `count` datagrams starting at `first`, paced at about 1 kpps.
+async fn send_burst(publisher: &Client, track: u64, first: u64, count: u64) {
+    for seq in first..first + count {
+        publisher.send_media(track, seq, seq, b"payload").expect("send");
+        if seq % 10 == 9 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+async fn publisher_and_subscriber(fleet: &TestFleet, app: &str, channel: &str, from: &str, to: &str) -> (Client, u64, Client) {
+    let mut subscriber = fleet.connect(to, app, channel, "sub", Role::Subscribe, None).await.expect("subscriber admitted");
+    subscriber.subscribe().await.expect("subscribe");
+    let publisher = fleet.connect(from, app, channel, "pub", Role::Publish, None).await.expect("publisher admitted");
+    let track = publisher.announce(TrackKind::Video, true, "camera").await.expect("announce");
+    let added = next_matching(&mut subscriber, Duration::from_secs(5), |e| match e {
+        Event::TrackAdded(info) => Some(info.track),
+        _ => None,
+    })
+    .await;
+    assert_eq!(added, Some(track), "the remote track is announced to the subscriber");
+    // Let the subscription settle along the path.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (publisher, track, subscriber)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eu_only_media_avoids_the_cheaper_uk_transit_and_other_apps_take_it() {
+    let fleet = TestFleet::start(FleetSpec::default()).await;
+    let (publisher, track, mut subscriber) =
+        publisher_and_subscriber(&fleet, "acme-health", "ward-7", "eu-fra-1", "eu-ams-1").await;
+    send_burst(&publisher, track, 0, 300).await;
+    let seen = collect_media(&mut subscriber, track, Duration::from_millis(800)).await;
+    assert!(seen.len() >= 297, "EU-only media flows fra -> ams ({} of 300)", seen.len());
+
+    for node in ["uk-lon-1", "us-iad-1", "us-sfo-1", "ap-sin-1"] {
+        let status = fleet.status(node).await;
+        let acme = status.apps.get("acme-health").copied().unwrap_or_default();
+        assert_eq!(acme, Default::default(), "{node} carried no acme-health media");
+        let (_, channels) = support::fleet::http_request(fleet.admin_addr(node), "GET", "/debug/channels").await;
+        assert!(!channels.contains("ward-7"), "{node} never saw the channel name: {channels}");
+    }
+    let fra = fleet.status("eu-fra-1").await.apps["acme-health"];
+    assert_eq!(fra.packets_in, 300);
+    assert!(fra.packets_out >= 297, "fra forwarded straight to ams");
+    let (_, channels) = support::fleet::http_request(fleet.admin_addr("eu-ams-1"), "GET", "/debug/channels").await;
+    assert!(channels.contains("ward-7"), "the subscriber's node saw the channel: {channels}");
+
+    // globex-media may cross the UK, so it takes the cheaper path via London.
+    let (publisher, track, mut subscriber) =
+        publisher_and_subscriber(&fleet, "globex-media", "show", "eu-fra-1", "eu-ams-1").await;
+    send_burst(&publisher, track, 0, 200).await;
+    let seen = collect_media(&mut subscriber, track, Duration::from_millis(800)).await;
+    assert!(seen.len() >= 198, "globex media flows ({} of 200)", seen.len());
+    let lon = fleet.status("uk-lon-1").await.apps["globex-media"];
+    assert!(lon.packets_in >= 198 && lon.packets_out >= 198, "globex transits London: {lon:?}");
+    fleet.fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_nodes_joined_only_through_a_disallowed_region_fail_closed() {
+    let fleet = TestFleet::start(FleetSpec::default()).await;
+    let mut subscriber = fleet
+        .connect("eu-fra-1", "initech-chat", "standup", "sub", Role::Subscribe, None)
+        .await
+        .expect("subscriber admitted");
+    subscriber.subscribe().await.expect("subscribe");
+    let state = next_matching(&mut subscriber, Duration::from_secs(5), |e| match e {
+        Event::State(state) => Some(state),
+        _ => None,
+    })
+    .await
+    .expect("the subscriber is told");
+    assert_eq!(state.state, SubscriptionStatus::Unavailable);
+    assert_eq!(state.code, georelay::error::ErrorCode::RouteUnavailable.to_wire());
+    assert!(state.message.contains("us-iad-1"), "names the unreachable nodes: {}", state.message);
+
+    let publisher = fleet
+        .connect("us-iad-1", "initech-chat", "standup", "pub", Role::Publish, None)
+        .await
+        .expect("publisher admitted");
+    let track = publisher.announce(TrackKind::Audio, false, "mic").await.expect("announce");
+    send_burst(&publisher, track, 0, 100).await;
+    let seen = collect_media(&mut subscriber, track, Duration::from_millis(500)).await;
+    assert!(seen.is_empty(), "nothing crosses the UK");
+    let lon = fleet.status("uk-lon-1").await;
+    assert_eq!(lon.apps.get("initech-chat").copied().unwrap_or_default(), Default::default());
+    let (_, channels) = support::fleet::http_request(fleet.admin_addr("uk-lon-1"), "GET", "/debug/channels").await;
+    assert!(!channels.contains("standup"), "the UK never saw the channel: {channels}");
+    fleet.fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_transit_node_reroutes_then_fails_closed_then_recovers() {
+    let mut fleet = TestFleet::start(FleetSpec::default()).await;
+    // globex-media may use every region but apac. fra -> ams goes via London
+    // (20 ms) with the direct link (30 ms) as the next allowed path; fra ->
+    // iad has no allowed path but London (the detour through ap-sin-1 is
+    // not allowed).
+    let (publisher, track, mut near) = publisher_and_subscriber(&fleet, "globex-media", "live", "eu-fra-1", "eu-ams-1").await;
+    let mut far = fleet
+        .connect("us-iad-1", "globex-media", "live", "far", Role::Subscribe, None)
+        .await
+        .expect("far subscriber admitted");
+    far.subscribe().await.expect("subscribe");
+    assert!(next_matching(&mut far, Duration::from_secs(5), |e| matches!(e, Event::TrackAdded(_)).then_some(())).await.is_some());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_burst(&publisher, track, 0, 100).await;
+    assert!(collect_media(&mut near, track, Duration::from_millis(500)).await.len() >= 99);
+    assert!(collect_media(&mut far, track, Duration::from_millis(100)).await.len() >= 99);
+
+    // Kill London mid-stream; publish continuously and time the gap.
+    let lon = fleet.fleet.take("uk-lon-1").expect("london runs");
+    let killed_at = tokio::time::Instant::now();
+    lon.kill().await;
+    let mut seq = 1_000;
+    let mut resumed = None;
+    while killed_at.elapsed() < Duration::from_secs(10) {
+        publisher.send_media(track, seq, seq, b"x").expect("send");
+        seq += 1;
+        let got = collect_media(&mut near, track, Duration::from_millis(10)).await;
+        if got.iter().any(|s| *s >= 1_000) {
+            resumed = Some(killed_at.elapsed());
+            break;
+        }
+    }
+    let resumed = resumed.expect("delivery resumes on the direct fra-ams link");
+    println!("failover: delivery resumed {resumed:?} after the transit node was killed");
+    assert!(resumed < Duration::from_secs(5), "failover bound: {resumed:?}");
+    send_burst(&publisher, track, 5_000, 100).await;
+    assert!(collect_media(&mut near, track, Duration::from_millis(500)).await.len() >= 99);
+
+    // The far subscriber lost its last allowed path: told, and nothing leaks
+    // through ap-sin-1.
+    let state = next_matching(&mut far, Duration::from_secs(3), |e| match e {
+        Event::State(state) if state.state == SubscriptionStatus::Unavailable => Some(state),
+        _ => None,
+    })
+    .await
+    .expect("ROUTE_UNAVAILABLE reaches the far subscriber");
+    assert_eq!(state.code, georelay::error::ErrorCode::RouteUnavailable.to_wire());
+    assert!(collect_media(&mut far, track, Duration::from_millis(200)).await.iter().all(|s| *s < 1_000));
+    let sin = fleet.status("ap-sin-1").await;
+    assert_eq!(sin.apps.get("globex-media").copied().unwrap_or_default(), Default::default(), "no detour via apac");
+
+    // London comes back: the far subscriber recovers without reconnecting.
+    fleet.restart("uk-lon-1").await;
+    let restarted_at = tokio::time::Instant::now();
+    let mut recovered = None;
+    let mut seq = 10_000;
+    while restarted_at.elapsed() < Duration::from_secs(10) {
+        publisher.send_media(track, seq, seq, b"x").expect("send");
+        seq += 1;
+        let got = collect_media(&mut far, track, Duration::from_millis(10)).await;
+        if got.iter().any(|s| *s >= 10_000) {
+            recovered = Some(restarted_at.elapsed());
+            break;
+        }
+    }
+    let recovered = recovered.expect("the far subscriber recovers when London returns");
+    println!("recovery: delivery to us-iad-1 resumed {recovered:?} after uk-lon-1 restarted");
+    fleet.fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_nodes_start_and_report_ready() {
+    let fleet = TestFleet::start(FleetSpec::default()).await;
+    for node in NODES {
+        let (code, body) = support::fleet::http_request(fleet.admin_addr(node), "GET", "/readyz").await;
+        assert_eq!(code, 200, "{node} ready: {body}");
+    }
+    fleet.fleet.shutdown().await;
+}
