@@ -1,0 +1,653 @@
+//! The mesh control plane's safety and liveness claims, checked on a
+//! simulated network of `Plane`s (tests/support/sim.rs): no sockets, no
+//! quinn, simulated time.
+//!
+//! Safety: a node outside an app's allowed regions never receives any of the
+//! app's control messages (so never a channel name or track id), never holds
+//! the channel, and never carries its media. Liveness: every subscriber node
+//! with an allowed path to the origin gets the track exactly once over a
+//! loop-free tree, and one without such a path gets nothing and is told the
+//! origin is unreachable.
+
+#[path = "support/sim.rs"]
+mod sim;
+
+use std::collections::BTreeSet;
+
+use georelay::ids::NodeId;
+use georelay::relay::plane::ChannelKey;
+use proptest::prelude::*;
+use sim::{Media, Mesh, START_MS, channel, node};
+
+const FRA: &str = "eu-fra-1";
+const AMS: &str = "eu-ams-1";
+const LON: &str = "uk-lon-1";
+const IAD: &str = "us-iad-1";
+const SFO: &str = "us-sfo-1";
+const SIN: &str = "ap-sin-1";
+
+/// The example fleet of the repo's regions.toml (six nodes, four regions),
+/// rebuilt here so the tests do not depend on that file.
+const NODES: [(&str, &str); 6] = [
+    (FRA, "eu"),
+    (AMS, "eu"),
+    (LON, "uk"),
+    (IAD, "us"),
+    (SFO, "us"),
+    (SIN, "apac"),
+];
+const LINKS: [(&str, &str, u32); 7] = [
+    (FRA, LON, 12),
+    (LON, AMS, 8),
+    (FRA, AMS, 30),
+    (LON, IAD, 70),
+    (IAD, SFO, 60),
+    (SFO, SIN, 170),
+    (FRA, SIN, 160),
+];
+const REGIONS: [(&str, &str); 4] = [("eu", "DE"), ("uk", "GB"), ("us", "US"), ("apac", "SG")];
+
+/// The example apps, with their policies.
+const APPS: &str = r#"
+[apps.acme-health]
+secret = "sim-secret-acme-health"
+allow_regions = ["eu"]
+
+[apps.globex-media]
+secret = "sim-secret-globex-media"
+deny_regions = ["apac"]
+
+[apps.initech-chat]
+secret = "sim-secret-initech-chat"
+allow_regions = ["eu", "us"]
+
+[apps.umbrella-video]
+secret = "sim-secret-umbrella-video"
+allow_regions = ["eu", "uk", "us", "apac"]
+"#;
+
+fn fleet_toml(
+    regions: &[(&str, &str)],
+    nodes: &[(&str, &str)],
+    links: &[(&str, &str, u32)],
+    apps: &str,
+) -> String {
+    let mut text = String::new();
+    for (region, country) in regions {
+        text += &format!("[regions.{region}]\ncountries = [\"{country}\"]\n");
+    }
+    for (index, (id, region)) in nodes.iter().enumerate() {
+        text += &format!(
+            "[nodes.{id}]\nregion = \"{region}\"\nlisten = \"127.0.0.{n}:4433\"\nadmin = \"127.0.0.{n}:9090\"\n",
+            n = index + 1
+        );
+    }
+    for (a, b, rtt) in links {
+        text += &format!("[[links]]\nbetween = [\"{a}\", \"{b}\"]\nrtt_ms = {rtt}\n");
+    }
+    text + apps
+}
+
+fn example_toml(apps: &str) -> String {
+    fleet_toml(&REGIONS, &NODES, &LINKS, apps)
+}
+
+/// The example fleet with every link up and the link state settled.
+fn example_mesh() -> Mesh {
+    let mut mesh = Mesh::new(&example_toml(APPS));
+    mesh.all_links_up();
+    mesh.run_until_quiet();
+    mesh
+}
+
+fn ids(nodes: &[&str]) -> BTreeSet<NodeId> {
+    nodes.iter().map(|n| node(n)).collect()
+}
+
+fn unreachable_from(mesh: &Mesh, at: &str, key: &ChannelKey) -> BTreeSet<NodeId> {
+    mesh.plane(at)
+        .reachability(key)
+        .unreachable
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect()
+}
+
+/// The tracks' hops must be exactly `hops` (directed), one copy each, with
+/// no stray copy, loop or stranded node.
+fn assert_tree(media: &Media, hops: &[(&str, &str)]) {
+    let expected: Vec<String> = hops.iter().map(|(a, b)| format!("{a}->{b}x1")).collect();
+    let mut actual = media.hops();
+    actual.sort();
+    let mut expected_sorted = expected.clone();
+    expected_sorted.sort();
+    assert_eq!(actual, expected_sorted, "media hops: {media:#?}");
+    assert!(media.rejected.is_empty(), "stray copies: {media:#?}");
+    assert!(media.loops.is_empty(), "loops: {media:#?}");
+    assert!(media.stranded.is_empty(), "stranded: {media:#?}");
+}
+
+/// No node outside the app's allowed regions received any of its messages,
+/// and none holds the channel; and the check is not vacuous.
+fn assert_fenced(mesh: &Mesh, key: &ChannelKey, outside: &[&str]) {
+    let app = key.0.as_str();
+    assert!(
+        !mesh.app_messages(app).is_empty(),
+        "no {app} message was delivered at all: the fence check would be vacuous"
+    );
+    let leaks = mesh.leaks(app);
+    assert!(leaks.is_empty(), "{app} messages reached disallowed nodes: {leaks:#?}");
+    for id in outside {
+        assert!(
+            !mesh.nodes_that_heard_of(app).contains(*id),
+            "{id} received a {app} message"
+        );
+        if mesh.is_alive(id) {
+            assert!(
+                !mesh.plane(id).seen_channels().contains(key),
+                "{id} has seen channel {key:?}"
+            );
+            assert!(mesh.plane(id).forwarding(key).is_empty(), "{id} forwards {key:?}");
+        }
+    }
+    assert_eq!(mesh.violations(), 0, "a plane received a frame it must never get");
+}
+
+// ----- 1. path enforcement ---------------------------------------------------
+
+#[test]
+fn eu_only_app_takes_the_direct_link_and_the_uk_never_hears_of_it() {
+    let mut mesh = example_mesh();
+    let key = channel("acme-health", "consultation-42");
+    mesh.publish(FRA, &key, &[1, 2]);
+    mesh.subscribe(AMS, &key);
+    mesh.run_until_quiet();
+
+    let media = mesh.media(&key, FRA);
+    assert!(media.reaches(AMS), "{media:#?}");
+    assert_tree(&media, &[(FRA, AMS)]);
+    assert_eq!(
+        mesh.forwarding(&node(AMS), &key)
+            .get(&node(FRA))
+            .and_then(|f| f.upstream.clone()),
+        Some(node(FRA))
+    );
+    assert_eq!(mesh.plane(AMS).tracks(&key).len(), 2);
+    assert!(mesh.plane(FRA).seen_channels().contains(&key));
+    assert!(mesh.plane(AMS).seen_channels().contains(&key));
+    assert_fenced(&mesh, &key, &[LON, IAD, SFO, SIN]);
+    assert_eq!(
+        mesh.nodes_that_heard_of("acme-health"),
+        ids(&[FRA, AMS]),
+        "only the EU nodes may hear of the app"
+    );
+}
+
+// ----- 2. a permitted transit is used ---------------------------------------
+
+#[test]
+fn app_allowed_to_transit_the_uk_takes_the_cheaper_path_through_london() {
+    let mut mesh = example_mesh();
+    let key = channel("globex-media", "launch");
+    mesh.publish(FRA, &key, &[7]);
+    mesh.subscribe(AMS, &key);
+    mesh.run_until_quiet();
+
+    let media = mesh.media(&key, FRA);
+    assert!(media.reaches(AMS), "{media:#?}");
+    assert_tree(&media, &[(FRA, LON), (LON, AMS)]);
+    assert!(!media.reaches(LON), "London only transits");
+    assert_fenced(&mesh, &key, &[SIN]);
+}
+
+// ----- 3. fail closed -------------------------------------------------------
+
+#[test]
+fn eu_and_us_app_fails_closed_and_never_touches_the_uk() {
+    let mut mesh = example_mesh();
+    let key = channel("initech-chat", "standup");
+    mesh.publish(IAD, &key, &[3]);
+    mesh.subscribe(FRA, &key);
+    mesh.subscribe(SFO, &key);
+    mesh.run_until_quiet();
+
+    let media = mesh.media(&key, IAD);
+    assert!(media.reaches(SFO), "the US side works: {media:#?}");
+    assert!(!media.reaches(FRA), "{media:#?}");
+    assert!(media.received.keys().all(|n| n.as_str() != FRA));
+    assert!(mesh.plane(FRA).tracks(&key).is_empty());
+    let unreachable = unreachable_from(&mesh, FRA, &key);
+    assert!(
+        unreachable.contains(IAD) && unreachable.contains(SFO),
+        "fra must report the US nodes unreachable: {unreachable:?}"
+    );
+    assert!(!unreachable.contains(AMS), "{unreachable:?}");
+    assert_fenced(&mesh, &key, &[LON, SIN]);
+}
+
+// ----- 4. failover ----------------------------------------------------------
+
+fn flows(mesh: &Mesh, key: &ChannelKey, origin: &str, to: &str) -> bool {
+    mesh.media(key, origin).reaches(to)
+}
+
+#[test]
+fn failover_moves_to_the_direct_link_then_fails_closed_then_recovers() {
+    let mut mesh = example_mesh();
+    let key = channel("globex-media", "live");
+    mesh.publish(FRA, &key, &[1]);
+    mesh.subscribe(AMS, &key);
+    mesh.run_until_quiet();
+    assert_tree(&mesh.media(&key, FRA), &[(FRA, LON), (LON, AMS)]);
+
+    // The transit node dies mid-stream.
+    let killed_at = mesh.now_ms();
+    mesh.kill(LON);
+    assert!(!flows(&mesh, &key, FRA, AMS));
+    let resumed = mesh
+        .run_until(10_000, |m| flows(m, &key, FRA, AMS))
+        .map(|at| at - killed_at);
+    let quiet = mesh.run_until_quiet() - killed_at;
+    assert_tree(&mesh.media(&key, FRA), &[(FRA, AMS)]);
+    println!("failover (transit node killed): media resumed after {resumed:?} ms, quiet after {quiet} ms");
+    assert!(resumed.is_some_and(|ms| ms <= 1_000), "resumed after {resumed:?} ms");
+
+    // The last allowed path dies: fail closed, no detour through apac.
+    let cut_at = mesh.now_ms();
+    mesh.link_down(FRA, AMS);
+    mesh.run_until_quiet();
+    let media = mesh.media(&key, FRA);
+    assert!(!media.reaches(AMS), "{media:#?}");
+    assert!(media.link_copies.is_empty(), "{media:#?}");
+    let unreachable = unreachable_from(&mesh, AMS, &key);
+    assert!(unreachable.contains(FRA), "{unreachable:?}");
+    let failed_decision = mesh
+        .decisions()
+        .iter()
+        .any(|d| d.at_ms >= cut_at && d.node.as_str() == AMS && d.outcome.is_err());
+    assert!(failed_decision, "ams must record ROUTE_UNAVAILABLE: {:#?}", mesh.decisions());
+
+    // London comes back: the subscriber recovers without resubscribing.
+    let restored_at = mesh.now_ms();
+    mesh.restart(LON);
+    let recovered = mesh
+        .run_until(10_000, |m| flows(m, &key, FRA, AMS))
+        .map(|at| at - restored_at);
+    mesh.run_until_quiet();
+    println!("recovery (transit node restarted): media resumed after {recovered:?} ms");
+    assert!(recovered.is_some_and(|ms| ms <= 1_000), "recovered after {recovered:?} ms");
+    assert_tree(&mesh.media(&key, FRA), &[(FRA, LON), (LON, AMS)]);
+    assert!(unreachable_from(&mesh, AMS, &key).is_empty());
+
+    // The direct link comes back too; media keeps flowing exactly once.
+    mesh.link_up(FRA, AMS);
+    mesh.run_until_quiet();
+    let media = mesh.media(&key, FRA);
+    assert!(media.reaches(AMS));
+    assert_eq!(media.received.get(AMS), Some(&1));
+    assert_fenced(&mesh, &key, &[SIN]);
+}
+
+#[test]
+fn a_transit_link_failure_reroutes_without_killing_a_node() {
+    let mut mesh = example_mesh();
+    let key = channel("globex-media", "link-failure");
+    mesh.publish(FRA, &key, &[1]);
+    mesh.subscribe(AMS, &key);
+    mesh.run_until_quiet();
+    let cut_at = mesh.now_ms();
+    mesh.link_down(LON, AMS);
+    let resumed = mesh
+        .run_until(10_000, |m| flows(m, &key, FRA, AMS))
+        .map(|at| at - cut_at);
+    mesh.run_until_quiet();
+    println!("failover (transit link cut): media resumed after {resumed:?} ms");
+    assert!(resumed.is_some(), "never resumed");
+    assert_tree(&mesh.media(&key, FRA), &[(FRA, AMS)]);
+    // London no longer forwards the channel once the subscriber moved away.
+    assert!(
+        mesh.plane(LON)
+            .forwarding(&key)
+            .values()
+            .all(|f| f.downstream.is_empty()),
+        "{:?}",
+        mesh.plane(LON).forwarding(&key)
+    );
+}
+
+// ----- 5. fan-out tree ------------------------------------------------------
+
+#[test]
+fn subscribers_sharing_a_path_get_one_copy_per_link_whatever_the_order() {
+    let subscribers = [SFO, IAD, AMS, LON];
+    // Every order of subscription gives the same tree.
+    for rotation in 0..subscribers.len() {
+        for reverse in [false, true] {
+            let mut order: Vec<&str> = subscribers.to_vec();
+            order.rotate_left(rotation);
+            if reverse {
+                order.reverse();
+            }
+            let mut mesh = example_mesh();
+            let key = channel("umbrella-video", "keynote");
+            mesh.publish(FRA, &key, &[1]);
+            for sub in &order {
+                mesh.subscribe(sub, &key);
+            }
+            mesh.run_until_quiet();
+            let media = mesh.media(&key, FRA);
+            for sub in subscribers {
+                assert!(media.reaches(sub), "order {order:?}: {media:#?}");
+                assert_eq!(media.received.get(sub), Some(&1), "order {order:?}");
+            }
+            // fra -> lon is shared by all four; lon -> iad by iad and sfo.
+            assert_tree(&media, &[(FRA, LON), (LON, AMS), (LON, IAD), (IAD, SFO)]);
+            assert!(!media.reaches(SIN));
+        }
+    }
+}
+
+// ----- 6. policy reload -----------------------------------------------------
+
+#[test]
+fn reload_removing_a_region_forgets_the_channel_there_and_reroutes() {
+    let mut mesh = example_mesh();
+    let key = channel("globex-media", "reloaded");
+    mesh.publish(FRA, &key, &[1]);
+    mesh.subscribe(AMS, &key);
+    mesh.subscribe(IAD, &key);
+    mesh.run_until_quiet();
+    assert_tree(&mesh.media(&key, FRA), &[(FRA, LON), (LON, AMS), (LON, IAD)]);
+    assert!(mesh.plane(LON).seen_channels().contains(&key));
+
+    let reloaded = APPS.replace(r#"deny_regions = ["apac"]"#, r#"deny_regions = ["apac", "uk"]"#);
+    assert_ne!(reloaded, APPS);
+    mesh.set_policy(&example_toml(&reloaded));
+    let epoch = mesh.policies().len() - 1;
+    let reload_at = mesh.now_ms();
+
+    // From the moment the reload returns, London carries nothing of the app.
+    assert!(!mesh.plane(LON).seen_channels().contains(&key));
+    assert!(mesh.plane(LON).forwarding(&key).is_empty());
+    assert!(mesh.plane(LON).tracks(&key).is_empty());
+    let media = mesh.media(&key, FRA);
+    assert!(media.link_copies.keys().all(|(a, b)| a.as_str() != LON && b.as_str() != LON), "{media:#?}");
+
+    let resumed = mesh
+        .run_until(10_000, |m| flows(m, &key, FRA, AMS))
+        .map(|at| at - reload_at);
+    mesh.run_until_quiet();
+    println!("reload: media rerouted after {resumed:?} ms");
+    let media = mesh.media(&key, FRA);
+    assert_tree(&media, &[(FRA, AMS)]);
+    assert!(!media.reaches(IAD), "the US is now cut off from the EU: {media:#?}");
+    assert!(unreachable_from(&mesh, IAD, &key).contains(FRA));
+    assert!(!mesh.plane(LON).seen_channels().contains(&key));
+    let sent_to_lon_after: Vec<_> = mesh
+        .app_messages("globex-media")
+        .into_iter()
+        .filter(|d| d.epoch >= epoch && d.to.as_str() == LON)
+        .collect();
+    assert!(sent_to_lon_after.is_empty(), "{sent_to_lon_after:#?}");
+    assert!(mesh.leaks("globex-media").is_empty());
+}
+
+#[test]
+fn reload_that_re_allows_a_region_restores_the_cheaper_transit_for_new_subscribers() {
+    let strict = APPS.replace(r#"deny_regions = ["apac"]"#, r#"deny_regions = ["apac", "uk"]"#);
+    let mut mesh = Mesh::new(&example_toml(&strict));
+    mesh.all_links_up();
+    mesh.run_until_quiet();
+    let key = channel("globex-media", "widened");
+    mesh.publish(FRA, &key, &[1]);
+    mesh.subscribe(AMS, &key);
+    mesh.run_until_quiet();
+    assert_tree(&mesh.media(&key, FRA), &[(FRA, AMS)]);
+    assert!(!mesh.plane(LON).seen_channels().contains(&key));
+
+    mesh.set_policy(&example_toml(APPS));
+    mesh.subscribe(IAD, &key);
+    mesh.run_until_quiet();
+    assert_eq!(
+        mesh.plane(IAD).tracks(&key).len(),
+        1,
+        "iad must learn the channel's tracks once the UK transit is allowed again; \
+         lon has seen it: {}",
+        mesh.plane(LON).seen_channels().contains(&key)
+    );
+    let media = mesh.media(&key, FRA);
+    assert!(media.reaches(AMS) && media.reaches(IAD), "{media:#?}");
+    assert_eq!(media.received.get(IAD), Some(&1));
+    assert!(media.loops.is_empty() && media.rejected.is_empty(), "{media:#?}");
+}
+
+// ----- 7. properties on random meshes --------------------------------------
+
+/// A random fleet: nodes `n0..`, regions `r0..`, a random spanning tree plus
+/// extra links, and one fenced app.
+#[derive(Clone, Debug)]
+struct Scenario {
+    regions: usize,
+    node_regions: Vec<usize>,
+    links: Vec<(usize, usize, u32)>,
+    allowed: Vec<usize>,
+    origin: usize,
+    subscribers: Vec<usize>,
+    failures: Vec<Failure>,
+}
+
+#[derive(Clone, Debug)]
+enum Failure {
+    LinkDown(usize),
+    LinkUp(usize),
+    Kill(usize),
+    Restart(usize),
+    /// Let this much time pass (partial delivery) before the next step.
+    Wait(u64),
+}
+
+const COUNTRIES: [&str; 4] = ["DE", "GB", "US", "SG"];
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    (3usize..=7, 2usize..=4)
+        .prop_flat_map(|(nodes, regions)| {
+            let parents: Vec<BoxedStrategy<usize>> = (1..nodes).map(|i| (0..i).boxed()).collect();
+            (
+                Just(nodes),
+                Just(regions),
+                prop::collection::vec(0..regions, nodes),
+                parents,
+                prop::collection::vec((0..nodes, 0..nodes, 1u32..60), 0..nodes),
+                prop::collection::vec(1u32..60, nodes - 1),
+                prop::collection::btree_set(0..regions, 1..=regions),
+            )
+        })
+        .prop_flat_map(|(nodes, regions, node_regions, parents, extra, tree_rtt, allowed)| {
+            let mut links: Vec<(usize, usize, u32)> = Vec::new();
+            let mut seen = BTreeSet::new();
+            let tree = parents.iter().enumerate().map(|(i, &p)| (i + 1, p, tree_rtt[i]));
+            for (a, b, rtt) in tree.chain(extra) {
+                let pair = (a.min(b), a.max(b));
+                if a != b && seen.insert(pair) {
+                    links.push((pair.0, pair.1, rtt));
+                }
+            }
+            let allowed: Vec<usize> = allowed.into_iter().collect();
+            let allowed_nodes: Vec<usize> = (0..nodes)
+                .filter(|n| allowed.contains(&node_regions[*n]))
+                .collect();
+            let failures = prop::collection::vec(
+                prop_oneof![
+                    (0..links.len()).prop_map(Failure::LinkDown),
+                    (0..links.len()).prop_map(Failure::LinkUp),
+                    (0..nodes).prop_map(Failure::Kill),
+                    (0..nodes).prop_map(Failure::Restart),
+                    (0u64..400).prop_map(Failure::Wait),
+                ],
+                0..10,
+            );
+            let pick = if allowed_nodes.is_empty() {
+                Just(Vec::new()).boxed()
+            } else {
+                prop::sample::subsequence(allowed_nodes.clone(), 0..=allowed_nodes.len()).boxed()
+            };
+            let origin = if allowed_nodes.is_empty() {
+                Just(None).boxed()
+            } else {
+                prop::sample::select(allowed_nodes).prop_map(Some).boxed()
+            };
+            (
+                Just((regions, node_regions, links, allowed)),
+                origin,
+                pick,
+                failures,
+            )
+        })
+        .prop_filter_map(
+            "the app must have an allowed node",
+            |((regions, node_regions, links, allowed), origin, subscribers, failures)| {
+                Some(Scenario {
+                    regions,
+                    node_regions,
+                    links,
+                    allowed,
+                    origin: origin?,
+                    subscribers,
+                    failures,
+                })
+            },
+        )
+}
+
+impl Scenario {
+    fn toml(&self) -> String {
+        let region_names: Vec<String> = (0..self.regions).map(|r| format!("r{r}")).collect();
+        let node_names: Vec<String> = (0..self.node_regions.len()).map(|n| format!("n{n}")).collect();
+        let regions: Vec<(&str, &str)> = region_names
+            .iter()
+            .zip(COUNTRIES)
+            .map(|(r, c)| (r.as_str(), c))
+            .collect();
+        let nodes: Vec<(&str, &str)> = node_names
+            .iter()
+            .zip(&self.node_regions)
+            .map(|(n, r)| (n.as_str(), region_names[*r].as_str()))
+            .collect();
+        let links: Vec<(&str, &str, u32)> = self
+            .links
+            .iter()
+            .map(|(a, b, rtt)| (node_names[*a].as_str(), node_names[*b].as_str(), *rtt))
+            .collect();
+        let allow = self
+            .allowed
+            .iter()
+            .map(|r| format!("\"r{r}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let every = (0..self.regions)
+            .map(|r| format!("\"r{r}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let apps = format!(
+            "[apps.fenced]\nsecret = \"s1\"\nallow_regions = [{allow}]\n\
+             [apps.open]\nsecret = \"s2\"\nallow_regions = [{every}]\n"
+        );
+        fleet_toml(&regions, &nodes, &links, &apps)
+    }
+}
+
+fn name(n: usize) -> String {
+    format!("n{n}")
+}
+
+fn check_scenario(scenario: &Scenario) -> Result<(), TestCaseError> {
+    let text = scenario.toml();
+    let mut mesh = Mesh::new(&text);
+    mesh.all_links_up();
+    mesh.try_run_until_quiet().map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let fenced = channel("fenced", "room");
+    let open = channel("open", "room");
+    let origin = name(scenario.origin);
+    mesh.publish(&origin, &fenced, &[1]);
+    mesh.publish(&origin, &open, &[1]);
+    for sub in &scenario.subscribers {
+        mesh.subscribe(&name(*sub), &fenced);
+        mesh.subscribe(&name(*sub), &open);
+    }
+    mesh.try_run_until_quiet().map_err(|e| TestCaseError::fail(e.to_string()))?;
+    for failure in &scenario.failures {
+        match failure {
+            Failure::LinkDown(i) | Failure::LinkUp(i) => {
+                let (a, b, _) = scenario.links[*i];
+                if matches!(failure, Failure::LinkDown(_)) {
+                    mesh.link_down(&name(a), &name(b));
+                } else {
+                    mesh.link_up(&name(a), &name(b));
+                }
+            }
+            Failure::Kill(n) => mesh.kill(&name(*n)),
+            Failure::Restart(n) => mesh.restart(&name(*n)),
+            Failure::Wait(ms) => mesh.advance(*ms),
+        }
+    }
+    let converged = mesh
+        .try_run_until_quiet()
+        .map_err(|e| TestCaseError::fail(format!("{e}\nconfig:\n{text}")))?;
+    prop_assert!(converged >= START_MS);
+
+    // (a) no fenced message ever reached a disallowed node.
+    let leaks = mesh.leaks("fenced");
+    prop_assert!(leaks.is_empty(), "leaks: {leaks:#?}");
+    prop_assert_eq!(mesh.violations(), 0);
+    let policy = std::sync::Arc::clone(mesh.policy());
+    for id in mesh.nodes() {
+        if !policy.node_allowed(&fenced.0, &id) && mesh.is_alive(id.as_str()) {
+            prop_assert!(!mesh.plane(id.as_str()).seen_channels().contains(&fenced));
+            prop_assert!(mesh.plane(id.as_str()).forwarding(&fenced).is_empty());
+        }
+    }
+
+    // (b) and (c), for the fenced app and for an unrestricted one.
+    for key in [&fenced, &open] {
+        let media = mesh.media(key, &origin);
+        prop_assert!(media.loops.is_empty(), "{:?} loops: {media:#?}", key);
+        for at in media.received.keys() {
+            prop_assert!(policy.node_allowed(&key.0, at), "{at} carries {key:?}");
+        }
+        for sub in &scenario.subscribers {
+            let sub = name(*sub);
+            if !mesh.is_alive(&sub) {
+                continue;
+            }
+            let reachable = mesh.is_alive(&origin) && mesh.allowed_path_exists(&key.0.to_string(), &sub, &origin);
+            if reachable {
+                prop_assert!(media.reaches(&sub), "{sub} does not get {key:?}\n{media:#?}\nconfig:\n{text}");
+                if sub != origin {
+                    prop_assert_eq!(media.received.get(sub.as_str()), Some(&1));
+                }
+            } else {
+                prop_assert!(!media.reaches(&sub), "{sub} gets {key:?} without an allowed path");
+                let unreachable = unreachable_from(&mesh, &sub, key);
+                prop_assert!(
+                    unreachable.contains(origin.as_str()),
+                    "{sub} does not report {origin} unreachable for {key:?}: {unreachable:?}\nconfig:\n{text}"
+                );
+            }
+        }
+        for (a, b) in media.link_copies.keys() {
+            prop_assert!(mesh.is_connected(a.as_str(), b.as_str()), "copy over a dead link {a}-{b}");
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_meshes_never_leak_never_loop_and_deliver_exactly_when_a_path_exists(
+        scenario in scenario()
+    ) {
+        check_scenario(&scenario)?;
+    }
+}
