@@ -3,3 +3,4 @@
 
 pub mod mmdb;
 pub mod fleet;
+pub mod sim;
