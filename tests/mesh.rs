@@ -211,3 +211,132 @@ async fn all_nodes_start_and_report_ready() {
     }
     fleet.fleet.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_from_a_disallowed_node_lands_on_an_allowed_one_and_delivers() {
+    let fleet = TestFleet::start(FleetSpec::default()).await;
+    // A German client of the EU-only app dials London: it is redirected.
+    let mut options = fleet.options(Some("DE"));
+    options.max_redirects = 0;
+    let join = georelay::client::Join {
+        app: "acme-health".into(),
+        channel: "consult".into(),
+        token: fleet.token("acme-health", "consult", "sub", Role::Subscribe, 600),
+    };
+    let refused = Client::connect(&options, &[fleet.target("uk-lon-1")], &join).await.expect_err("refused");
+    assert_eq!(refused.code(), Some(georelay::error::ErrorCode::GeofenceRedirect));
+    let georelay::client::ClientError::Refused { redirect, .. } = &refused else {
+        panic!("a refusal");
+    };
+    let nodes: Vec<&str> = redirect.iter().map(|t| t.node.as_str()).collect();
+    assert_eq!(nodes, ["eu-ams-1", "eu-fra-1"], "the EU nodes, nearest first");
+
+    // Following it, like an SDK does, lands on an EU node.
+    let mut subscriber = Client::connect(&fleet.options(Some("DE")), &[fleet.target("uk-lon-1")], &join)
+        .await
+        .expect("redirect followed");
+    assert_eq!(subscriber.redirects(), 1);
+    assert_eq!(subscriber.region(), "eu");
+    subscriber.subscribe().await.expect("subscribe");
+    let publisher = fleet
+        .connect("eu-fra-1", "acme-health", "consult", "pub", Role::Publish, Some("NL"))
+        .await
+        .expect("publisher");
+    let track = publisher.announce(TrackKind::Audio, false, "mic").await.expect("announce");
+    assert!(next_matching(&mut subscriber, Duration::from_secs(5), |e| matches!(e, Event::TrackAdded(_)).then_some(())).await.is_some());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_burst(&publisher, track, 0, 500).await;
+    let seen = collect_media(&mut subscriber, track, Duration::from_millis(800)).await;
+    assert!(seen.len() * 100 >= 500 * 99, "delivery after redirect is at least 99%: {}", seen.len());
+    let lon = fleet.status("uk-lon-1").await;
+    assert_eq!(lon.apps.get("acme-health").copied().unwrap_or_default(), Default::default());
+    fleet.fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_transit_node_forwards_each_packet_once_to_twenty_subscribers() {
+    let fleet = TestFleet::start(FleetSpec::default()).await;
+    let mut subscribers = Vec::new();
+    for i in 0..20 {
+        let sub = fleet
+            .connect("eu-ams-1", "globex-media", "keynote", &format!("viewer-{i}"), Role::Subscribe, None)
+            .await
+            .expect("subscriber");
+        sub.subscribe().await.expect("subscribe");
+        subscribers.push(sub);
+    }
+    let publisher = fleet.connect("eu-fra-1", "globex-media", "keynote", "speaker", Role::Publish, None).await.expect("publisher");
+    let track = publisher.announce(TrackKind::Video, false, "stage").await.expect("announce");
+    for sub in &mut subscribers {
+        assert!(next_matching(sub, Duration::from_secs(5), |e| matches!(e, Event::TrackAdded(_)).then_some(())).await.is_some());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    const PACKETS: u64 = 200;
+    send_burst(&publisher, track, 0, PACKETS).await;
+    for sub in &mut subscribers {
+        let seen = collect_media(sub, track, Duration::from_millis(300)).await;
+        assert!(seen.len() as u64 >= PACKETS - 2, "each viewer gets the stream: {}", seen.len());
+    }
+    let lon = fleet.status("uk-lon-1").await.apps["globex-media"];
+    assert_eq!(lon.packets_in, PACKETS, "London receives each packet once");
+    assert_eq!(lon.packets_out, PACKETS, "and forwards it once, not once per viewer");
+    let ams = fleet.status("eu-ams-1").await.apps["globex-media"];
+    assert_eq!(ams.packets_in, PACKETS);
+    assert!(ams.packets_out >= 20 * (PACKETS - 2), "the subscriber's node fans out to 20: {ams:?}");
+    fleet.fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_region_mid_stream_revokes_sessions_and_stops_transit() {
+    let fleet = TestFleet::start(FleetSpec::default()).await;
+    // globex-media starts allowed in the UK: a London viewer, and fra -> ams
+    // media transits London.
+    let (publisher, track, mut ams_viewer) = publisher_and_subscriber(&fleet, "globex-media", "match", "eu-fra-1", "eu-ams-1").await;
+    let mut lon_viewer = fleet
+        .connect("uk-lon-1", "globex-media", "match", "lon-viewer", Role::Subscribe, Some("GB"))
+        .await
+        .expect("london viewer");
+    lon_viewer.subscribe().await.expect("subscribe");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_burst(&publisher, track, 0, 100).await;
+    assert!(collect_media(&mut ams_viewer, track, Duration::from_millis(400)).await.len() >= 99);
+    let before = fleet.status("uk-lon-1").await.apps["globex-media"];
+    assert!(before.packets_in >= 99, "London carried globex before the reload: {before:?}");
+
+    // The customer now excludes the UK too.
+    let mut spec = FleetSpec::default();
+    spec.apps = spec.apps.replace("deny_regions = [\"apac\"]", "deny_regions = [\"apac\", \"uk\"]");
+    fleet.rewrite_config(&spec);
+    let (code, body) = support::fleet::http_request(fleet.admin_addr("eu-fra-1"), "POST", "/reload").await;
+    assert_eq!(code, 200, "reload accepted: {body}");
+    assert!(body.contains("\"revoked_sessions\":1"), "the London viewer is revoked: {body}");
+
+    let closed = next_matching(&mut lon_viewer, Duration::from_secs(3), |e| match e {
+        Event::Closed { code, redirect, .. } => Some((code, redirect)),
+        _ => None,
+    })
+    .await
+    .expect("the London session is closed");
+    assert_eq!(closed.0, Some(georelay::error::ErrorCode::GeofenceRevoked));
+    let targets: Vec<&str> = closed.1.iter().map(|t| t.node.as_str()).collect();
+    assert_eq!(targets, ["eu-ams-1", "eu-fra-1", "us-iad-1"], "allowed nodes nearest to London first");
+
+    // From the moment the reload returned, London forwards nothing of globex.
+    let at_reload = fleet.status("uk-lon-1").await.apps["globex-media"];
+    send_burst(&publisher, track, 1_000, 200).await;
+    let seen = collect_media(&mut ams_viewer, track, Duration::from_millis(800)).await;
+    assert!(seen.iter().filter(|s| **s >= 1_000).count() >= 195, "media re-routed over the direct link: {}", seen.len());
+    let after = fleet.status("uk-lon-1").await.apps["globex-media"];
+    assert_eq!(after, at_reload, "no globex packet crossed London after the reload");
+    let (_, channels) = support::fleet::http_request(fleet.admin_addr("uk-lon-1"), "GET", "/debug/channels").await;
+    assert!(!channels.contains("\"match\""), "London forgot the channel: {channels}");
+
+    // An invalid file is rejected and the old policy stays in force.
+    std::fs::write(fleet.config_path(), "[regions.eu]\ncountries = [\"XX\"]\n").expect("write");
+    let (code, body) = support::fleet::http_request(fleet.admin_addr("eu-fra-1"), "POST", "/reload").await;
+    assert_eq!(code, 400, "invalid config rejected: {body}");
+    send_burst(&publisher, track, 2_000, 100).await;
+    let seen = collect_media(&mut ams_viewer, track, Duration::from_millis(500)).await;
+    assert!(seen.iter().filter(|s| **s >= 2_000).count() >= 99, "still flowing under the old policy");
+    fleet.fleet.shutdown().await;
+}

@@ -368,6 +368,11 @@ impl Plane {
         now_ms: u64,
     ) -> Vec<Action> {
         let mut actions = Vec::new();
+        if !self.me_allowed(&key.0) {
+            // Only a revoked session's tracks going away can get here.
+            actions.push(Action::ChannelChanged(key.clone()));
+            return actions;
+        }
         self.seen.insert(key.clone());
         let channel = self.channels.entry(key.clone()).or_default();
         if channel.local == tracks {
@@ -385,6 +390,10 @@ impl Plane {
     /// Whether any local session subscribes to the channel.
     pub fn set_local_interest(&mut self, key: &ChannelKey, interested: bool, now_ms: u64) -> Vec<Action> {
         let mut actions = Vec::new();
+        if !self.me_allowed(&key.0) {
+            actions.push(Action::ChannelChanged(key.clone()));
+            return actions;
+        }
         self.seen.insert(key.clone());
         let channel = self.channels.entry(key.clone()).or_default();
         if channel.local_interest == interested {
