@@ -30,7 +30,7 @@ pub mod sweeper;
 pub use event::{Event, EventKind, GeofenceDecision, SdkInfo, SessionRole, TrackKind};
 pub use ip::{MinimisedIp, minimise};
 pub use postgres::{PgError, PostgresStore};
-pub use recorder::{MetadataHandle, MetadataStats, Recorder, start};
+pub use recorder::{MetadataHandle, MetadataStats, Recorder, start, start_with_dsn};
 pub use report::{GroupBy, Report, ReportQuery, build_report};
 pub use retention::{RetentionPolicy, SweepReport, app_retention_days};
 pub use sqlite::{SqliteStore, StoreError};

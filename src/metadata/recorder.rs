@@ -166,6 +166,28 @@ pub async fn start(
     app_retention_days: BTreeMap<AppId, u16>,
     clock: SharedClock,
 ) -> Result<(Recorder, MetadataHandle), MetadataError> {
+    let postgres_dsn = match (&config.postgres, config.enabled) {
+        (Some(pg), true) => {
+            Some(
+                std::env::var(&pg.dsn_env).map_err(|_| MetadataError::PostgresDsnMissing {
+                    env: pg.dsn_env.clone(),
+                })?,
+            )
+        }
+        _ => None,
+    };
+    start_with_dsn(config, app_retention_days, clock, postgres_dsn).await
+}
+
+/// [`start`] with the PostgreSQL connection string given directly instead of
+/// read from the variable named by `dsn_env` (tests, embedding). The DSN is
+/// used only when `config.postgres` is set.
+pub async fn start_with_dsn(
+    config: &MetadataConfig,
+    app_retention_days: BTreeMap<AppId, u16>,
+    clock: SharedClock,
+    postgres_dsn: Option<String>,
+) -> Result<(Recorder, MetadataHandle), MetadataError> {
     if !config.enabled {
         let recorder = Recorder::disabled();
         let handle = MetadataHandle {
@@ -193,22 +215,21 @@ pub async fn start(
     };
     let policy = Arc::new(RwLock::new(policy));
     let sweep_interval = Duration::from_secs(config.sweep_interval_secs.max(1));
-    let postgres = match &config.postgres {
-        Some(pg) => {
-            let dsn =
-                std::env::var(&pg.dsn_env).map_err(|_| MetadataError::PostgresDsnMissing {
-                    env: pg.dsn_env.clone(),
-                })?;
-            Some(PostgresSink::spawn(SinkSettings {
-                dsn,
-                table: DEFAULT_TABLE.to_owned(),
-                capacity: pg.buffer_events,
-                sweep_interval,
-                clock: Arc::clone(&clock),
-                policy: Arc::clone(&policy),
-            }))
+    let postgres = match (&config.postgres, postgres_dsn) {
+        (Some(pg), Some(dsn)) => Some(PostgresSink::spawn(SinkSettings {
+            dsn,
+            table: DEFAULT_TABLE.to_owned(),
+            capacity: pg.buffer_events,
+            sweep_interval,
+            clock: Arc::clone(&clock),
+            policy: Arc::clone(&policy),
+        })),
+        (Some(pg), None) => {
+            return Err(MetadataError::PostgresDsnMissing {
+                env: pg.dsn_env.clone(),
+            });
         }
-        None => None,
+        (None, _) => None,
     };
 
     let (recorder, receiver) = Recorder::channel(config.channel_capacity);
@@ -474,4 +495,137 @@ async fn run_blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|err| MetadataError::WriterFailed(err.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::ids::{NodeId, RegionId};
+    use crate::metadata::day::DAY_MS;
+    use crate::metadata::event::EventKind;
+
+    const NOW: u64 = 20_000 * DAY_MS;
+
+    fn link_up(at_ms: u64) -> Event {
+        Event {
+            at_ms,
+            node: NodeId::from("eu-fra-1"),
+            region: RegionId::from("eu"),
+            app: None,
+            kind: EventKind::LinkUp {
+                peer: NodeId::from("us-iad-1"),
+                rtt_ms: 80.0,
+            },
+        }
+    }
+
+    fn config(dir: &std::path::Path) -> MetadataConfig {
+        let mut config = MetadataConfig::default_for(dir);
+        config.dir = dir.join("metadata");
+        config.flush_interval_ms = 60_000;
+        config
+    }
+
+    #[test]
+    fn record_drops_and_counts_when_the_queue_is_full() {
+        let (recorder, mut receiver) = Recorder::channel(3);
+        for index in 0..5 {
+            recorder.record(link_up(NOW + index));
+        }
+        assert_eq!(recorder.dropped(), 2);
+        let clone = recorder.clone();
+        clone.record(link_up(NOW));
+        assert_eq!(recorder.dropped(), 3, "clones share the counter");
+        let mut kept = Vec::new();
+        while let Ok(event) = receiver.try_recv() {
+            kept.push(event.at_ms);
+        }
+        assert_eq!(
+            kept,
+            vec![NOW, NOW + 1, NOW + 2],
+            "the first events are kept"
+        );
+        receiver.close();
+        recorder.record(link_up(NOW));
+        assert_eq!(recorder.dropped(), 4, "a closed queue also counts");
+    }
+
+    #[test]
+    fn a_disabled_recorder_discards_silently() {
+        let recorder = Recorder::disabled();
+        recorder.record(link_up(NOW));
+        assert!(!recorder.is_enabled());
+        assert_eq!(recorder.dropped(), 0);
+    }
+
+    #[tokio::test]
+    async fn shutdown_writes_every_recorded_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let clock = Arc::new(ManualClock::new(NOW));
+        let (recorder, handle) = start(&config, BTreeMap::new(), clock).await.unwrap();
+        for index in 0..250 {
+            recorder.record(link_up(NOW + index));
+        }
+        // Far too old to keep: never written.
+        recorder.record(link_up(NOW - 31 * DAY_MS));
+        let stats = handle.shutdown().await.unwrap();
+        assert_eq!(stats.written_local, 250);
+        assert_eq!(stats.expired, 1);
+        assert_eq!(stats.dropped, 0);
+        recorder.record(link_up(NOW));
+        assert_eq!(recorder.dropped(), 1, "recording after shutdown is counted");
+        let store = SqliteStore::open_existing(&config.dir).unwrap();
+        let stored = store.read_events(0, None).unwrap();
+        assert_eq!(stored.len(), 250);
+        assert!(
+            stored
+                .iter()
+                .zip(0..)
+                .all(|(event, i)| event.at_ms == NOW + i)
+        );
+    }
+
+    #[tokio::test]
+    async fn flush_commits_before_returning() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let clock = Arc::new(ManualClock::new(NOW));
+        let (recorder, handle) = start(&config, BTreeMap::new(), clock).await.unwrap();
+        recorder.record(link_up(NOW));
+        handle.flush().await.unwrap();
+        assert_eq!(handle.stats().written_local, 1);
+        let store = SqliteStore::open_existing(&config.dir).unwrap();
+        assert_eq!(store.read_events(0, None).unwrap().len(), 1);
+        handle.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn disabled_config_starts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        config.enabled = false;
+        let clock = Arc::new(ManualClock::new(NOW));
+        let (recorder, handle) = start(&config, BTreeMap::new(), clock).await.unwrap();
+        recorder.record(link_up(NOW));
+        assert_eq!(handle.shutdown().await.unwrap(), MetadataStats::default());
+        assert!(!config.dir.exists());
+    }
+
+    #[tokio::test]
+    async fn a_missing_dsn_variable_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        config.postgres = Some(crate::config::PostgresConfig {
+            dsn_env: "GEORELAY_TEST_SURELY_UNSET_DSN".into(),
+            buffer_events: 10,
+            local_store: true,
+        });
+        let clock = Arc::new(ManualClock::new(NOW));
+        let err = start(&config, BTreeMap::new(), clock).await.unwrap_err();
+        assert!(
+            matches!(err, MetadataError::PostgresDsnMissing { ref env } if env == "GEORELAY_TEST_SURELY_UNSET_DSN")
+        );
+    }
 }
