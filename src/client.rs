@@ -173,6 +173,12 @@ pub enum Event {
     },
     /// The subscription failed closed or recovered.
     State(SubscriptionState),
+    /// A [`Session`] lost its node and is connected again, to `node`; its
+    /// tracks were re-announced (with new keys) and its subscription restored.
+    Reconnected {
+        /// The node that admitted the new connection.
+        node: String,
+    },
     /// The relay closed the session.
     Closed {
         /// The code, if the relay sent one.
@@ -402,6 +408,11 @@ impl Client {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 
+    /// Whether the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some()
+    }
+
     fn close_reason(&self) -> String {
         self.conn
             .close_reason()
@@ -558,5 +569,153 @@ async fn read_message_streams(conn: quinn::Connection, events: mpsc::Sender<Even
                 }
             }
         });
+    }
+}
+
+/// How many rounds over the targets a [`Session`] makes before giving up.
+const RECONNECT_ROUNDS: usize = 10;
+/// The pause between rounds.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
+
+/// A publisher's track as a [`Session`] knows it across reconnections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TrackHandle(usize);
+
+#[derive(Debug)]
+struct SessionTrack {
+    kind: TrackKind,
+    e2ee: bool,
+    name: String,
+    key: u64,
+}
+
+/// A [`Client`] that survives the loss of its node, as an SDK should: when
+/// the connection closes (the node died, drained with `SHUTTING_DOWN`, or
+/// the policy revoked it with `GEOFENCE_REVOKED`), it connects to the
+/// suggested nodes or else to its other targets, re-announces its tracks and
+/// restores its subscription. Refusals that another node would repeat
+/// (`UNAUTHORIZED`, `GEOFENCE_DENIED`) end it.
+#[derive(Debug)]
+pub struct Session {
+    options: ClientOptions,
+    targets: Vec<Target>,
+    join: Join,
+    client: Client,
+    tracks: Vec<SessionTrack>,
+    subscribed: bool,
+    reconnects: u64,
+}
+
+impl Session {
+    /// Connects like [`Client::connect`]; `targets` are also the fallbacks
+    /// for later reconnections.
+    pub async fn connect(options: &ClientOptions, targets: &[Target], join: &Join) -> Result<Session, ClientError> {
+        let client = Client::connect(options, targets, join).await?;
+        Ok(Session {
+            options: options.clone(),
+            targets: targets.to_vec(),
+            join: join.clone(),
+            client,
+            tracks: Vec::new(),
+            subscribed: false,
+            reconnects: 0,
+        })
+    }
+
+    /// The current connection.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// How many times the session reconnected.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
+    }
+
+    /// Announces a track that is re-announced after every reconnection.
+    pub async fn announce(&mut self, kind: TrackKind, e2ee: bool, name: &str) -> Result<TrackHandle, ClientError> {
+        let key = self.client.announce(kind, e2ee, name).await?;
+        self.tracks.push(SessionTrack {
+            kind,
+            e2ee,
+            name: name.to_string(),
+            key,
+        });
+        Ok(TrackHandle(self.tracks.len() - 1))
+    }
+
+    /// The relay key the track has on the current connection.
+    pub fn track_key(&self, track: TrackHandle) -> Option<u64> {
+        self.tracks.get(track.0).map(|t| t.key)
+    }
+
+    /// Sends a media datagram on the track's current key.
+    pub fn send_media(&self, track: TrackHandle, seq: u64, timestamp_us: u64, payload: &[u8]) -> Result<(), ClientError> {
+        let key = self.track_key(track).ok_or_else(|| ClientError::Protocol("unknown track handle".into()))?;
+        self.client.send_media(key, seq, timestamp_us, payload)
+    }
+
+    /// Subscribes now and after every reconnection.
+    pub async fn subscribe(&mut self) -> Result<(), ClientError> {
+        self.subscribed = true;
+        self.client.subscribe().await
+    }
+
+    /// Reconnects if the connection is gone; returns whether it did.
+    pub async fn ensure_connected(&mut self) -> Result<bool, ClientError> {
+        if !self.client.is_closed() {
+            return Ok(false);
+        }
+        self.reconnect(Vec::new()).await?;
+        Ok(true)
+    }
+
+    /// The next event; a lost connection is replaced transparently and
+    /// reported as [`Event::Reconnected`].
+    pub async fn next_event(&mut self) -> Option<Event> {
+        use futures_util::StreamExt;
+        let (code, message, redirect) = match self.client.events().next().await {
+            Some(Event::Closed { code, message, redirect }) => (code, message, redirect),
+            Some(other) => return Some(other),
+            None => (None, "connection lost".to_string(), Vec::new()),
+        };
+        let final_refusal = matches!(code, Some(ErrorCode::Unauthorized | ErrorCode::GeofenceDenied));
+        if !final_refusal && self.reconnect(redirect.clone()).await.is_ok() {
+            return Some(Event::Reconnected {
+                node: self.client.node().to_string(),
+            });
+        }
+        Some(Event::Closed { code, message, redirect })
+    }
+
+    /// Connects again: first to `preferred` (a relay's redirect targets),
+    /// then to the session's targets other than the node it lost.
+    pub async fn reconnect(&mut self, preferred: Vec<Target>) -> Result<(), ClientError> {
+        let lost = self.client.node().to_string();
+        let mut targets = preferred;
+        targets.extend(self.targets.iter().filter(|t| t.node != lost).cloned());
+        targets.extend(self.targets.iter().filter(|t| t.node == lost).cloned());
+        let mut last = ClientError::Connect("no target".into());
+        for _ in 0..RECONNECT_ROUNDS {
+            match Client::connect(&self.options, &targets, &self.join).await {
+                Ok(client) => {
+                    self.client = client;
+                    for track in &mut self.tracks {
+                        track.key = self.client.announce(track.kind, track.e2ee, &track.name).await?;
+                    }
+                    if self.subscribed {
+                        self.client.subscribe().await?;
+                    }
+                    self.reconnects += 1;
+                    return Ok(());
+                }
+                Err(err @ ClientError::Refused { code: ErrorCode::Unauthorized | ErrorCode::GeofenceDenied, .. }) => {
+                    return Err(err);
+                }
+                Err(err) => last = err,
+            }
+            tokio::time::sleep(RECONNECT_PAUSE).await;
+        }
+        Err(last)
     }
 }

@@ -340,3 +340,80 @@ async fn removing_a_region_mid_stream_revokes_sessions_and_stops_transit() {
     assert!(seen.iter().filter(|s| **s >= 2_000).count() >= 99, "still flowing under the old policy");
     fleet.fleet.shutdown().await;
 }
+
+/// Publishes one packet every 2 ms until `stop`, reconnecting through the
+/// SDK whenever the node is lost; returns how many reconnections it made.
+fn spawn_publisher(mut session: georelay::client::Session, track: georelay::client::TrackHandle, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut seq = 0u64;
+        let started = tokio::time::Instant::now();
+        while !*stop.borrow() && started.elapsed() < Duration::from_secs(30) {
+            if session.send_media(track, seq, seq, b"live").is_err() {
+                let _ = session.ensure_connected().await;
+            }
+            seq += 1;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        session.reconnects()
+    })
+}
+
+/// Reads a session's events until media arrives after a reconnection to
+/// `node`; returns the time it took.
+async fn until_media_after_reconnect(session: &mut georelay::client::Session, node: &str, limit: Duration) -> Duration {
+    let started = tokio::time::Instant::now();
+    let mut reconnected = false;
+    while started.elapsed() < limit {
+        let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(200), session.next_event()).await else {
+            continue;
+        };
+        match event {
+            Event::Reconnected { node: landed } => {
+                assert_eq!(landed, node, "reconnected to the other allowed node");
+                reconnected = true;
+            }
+            Event::Media { .. } if reconnected => return started.elapsed(),
+            _ => {}
+        }
+    }
+    panic!("no media after reconnecting to {node} within {limit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_a_node_dies_its_clients_reconnect_through_the_sdk_and_resume() {
+    let mut fleet = TestFleet::start(FleetSpec::default()).await;
+    let join = |user: &str, role| georelay::client::Join {
+        app: "acme-health".into(),
+        channel: "icu".into(),
+        token: fleet.token("acme-health", "icu", user, role, 600),
+    };
+    let eu = |first: &str, second: &str| vec![fleet.target(first), fleet.target(second)];
+    let mut subscriber = georelay::client::Session::connect(&fleet.options(Some("NL")), &eu("eu-ams-1", "eu-fra-1"), &join("monitor", Role::Subscribe))
+        .await
+        .expect("subscriber");
+    subscriber.subscribe().await.expect("subscribe");
+    let mut publisher = georelay::client::Session::connect(&fleet.options(Some("DE")), &eu("eu-fra-1", "eu-ams-1"), &join("sensor", Role::Publish))
+        .await
+        .expect("publisher");
+    let track = publisher.announce(TrackKind::Data, true, "vitals").await.expect("announce");
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let publishing = spawn_publisher(publisher, track, stop_rx);
+
+    // The subscriber's node dies: it reconnects to Frankfurt and resumes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fleet.fleet.take("eu-ams-1").expect("ams").kill().await;
+    let took = until_media_after_reconnect(&mut subscriber, "eu-fra-1", Duration::from_secs(10)).await;
+    println!("subscriber's node killed: media again after {took:?}");
+
+    // Now the publisher's (and the subscriber's) node dies: both move to
+    // Amsterdam, the publisher re-announces, the subscription is restored.
+    fleet.restart("eu-ams-1").await;
+    fleet.wait_mesh_ready(Duration::from_secs(10)).await;
+    fleet.fleet.take("eu-fra-1").expect("fra").kill().await;
+    let took = until_media_after_reconnect(&mut subscriber, "eu-ams-1", Duration::from_secs(10)).await;
+    println!("publisher's node killed: media again after {took:?}");
+    let _ = stop.send(true);
+    let reconnects = publishing.await.expect("publisher task");
+    assert_eq!(reconnects, 1, "the publisher kept publishing through one reconnection");
+    fleet.fleet.shutdown().await;
+}
