@@ -21,6 +21,7 @@
 //! - [`relay`]: the node: client endpoint, sessions, fan-out, mesh links.
 //! - [`admin`]: the per-node HTTP surface (`/metrics`, `/status`, ...).
 //! - [`client`]: the Rust SDK used by tests, loadgen and examples.
+//! - [`loadgen`]: synthetic SDK clients with exact loss and latency accounting.
 //! - [`metadata`]: operational events, IP minimisation, stores and retention.
 //! - [`cli`]: the `georelay` command line.
 
@@ -33,6 +34,7 @@ pub mod config;
 pub mod error;
 pub mod geo;
 pub mod ids;
+pub mod loadgen;
 pub mod metadata;
 pub mod relay;
 pub mod routing;
