@@ -4,3 +4,4 @@
 pub mod mmdb;
 pub mod fleet;
 pub mod sim;
+pub mod udp_proxy;
