@@ -12,15 +12,15 @@ use georelay::metadata::{
 };
 
 /// Day 0 of the fixtures: 2024-10-04T00:00:00Z.
-pub const T0: u64 = 20_000 * DAY_MS;
+pub(crate) const T0: u64 = 20_000 * DAY_MS;
 /// An app with the fleet's 30-day retention.
-pub const LONG_APP: &str = "long-app";
+pub(crate) const LONG_APP: &str = "long-app";
 /// An app with a 7-day retention.
-pub const SHORT_APP: &str = "short-app";
+pub(crate) const SHORT_APP: &str = "short-app";
 const HOUR_MS: u64 = 3_600_000;
 
 /// Fleet 30 days, IP addresses 7 days, `short-app` 7 days.
-pub fn policy() -> RetentionPolicy {
+pub(crate) fn policy() -> RetentionPolicy {
     RetentionPolicy::new(
         30,
         7,
@@ -30,7 +30,7 @@ pub fn policy() -> RetentionPolicy {
 
 /// The events of fixture day `day` (0-based), each at a distinct instant,
 /// in time order.
-pub fn day_events(day: u64) -> Vec<Event> {
+pub(crate) fn day_events(day: u64) -> Vec<Event> {
     let mut events = Vec::new();
     let apps = [
         (LONG_APP, "eu-fra-1", "eu", IpMode::Full),
@@ -133,7 +133,7 @@ pub fn day_events(day: u64) -> Vec<Event> {
 /// What a store must hold at `now_ms` under `policy`, given everything
 /// written: exactly the unexpired events, without client addresses older
 /// than the IP retention.
-pub fn expected_after_sweep(
+pub(crate) fn expected_after_sweep(
     written: &[Event],
     policy: &RetentionPolicy,
     now_ms: u64,
