@@ -5,6 +5,8 @@
 //! The test binary runs itself as the child (`crash_child`, switched on by
 //! an environment variable) so the kill hits a real process mid-stream.
 
+// Each test binary uses a different part of the shared fixtures.
+#[allow(dead_code)]
 mod metadata_common;
 
 use std::collections::BTreeMap;

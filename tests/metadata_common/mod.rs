@@ -83,7 +83,7 @@ pub(crate) fn day_events(day: u64) -> Vec<Event> {
                     drops: BTreeMap::from([("queue_full".to_owned(), day % 4)]),
                 },
             ));
-            let decision = match (day + hour) % 3 {
+            let decision = match (day + hour / 6) % 3 {
                 0 => GeofenceDecision::Denied {
                     code: ErrorCode::GeofenceDenied,
                     reason: "client country not allowed".into(),
