@@ -99,12 +99,12 @@ async fn start_fleet() -> ServedFleet {
         server: ChildGuard { child, log },
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    for node in 0..NODES.len() {
+    for (node, name) in NODES.iter().enumerate() {
         loop {
             assert!(
                 Instant::now() < deadline,
                 "{} not ready within 30 s; serve log:\n{}",
-                NODES[node],
+                name,
                 fleet.server.log_text()
             );
             if tokio::net::TcpStream::connect(fleet.admin(node))
@@ -196,7 +196,7 @@ async fn loadgen_counts_exactly_against_a_served_fleet() {
     assert_eq!(count(&summary, "subscribers"), 3, "{summary}");
     let sent = count(&summary, "sent");
     assert!(
-        sent >= 500 && sent <= 1000,
+        (500..=1000).contains(&sent),
         "200 pps for 5 s sends at most 1000: {summary}"
     );
     assert_eq!(count(&summary, "expected"), 3 * sent, "{summary}");
