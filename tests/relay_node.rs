@@ -954,6 +954,18 @@ async fn metrics_count_media_by_app_and_refusals_by_code() {
     }
     let (seen, _) = receive_media(&mut sub, track, PACKETS as usize, Duration::from_secs(5)).await;
     assert_eq!(seen.len() as u64, PACKETS);
+    const UNKNOWN: u64 = 3;
+    for seq in 0..UNKNOWN {
+        publisher
+            .send_media(12345, seq, 0, b"no such track")
+            .expect("send");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while drops(&fleet.status(node).await, "unknown_track") < UNKNOWN
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 
     let after = metrics().await;
     let present: BTreeSet<&str> = after
@@ -1000,6 +1012,13 @@ async fn metrics_count_media_by_app_and_refusals_by_code() {
     assert!(
         delta("georelay_bytes_out_total", &acme) >= (PACKETS * 100) as f64,
         "bytes out by app; series present: {present:?}"
+    );
+    assert!(
+        delta(
+            "georelay_drops_total",
+            &[("node", node), ("reason", "unknown_track")]
+        ) >= UNKNOWN as f64,
+        "drops by reason; series present: {present:?}"
     );
     fleet.fleet.shutdown().await;
 }
