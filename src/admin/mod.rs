@@ -44,6 +44,9 @@ pub trait NodeIntrospect: Send + Sync + 'static {
     fn reload(&self) -> BoxFuture<'static, Result<ReloadReport, String>>;
     /// Every (app, channel) name this node has ever seen, for leak tests.
     fn debug_channels(&self) -> Vec<ChannelSeen>;
+    /// Copies counters the node keeps itself into the metrics recorder, just
+    /// before `/metrics` renders. The default does nothing.
+    fn export_metrics(&self) {}
 }
 
 /// `GET /status`: who the node is and what it carried.
@@ -177,6 +180,7 @@ pub async fn serve(
 }
 
 async fn get_metrics(State(state): State<AdminState>) -> Response {
+    state.node.export_metrics();
     state.metrics.run_upkeep();
     (
         [(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],

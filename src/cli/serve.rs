@@ -87,7 +87,17 @@ pub(super) fn run(args: ServeArgs) -> CliResult {
 async fn serve(path: PathBuf, policy: Arc<Policy>, pki: Arc<FleetPki>, ids: Vec<NodeId>) -> CliResult {
     let metrics = crate::admin::install_metrics_recorder();
     let clock: SharedClock = Arc::new(SystemClock);
-    let fleet = crate::relay::Fleet::start(path, policy, pki, ids, clock, None, metrics)
+    let (recorder, metadata) = crate::metadata::start(
+        &policy.fleet.metadata,
+        crate::metadata::app_retention_days(&policy.fleet),
+        clock.clone(),
+    )
+    .await
+    .map_err(|e| CliError::Runtime(anyhow::anyhow!("{e}")))?;
+    if recorder.is_enabled() {
+        println!("metadata: {}", policy.fleet.metadata.dir.display());
+    }
+    let fleet = crate::relay::Fleet::start(path, policy, pki, ids, clock, recorder, metrics)
         .await
         .map_err(|e| CliError::Runtime(e.into()))?;
     for node in &fleet.nodes {
@@ -106,7 +116,12 @@ async fn serve(path: PathBuf, policy: Arc<Policy>, pki: Arc<FleetPki>, ids: Vec<
         tokio::select! {
             _ = hangup.recv() => {
                 match fleet.reload() {
-                    Ok(report) => println!("{}", report.message),
+                    Ok(report) => {
+                        if let Some(hub) = fleet.hubs().first() {
+                            metadata.set_retention(crate::metadata::RetentionPolicy::from_fleet(&hub.policy().fleet));
+                        }
+                        println!("{}", report.message);
+                    }
                     Err(errors) => eprintln!("reload rejected, the old policy stays in force:\n{errors}"),
                 }
             }
@@ -116,6 +131,10 @@ async fn serve(path: PathBuf, policy: Arc<Policy>, pki: Arc<FleetPki>, ids: Vec<
     }
     println!("draining");
     fleet.shutdown().await;
+    match metadata.shutdown().await {
+        Ok(stats) => println!("metadata flushed: {stats:?}"),
+        Err(err) => eprintln!("metadata: {err}"),
+    }
     Ok(())
 }
 

@@ -118,6 +118,8 @@ pub struct DatagramQueue {
     closed: AtomicBool,
     /// This receiver's drops, by reason.
     pub drops: DropCounters,
+    /// What this receiver was sent.
+    pub sent: AppCounters,
     node_drops: Arc<DropCounters>,
 }
 
@@ -131,6 +133,7 @@ impl DatagramQueue {
             ready: Notify::new(),
             closed: AtomicBool::new(false),
             drops: DropCounters::default(),
+            sent: AppCounters::default(),
             node_drops,
         }
     }
@@ -192,7 +195,10 @@ pub async fn run_datagram_writer(queue: Arc<DatagramQueue>, conn: quinn::Connect
     while let Some((datagram, app)) = queue.pop().await {
         let len = datagram.len();
         match conn.send_datagram_wait(datagram).await {
-            Ok(()) => app.count_out(len),
+            Ok(()) => {
+                app.count_out(len);
+                queue.sent.count_out(len);
+            }
             Err(quinn::SendDatagramError::TooLarge) => queue.count_drop(DropReason::TooLarge),
             Err(_) => break,
         }
@@ -224,8 +230,8 @@ impl MessageQueue {
 }
 
 /// Writes framed messages onto one unidirectional stream, opened on the first
-/// message with the message stream header.
-pub async fn run_message_writer(mut rx: tokio::sync::mpsc::Receiver<Queued>, conn: quinn::Connection) {
+/// message with the message stream header; counts them in `sent` too.
+pub async fn run_message_writer(mut rx: tokio::sync::mpsc::Receiver<Queued>, conn: quinn::Connection, sent: Arc<AppCounters>) {
     let mut stream: Option<quinn::SendStream> = None;
     while let Some((framed, app)) = rx.recv().await {
         if stream.is_none() {
@@ -247,6 +253,7 @@ pub async fn run_message_writer(mut rx: tokio::sync::mpsc::Receiver<Queued>, con
             return;
         }
         app.count_out(len);
+        sent.count_out(len);
     }
     if let Some(mut out) = stream {
         let _ = out.finish();

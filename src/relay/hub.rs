@@ -21,6 +21,7 @@ use crate::admin::{ChannelSeen, LinkStatus, ReloadReport, StatusReport};
 use crate::clock::SharedClock;
 use crate::error::ErrorCode;
 use crate::ids::{AppId, NodeId, RegionId};
+use crate::metadata::{Event, EventKind, GeofenceDecision, Recorder};
 use crate::wire::{ErrorFrame, Frame, SubscriptionState, SubscriptionStatus, Target, TrackInfo};
 
 use super::admission::{Refusal, redirect_targets};
@@ -140,23 +141,6 @@ struct Inner {
     rerouted: u64,
 }
 
-/// A geofence decision, for metrics and the metadata store.
-#[derive(Clone, Debug)]
-pub struct Decision {
-    /// The app.
-    pub app: AppId,
-    /// `admitted`, `redirected`, `denied`, `route_chosen`, `route_unavailable`, `revoked`.
-    pub kind: &'static str,
-    /// Detail: the path, the redirect targets, or the reason.
-    pub detail: String,
-}
-
-/// Receives geofence decisions (the metadata recorder, tests).
-pub trait DecisionSink: Send + Sync + std::fmt::Debug {
-    /// Records one decision.
-    fn decision(&self, node: &NodeId, decision: &Decision);
-}
-
 /// The shared state of one node. See the module docs.
 pub struct Hub {
     me: NodeId,
@@ -170,7 +154,7 @@ pub struct Hub {
     rng: ring::rand::SystemRandom,
     clock: SharedClock,
     started_ms: u64,
-    decisions: Option<Arc<dyn DecisionSink>>,
+    recorder: Recorder,
 }
 
 impl std::fmt::Debug for Hub {
@@ -181,7 +165,7 @@ impl std::fmt::Debug for Hub {
 
 impl Hub {
     /// The hub of node `me` under `policy`.
-    pub fn new(me: NodeId, policy: Arc<Policy>, clock: SharedClock, decisions: Option<Arc<dyn DecisionSink>>) -> Self {
+    pub fn new(me: NodeId, policy: Arc<Policy>, clock: SharedClock, recorder: Recorder) -> Self {
         let started_ms = clock.now_unix_ms();
         Self {
             inner: Mutex::new(Inner {
@@ -201,7 +185,7 @@ impl Hub {
             rng: ring::rand::SystemRandom::new(),
             clock,
             started_ms,
-            decisions,
+            recorder,
         }
     }
 
@@ -244,17 +228,27 @@ impl Hub {
         Arc::clone(all.entry(app.clone()).or_default())
     }
 
-    /// Records a geofence decision in metrics, the log and the decision sink.
-    pub fn decide(&self, decision: Decision) {
+    /// Records an operational event of this node (never blocks).
+    pub fn record(&self, app: Option<AppId>, kind: EventKind) {
+        self.recorder.record(Event {
+            at_ms: self.clock.now_unix_ms(),
+            node: self.me.clone(),
+            region: self.region(),
+            app,
+            kind,
+        });
+    }
+
+    /// Records a geofence decision in metrics, the log and the metadata.
+    pub fn decide(&self, app: &AppId, session_id: Option<u64>, decision: GeofenceDecision) {
+        let label = decision_label(&decision);
         metrics::counter!(m::GEOFENCE_DECISIONS_TOTAL,
             m::LABEL_NODE => self.me.to_string(),
-            m::LABEL_APP => decision.app.to_string(),
-            m::LABEL_DECISION => decision.kind)
+            m::LABEL_APP => app.to_string(),
+            m::LABEL_DECISION => label)
         .increment(1);
-        tracing::debug!(node = %self.me, app = %decision.app, decision = decision.kind, detail = %decision.detail, "geofence decision");
-        if let Some(sink) = &self.decisions {
-            sink.decision(&self.me, &decision);
-        }
+        tracing::debug!(node = %self.me, app = %app, decision = label, ?session_id, "geofence decision");
+        self.record(Some(app.clone()), EventKind::Geofence { session_id, decision });
     }
 
     // ----- sessions ---------------------------------------------------------
@@ -308,6 +302,16 @@ impl Hub {
         channel.owners.insert(track, session);
         channel.tracks.insert(track, info);
         let tracks = channel.tracks.clone();
+        let subscribers = channel.subscribers.len() as u32;
+        self.record(
+            Some(key.0.clone()),
+            EventKind::TrackPublished {
+                session_id: session,
+                track: announce.name.clone(),
+                kind: metadata_kind(announce.kind),
+                subscribers,
+            },
+        );
         let now = self.clock.now_unix_ms();
         let actions = inner.plane.set_local_tracks(&key, tracks, now);
         self.apply(&mut inner, actions);
@@ -334,9 +338,20 @@ impl Hub {
         if gone.is_empty() {
             return;
         }
+        let subscribers = channel.subscribers.len() as u32;
         for track in gone {
-            channel.owners.remove(&track);
-            channel.tracks.remove(&track);
+            let session_id = channel.owners.remove(&track).unwrap_or_default();
+            if let Some(info) = channel.tracks.remove(&track) {
+                self.record(
+                    Some(key.0.clone()),
+                    EventKind::TrackUnpublished {
+                        session_id,
+                        track: info.name,
+                        kind: metadata_kind(info.kind),
+                        subscribers,
+                    },
+                );
+            }
         }
         let tracks = channel.tracks.clone();
         let now = self.clock.now_unix_ms();
@@ -510,6 +525,7 @@ impl Hub {
         let now = self.clock.now_unix_ms();
         let actions = inner.plane.tick(now);
         self.apply(&mut inner, actions);
+        self.export_metrics();
         // Reachability can change with any flooded link state.
         let keys: Vec<ChannelKey> = inner
             .channels
@@ -553,11 +569,13 @@ impl Hub {
             );
             frame.redirect = targets_to_wire(&targets);
             let _ = session.control.try_send(Outbound::Close(frame));
-            self.decide(Decision {
-                app: app.clone(),
-                kind: "revoked",
-                detail: format!("session {id}: policy reload"),
-            });
+            self.decide(
+                &app,
+                Some(*id),
+                GeofenceDecision::Revoked {
+                    reason: format!("policy reload: app {app} is no longer allowed on {}", self.me),
+                },
+            );
         }
         drop(inner);
         // Stop forwarding the revoked sessions' media at once: the fast path
@@ -616,6 +634,25 @@ impl Hub {
             apps,
             links,
             drops,
+        }
+    }
+
+    /// Publishes the node's own packet, byte and drop counters as Prometheus
+    /// counters. The hot path only touches atomics; this copies them into
+    /// the `metrics` recorder (on every tick and before each scrape).
+    pub fn export_metrics(&self) {
+        let node = self.me.to_string();
+        for (app, counters) in self.counters.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            let traffic = counters.snapshot();
+            let labels = [(m::LABEL_NODE, node.clone()), (m::LABEL_APP, app.to_string())];
+            metrics::counter!(m::PACKETS_IN_TOTAL, &labels).absolute(traffic.packets_in);
+            metrics::counter!(m::PACKETS_OUT_TOTAL, &labels).absolute(traffic.packets_out);
+            metrics::counter!(m::BYTES_IN_TOTAL, &labels).absolute(traffic.bytes_in);
+            metrics::counter!(m::BYTES_OUT_TOTAL, &labels).absolute(traffic.bytes_out);
+        }
+        for reason in DropReason::ALL {
+            metrics::counter!(m::DROPS_TOTAL, m::LABEL_NODE => node.clone(), m::LABEL_REASON => reason.label())
+                .absolute(self.drops.get(reason));
         }
     }
 
@@ -703,19 +740,13 @@ impl Hub {
                     let decision = match outcome {
                         Ok(path) => {
                             inner.rerouted += 1;
-                            Decision {
-                                app: key.0.clone(),
-                                kind: "route_chosen",
-                                detail: format!("from {origin}: {}", join(&path)),
-                            }
+                            GeofenceDecision::RouteChosen { path }
                         }
-                        Err(reason) => Decision {
-                            app: key.0.clone(),
-                            kind: "route_unavailable",
-                            detail: format!("from {origin}: {reason}"),
+                        Err(reason) => GeofenceDecision::RouteUnavailable {
+                            reason: format!("from {origin}: {reason}"),
                         },
                     };
-                    self.decide(decision);
+                    self.decide(&key.0, None, decision);
                 }
             }
         }
@@ -864,8 +895,16 @@ fn session_key(inner: &Inner, session: u64) -> Result<ChannelKey, Refusal> {
         .ok_or_else(|| refusal(ErrorCode::NotFound, "no such session"))
 }
 
-fn join(path: &[NodeId]) -> String {
-    path.iter().map(NodeId::as_str).collect::<Vec<_>>().join(" -> ")
+/// The metric label of a decision.
+fn decision_label(decision: &GeofenceDecision) -> &'static str {
+    match decision {
+        GeofenceDecision::Admitted => "admitted",
+        GeofenceDecision::Redirected { .. } => "redirected",
+        GeofenceDecision::Denied { .. } => "denied",
+        GeofenceDecision::RouteChosen { .. } => "route_chosen",
+        GeofenceDecision::RouteUnavailable { .. } => "route_unavailable",
+        GeofenceDecision::Revoked { .. } => "revoked",
+    }
 }
 
 /// Redirect targets in wire form.
@@ -877,4 +916,12 @@ pub fn targets_to_wire(targets: &[(NodeId, SocketAddr)]) -> Vec<Target> {
             addr: addr.to_string(),
         })
         .collect()
+}
+
+fn metadata_kind(kind: crate::wire::TrackKind) -> crate::metadata::TrackKind {
+    match kind {
+        crate::wire::TrackKind::Audio => crate::metadata::TrackKind::Audio,
+        crate::wire::TrackKind::Video => crate::metadata::TrackKind::Video,
+        crate::wire::TrackKind::Data => crate::metadata::TrackKind::Data,
+    }
 }

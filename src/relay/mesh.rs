@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use crate::admin::metric_names as m;
 use crate::error::ErrorCode;
 use crate::ids::{AppId, NodeId};
+use crate::metadata::EventKind;
 use crate::wire::{
     ChannelAnnounce, ChannelRef, ErrorFrame, Frame, LinkInfo, LinkState, MeshSubscribe, MeshSubscribeError, PeerHello,
     PROTOCOL_VERSION,
@@ -180,15 +181,22 @@ pub async fn run_link(hub: Arc<Hub>, conn: quinn::Connection, dialed: Option<Nod
     let _entered = span.enter();
     tracing::info!(rtt_ms = conn.rtt().as_millis() as u64, "mesh link up");
     drop(_entered);
+    hub.record(
+        None,
+        EventKind::LinkUp {
+            peer: peer.clone(),
+            rtt_ms: conn.rtt().as_secs_f64() * 1000.0,
+        },
+    );
 
     let policy = hub.policy();
     let queue_len = policy.fleet.limits.mesh_queue_packets;
     let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let datagrams = Arc::new(DatagramQueue::new(queue_len, Arc::clone(&hub.drops)));
     let (messages, messages_rx) = MessageQueue::new(MESSAGE_QUEUE, Arc::clone(&hub.drops));
-    tokio::spawn(run_control_writer(send, control_rx, conn.clone()));
+    tokio::spawn(run_control_writer(send, control_rx, conn.clone(), Arc::default()));
     tokio::spawn(run_datagram_writer(Arc::clone(&datagrams), conn.clone()));
-    tokio::spawn(run_message_writer(messages_rx, conn.clone()));
+    tokio::spawn(run_message_writer(messages_rx, conn.clone(), Arc::default()));
     hub.peer_up(
         peer.clone(),
         PeerEntry {
@@ -243,7 +251,9 @@ pub async fn run_link(hub: Arc<Hub>, conn: quinn::Connection, dialed: Option<Nod
     datagram_task.abort();
     streams_task.abort();
     hub.peer_down(&peer, conn.stable_id());
-    tracing::info!(node = %hub.me(), peer = %peer, reason = ?conn.close_reason(), "mesh link down");
+    let reason = conn.close_reason().map(|e| e.to_string()).unwrap_or_else(|| "control stream ended".into());
+    tracing::info!(node = %hub.me(), peer = %peer, %reason, "mesh link down");
+    hub.record(None, EventKind::LinkDown { peer, reason });
 }
 
 type Handshake = (NodeId, quinn::SendStream, FrameReader);

@@ -36,7 +36,7 @@ use crate::error::ErrorCode;
 use crate::ids::NodeId;
 use crate::tls::{FleetPki, TransportKind};
 
-use self::hub::{DecisionSink, Hub};
+use self::hub::Hub;
 use self::policy::{Policy, PolicyError};
 
 /// How often each node retries failed routes and refreshes RTTs.
@@ -78,8 +78,8 @@ pub struct NodeOptions {
     pub pki: Arc<FleetPki>,
     /// Wall clock for tokens and metadata.
     pub clock: SharedClock,
-    /// Where geofence decisions are recorded, besides metrics.
-    pub decisions: Option<Arc<dyn DecisionSink>>,
+    /// Where operational metadata goes.
+    pub recorder: crate::metadata::Recorder,
     /// The Prometheus handle that renders `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// What `POST /reload` runs; `None` disables it.
@@ -142,6 +142,10 @@ impl NodeIntrospect for Introspect {
     fn debug_channels(&self) -> Vec<ChannelSeen> {
         self.hub.seen_channels()
     }
+
+    fn export_metrics(&self) {
+        self.hub.export_metrics();
+    }
 }
 
 impl RunningNode {
@@ -185,7 +189,7 @@ impl RunningNode {
             source,
         })?;
 
-        let hub = Arc::new(Hub::new(node.id.clone(), Arc::clone(&policy), options.clock.clone(), options.decisions.clone()));
+        let hub = Arc::new(Hub::new(node.id.clone(), Arc::clone(&policy), options.clock.clone(), options.recorder.clone()));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let limits = policy.fleet.limits.clone();
@@ -366,7 +370,7 @@ impl Fleet {
         pki: Arc<FleetPki>,
         ids: Vec<NodeId>,
         clock: SharedClock,
-        decisions: Option<Arc<dyn DecisionSink>>,
+        recorder: crate::metadata::Recorder,
         metrics: metrics_exporter_prometheus::PrometheusHandle,
     ) -> Result<Fleet, RelayError> {
         let ids: Vec<NodeId> = if ids.is_empty() {
@@ -391,7 +395,7 @@ impl Fleet {
                 policy: Arc::clone(&policy),
                 pki: Arc::clone(&pki),
                 clock: clock.clone(),
-                decisions: decisions.clone(),
+                recorder: recorder.clone(),
                 metrics: metrics.clone(),
                 reloader: Some(Arc::clone(&reloader)),
             })

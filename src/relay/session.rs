@@ -12,15 +12,20 @@ use tracing::Instrument;
 use crate::admin::metric_names as m;
 use crate::config::Limits;
 use crate::error::ErrorCode;
+use crate::ids::AppId;
+use crate::metadata::{EventKind, GeofenceDecision, SessionRole};
 use crate::wire::{AnnounceOk, ErrorFrame, Frame, MessageDecoder, Welcome};
 
 use super::admission::{AdmissionRequest, Refusal, admit};
-use super::fanout::{DatagramQueue, MessageQueue, run_datagram_writer, run_message_writer};
-use super::hub::{CONTROL_QUEUE, Decision, Hub, Outbound, SessionEntry, targets_to_wire};
+use super::fanout::{AppCounters, DatagramQueue, DropReason, MessageQueue, run_datagram_writer, run_message_writer};
+use super::hub::{CONTROL_QUEUE, Hub, Outbound, SessionEntry, targets_to_wire};
 use super::stream::{FrameReader, run_control_writer};
 
 /// How long a client has to open its control stream and send `HELLO`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The reason text of a client's own clean leave.
+const GOODBYE: &str = "goodbye";
 
 /// How many reliable messages may wait for one subscriber.
 const MESSAGE_QUEUE: usize = 1024;
@@ -35,7 +40,8 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
             return;
         };
         let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
-        tokio::spawn(run_control_writer(send, control_rx, conn.clone()));
+        let closed_with = Arc::new(std::sync::OnceLock::new());
+        tokio::spawn(run_control_writer(send, control_rx, conn.clone(), Arc::clone(&closed_with)));
         let mut reader = FrameReader::new(recv);
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await {
             Ok(Ok(Some(Frame::Hello(hello)))) => hello,
@@ -72,14 +78,10 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
             }
         };
         let app = admitted.claims.app.clone();
-        hub.decide(Decision {
-            app: app.clone(),
-            kind: "admitted",
-            detail: format!("country {}", admitted.country.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into())),
-        });
 
         let datagrams = Arc::new(DatagramQueue::new(limits.subscriber_queue_packets, Arc::clone(&hub.drops)));
         let (messages, messages_rx) = MessageQueue::new(MESSAGE_QUEUE, Arc::clone(&hub.drops));
+        let traffic = Arc::new(AppCounters::default());
         let session = hub.add_session(SessionEntry {
             app: app.clone(),
             channel: admitted.claims.channel.clone(),
@@ -90,8 +92,33 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
             datagrams: Arc::clone(&datagrams),
             messages,
         });
+        hub.decide(&app, Some(session), GeofenceDecision::Admitted);
+        let role = match admitted.claims.role {
+            crate::auth::Role::Publish => SessionRole::Publish,
+            crate::auth::Role::Subscribe => SessionRole::Subscribe,
+        };
+        hub.record(
+            Some(app.clone()),
+            EventKind::SessionOpened {
+                session_id: session,
+                user: admitted.claims.user.clone(),
+                channel: admitted.claims.channel.clone(),
+                role,
+                client_country: admitted.country,
+                client_region: admitted.client_region.clone(),
+                client_ip: crate::metadata::minimise(request.client_ip, policy.fleet.metadata.ip_mode),
+                sdk: crate::metadata::SdkInfo {
+                    name: hello.sdk.name.clone(),
+                    version: hello.sdk.version.clone(),
+                    device: hello.sdk.device.clone(),
+                    os: hello.sdk.os.clone(),
+                    network: hello.sdk.network.clone(),
+                },
+            },
+        );
+        let opened = tokio::time::Instant::now();
         tokio::spawn(run_datagram_writer(Arc::clone(&datagrams), conn.clone()));
-        tokio::spawn(run_message_writer(messages_rx, conn.clone()));
+        tokio::spawn(run_message_writer(messages_rx, conn.clone(), Arc::clone(&traffic)));
         let max_payload = conn
             .max_datagram_size()
             .map(crate::wire::max_media_payload)
@@ -106,8 +133,25 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
         let _ = control.try_send(Outbound::Frame(welcome));
         tracing::debug!(session, "session admitted");
 
-        let datagram_task = tokio::spawn(read_datagrams(Arc::clone(&hub), conn.clone(), session));
-        let streams_task = tokio::spawn(read_message_streams(Arc::clone(&hub), conn.clone(), session, limits.max_message_bytes));
+        let datagram_task = tokio::spawn(read_datagrams(Arc::clone(&hub), conn.clone(), session, Arc::clone(&traffic)));
+        let streams_task = tokio::spawn(read_message_streams(
+            Arc::clone(&hub),
+            conn.clone(),
+            session,
+            limits.max_message_bytes,
+            Arc::clone(&traffic),
+        ));
+        let quality_every = Duration::from_secs(policy.fleet.metadata.quality_interval_secs.max(1));
+        let sampler = tokio::spawn(sample_quality(
+            Arc::clone(&hub),
+            conn.clone(),
+            app.clone(),
+            session,
+            Arc::clone(&traffic),
+            Arc::clone(&datagrams),
+            quality_every,
+        ));
+        let mut close_code = None;
         loop {
             let frame = tokio::select! {
                 frame = reader.next() => frame,
@@ -117,18 +161,40 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(err) => {
+                    close_code = Some(err.code());
                     close(&control, ErrorFrame::new(err.code(), err.to_string()));
                     break;
                 }
             };
             if let Err(refusal) = handle_frame(&hub, session, frame, &control, limits.max_tracks_per_session) {
+                if refusal.code != ErrorCode::ShuttingDown || refusal.message != GOODBYE {
+                    close_code = Some(refusal.code);
+                }
                 close(&control, refusal_frame(&refusal));
                 break;
             }
         }
         datagram_task.abort();
         streams_task.abort();
+        sampler.abort();
+        if close_code.is_none() {
+            close_code = closed_with.get().copied();
+        }
         hub.remove_session(session);
+        let totals = traffic.snapshot();
+        let sent = datagrams.sent.snapshot();
+        hub.record(
+            Some(app),
+            EventKind::SessionClosed {
+                session_id: session,
+                duration_ms: opened.elapsed().as_millis() as u64,
+                bytes_in: totals.bytes_in,
+                bytes_out: sent.bytes_out + totals.bytes_out,
+                packets_in: totals.packets_in,
+                packets_out: sent.packets_out + totals.packets_out,
+                close_code,
+            },
+        );
         tracing::debug!(session, "session ended");
     }
     .instrument(span)
@@ -150,7 +216,7 @@ fn handle_frame(hub: &Hub, session: u64, frame: Frame, control: &mpsc::Sender<Ou
         Frame::Subscribe => hub.subscribe(session)?,
         Frame::Unsubscribe => hub.unsubscribe(session)?,
         Frame::Goodbye => {
-            return Err(Refusal::plain(ErrorCode::ShuttingDown, "goodbye"));
+            return Err(Refusal::plain(ErrorCode::ShuttingDown, GOODBYE));
         }
         other => {
             return Err(Refusal::plain(
@@ -162,18 +228,73 @@ fn handle_frame(hub: &Hub, session: u64, frame: Frame, control: &mpsc::Sender<Ou
     Ok(())
 }
 
-async fn read_datagrams(hub: Arc<Hub>, conn: quinn::Connection, session: u64) {
+async fn read_datagrams(hub: Arc<Hub>, conn: quinn::Connection, session: u64, traffic: Arc<AppCounters>) {
     while let Ok(datagram) = conn.read_datagram().await {
+        traffic.count_in(datagram.len());
         hub.client_datagram(session, datagram);
     }
 }
 
-async fn read_message_streams(hub: Arc<Hub>, conn: quinn::Connection, session: u64, max_len: usize) {
+async fn read_message_streams(hub: Arc<Hub>, conn: quinn::Connection, session: u64, max_len: usize, traffic: Arc<AppCounters>) {
     while let Ok(recv) = conn.accept_uni().await {
-        let hub = Arc::clone(&hub);
+        let (hub, traffic) = (Arc::clone(&hub), Arc::clone(&traffic));
         tokio::spawn(read_messages(recv, max_len, move |track, payload| {
+            traffic.count_in(payload.len());
             hub.message(Some(session), None, track, payload)
         }));
+    }
+}
+
+/// Records a quality sample of the session every `every`: loss from QUIC's
+/// path statistics, bitrates from the session's counters, RTT, and drops.
+async fn sample_quality(
+    hub: Arc<Hub>,
+    conn: quinn::Connection,
+    app: AppId,
+    session: u64,
+    traffic: Arc<AppCounters>,
+    datagrams: Arc<DatagramQueue>,
+    every: Duration,
+) {
+    let mut interval = tokio::time::interval(every);
+    interval.tick().await;
+    let mut last_in = traffic.snapshot();
+    let mut last_out = datagrams.sent.snapshot();
+    let mut last_path = conn.stats().path;
+    let mut last_drops: Vec<u64> = DropReason::ALL.iter().map(|r| datagrams.drops.get(*r)).collect();
+    loop {
+        interval.tick().await;
+        let now_in = traffic.snapshot();
+        let now_out = datagrams.sent.snapshot();
+        let path = conn.stats().path;
+        let sent = path.sent_packets.saturating_sub(last_path.sent_packets);
+        let lost = path.lost_packets.saturating_sub(last_path.lost_packets);
+        let seconds = every.as_secs_f64();
+        let drops = DropReason::ALL
+            .iter()
+            .zip(&mut last_drops)
+            .filter_map(|(reason, last)| {
+                let now = datagrams.drops.get(*reason);
+                let delta = now - *last;
+                *last = now;
+                (delta > 0).then(|| (reason.label().to_string(), delta))
+            })
+            .collect();
+        hub.record(
+            Some(app.clone()),
+            EventKind::QualitySample {
+                session_id: session,
+                loss_ratio: if sent == 0 { 0.0 } else { lost as f64 / sent as f64 },
+                bitrate_in_bps: ((now_in.bytes_in - last_in.bytes_in) as f64 * 8.0 / seconds) as u64,
+                bitrate_out_bps: ((now_out.bytes_out - last_out.bytes_out) as f64 * 8.0 / seconds) as u64,
+                rtt_ms: conn.rtt().as_secs_f64() * 1000.0,
+                jitter_ms: None,
+                drops,
+            },
+        );
+        last_in = now_in;
+        last_out = now_out;
+        last_path = path;
     }
 }
 
@@ -213,20 +334,16 @@ fn close(control: &mpsc::Sender<Outbound>, frame: ErrorFrame) {
 fn refuse(hub: &Hub, control: &mpsc::Sender<Outbound>, app: Option<crate::ids::AppId>, refusal: Refusal) {
     metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_NODE => hub.me().to_string(), m::LABEL_CODE => refusal.code.name()).increment(1);
     if let Some(app) = app {
-        let kind = match refusal.code {
-            ErrorCode::GeofenceRedirect => "redirected",
-            _ => "denied",
-        };
-        let targets: Vec<&str> = refusal.redirect.iter().map(|(n, _)| n.as_str()).collect();
-        hub.decide(Decision {
-            app,
-            kind,
-            detail: if targets.is_empty() {
-                format!("{}: {}", refusal.code, refusal.message)
-            } else {
-                format!("{}: to {}", refusal.code, targets.join(", "))
+        let decision = match refusal.code {
+            ErrorCode::GeofenceRedirect => GeofenceDecision::Redirected {
+                to: refusal.redirect.iter().map(|(n, _)| n.clone()).collect(),
             },
-        });
+            code => GeofenceDecision::Denied {
+                code,
+                reason: refusal.message.clone(),
+            },
+        };
+        hub.decide(&app, None, decision);
     }
     tracing::debug!(code = refusal.code.name(), reason = %refusal.message, "session refused");
     close(control, refusal_frame(&refusal));

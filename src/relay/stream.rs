@@ -2,6 +2,7 @@
 //! reading frames with a bounded decoder, and a writer task that owns the
 //! send half and closes the connection cleanly after an `ERROR` frame.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -74,8 +75,14 @@ impl FrameReader {
 
 /// Owns the send half of a control stream: writes queued frames in order;
 /// on [`Outbound::Close`] writes the `ERROR` frame, gives the peer
-/// [`CLOSE_GRACE`] to close first, then closes with the frame's code.
-pub async fn run_control_writer(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Outbound>, conn: quinn::Connection) {
+/// [`CLOSE_GRACE`] to close first, then closes with the frame's code, which
+/// it also leaves in `closed_with`.
+pub async fn run_control_writer(
+    mut send: quinn::SendStream,
+    mut rx: mpsc::Receiver<Outbound>,
+    conn: quinn::Connection,
+    closed_with: Arc<OnceLock<ErrorCode>>,
+) {
     let mut buf = BytesMut::new();
     while let Some(out) = rx.recv().await {
         buf.clear();
@@ -87,6 +94,9 @@ pub async fn run_control_writer(mut send: quinn::SendStream, mut rx: mpsc::Recei
                 }
             }
             Outbound::Close(error) => {
+                if let Some(code) = error.error_code() {
+                    let _ = closed_with.set(code);
+                }
                 close_with(&mut send, &conn, &error, &mut buf).await;
                 return;
             }

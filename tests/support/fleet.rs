@@ -17,7 +17,9 @@ use georelay::relay::policy::Policy;
 use georelay::tls::FleetPki;
 
 /// Node ids of the test topology, in the order of their address suffix.
-pub const NODES: [&str; 6] = ["eu-fra-1", "eu-ams-1", "uk-lon-1", "us-iad-1", "us-sfo-1", "ap-sin-1"];
+pub const NODES: [&str; 6] = [
+    "eu-fra-1", "eu-ams-1", "uk-lon-1", "us-iad-1", "us-sfo-1", "ap-sin-1",
+];
 
 /// Countries a client can appear to come from, in the order of their
 /// address suffix (100, 101, ...).
@@ -27,7 +29,9 @@ pub const COUNTRIES: [&str; 6] = ["NL", "DE", "US", "SG", "GB", "RU"];
 fn unique_prefix() -> (u8, u8) {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 2];
-    ring::rand::SystemRandom::new().fill(&mut bytes).expect("randomness");
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("randomness");
     (100 + bytes[0] % 140, bytes[1])
 }
 
@@ -38,8 +42,10 @@ pub struct FleetSpec {
     pub apps: String,
     /// `[[links]]` tables; the example topology when `None`.
     pub links: Option<String>,
-    /// Extra top-level tables (e.g. `[limits]`, `[metadata]`).
+    /// Extra top-level tables (e.g. `[limits]`).
     pub extra: String,
+    /// Whether the nodes record metadata (into `metadata/` beside the config).
+    pub metadata: bool,
 }
 
 /// The example topology's links.
@@ -95,6 +101,7 @@ impl Default for FleetSpec {
             apps: EXAMPLE_APPS.to_string(),
             links: None,
             extra: String::new(),
+            metadata: false,
         }
     }
 }
@@ -103,6 +110,8 @@ impl Default for FleetSpec {
 pub struct TestFleet {
     /// The nodes (in-process).
     pub fleet: georelay::relay::Fleet,
+    /// The metadata store (disabled unless the spec enables it).
+    pub metadata: georelay::metadata::MetadataHandle,
     /// The policy they started with.
     pub policy: Arc<Policy>,
     /// The fleet's certificates (dev CA in memory).
@@ -125,16 +134,36 @@ impl TestFleet {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("regions.toml");
         std::fs::write(&path, config_text(prefix, &spec)).expect("write config");
-        let policy = Arc::new(Policy::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}")));
+        let policy =
+            Arc::new(Policy::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}")));
         let pki = Arc::new(FleetPki::from_fleet(&policy.fleet).expect("dev pki"));
         let metrics = georelay::admin::install_metrics_recorder();
         let clock: SharedClock = Arc::new(SystemClock);
-        let ids = nodes.iter().map(|n| georelay::ids::NodeId::new(*n)).collect();
-        let fleet = georelay::relay::Fleet::start(path, Arc::clone(&policy), Arc::clone(&pki), ids, clock, None, metrics)
-            .await
-            .expect("fleet starts");
+        let (recorder, metadata) = georelay::metadata::start(
+            &policy.fleet.metadata,
+            georelay::metadata::app_retention_days(&policy.fleet),
+            clock.clone(),
+        )
+        .await
+        .expect("metadata starts");
+        let ids = nodes
+            .iter()
+            .map(|n| georelay::ids::NodeId::new(*n))
+            .collect();
+        let fleet = georelay::relay::Fleet::start(
+            path,
+            Arc::clone(&policy),
+            Arc::clone(&pki),
+            ids,
+            clock.clone(),
+            recorder,
+            metrics,
+        )
+        .await
+        .expect("fleet starts");
         let test = TestFleet {
             fleet,
+            metadata,
             policy,
             pki,
             dir,
@@ -151,7 +180,7 @@ impl TestFleet {
             policy: Arc::clone(&self.policy),
             pki: Arc::clone(&self.pki),
             clock: Arc::new(SystemClock),
-            decisions: None,
+            recorder: georelay::metadata::Recorder::disabled(),
             metrics: georelay::admin::install_metrics_recorder(),
             reloader: None,
         };
@@ -181,7 +210,12 @@ impl TestFleet {
     /// Waits until every running node's configured links to other running
     /// nodes are up.
     pub async fn wait_mesh_ready(&self, limit: Duration) {
-        let running: Vec<String> = self.fleet.nodes.iter().map(|n| n.hub.me().to_string()).collect();
+        let running: Vec<String> = self
+            .fleet
+            .nodes
+            .iter()
+            .map(|n| n.hub.me().to_string())
+            .collect();
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let ready = self.fleet.nodes.iter().all(|n| {
@@ -195,7 +229,10 @@ impl TestFleet {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "mesh did not come up in {limit:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "mesh did not come up in {limit:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -203,7 +240,15 @@ impl TestFleet {
     /// The QUIC address of a node.
     pub fn node_addr(&self, node: &str) -> SocketAddr {
         let i = NODES.iter().position(|n| *n == node).expect("known node");
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, self.prefix.0, self.prefix.1, 10 + i as u8)), 4433)
+        SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(
+                127,
+                self.prefix.0,
+                self.prefix.1,
+                10 + i as u8,
+            )),
+            4433,
+        )
     }
 
     /// The admin address of a node.
@@ -216,8 +261,16 @@ impl TestFleet {
     pub fn client_ip(&self, country: Option<&str>) -> IpAddr {
         match country {
             Some(c) => {
-                let i = COUNTRIES.iter().position(|x| *x == c).expect("known test country");
-                IpAddr::V4(Ipv4Addr::new(127, self.prefix.0, self.prefix.1, 100 + i as u8))
+                let i = COUNTRIES
+                    .iter()
+                    .position(|x| *x == c)
+                    .expect("known test country");
+                IpAddr::V4(Ipv4Addr::new(
+                    127,
+                    self.prefix.0,
+                    self.prefix.1,
+                    100 + i as u8,
+                ))
             }
             None => IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
@@ -252,7 +305,15 @@ impl TestFleet {
     }
 
     /// Connects a client with a fresh token.
-    pub async fn connect(&self, node: &str, app: &str, channel: &str, user: &str, role: Role, country: Option<&str>) -> Result<Client, ClientError> {
+    pub async fn connect(
+        &self,
+        node: &str,
+        app: &str,
+        channel: &str,
+        user: &str,
+        role: Role,
+        country: Option<&str>,
+    ) -> Result<Client, ClientError> {
         let join = Join {
             app: app.to_string(),
             channel: channel.to_string(),
@@ -276,15 +337,29 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
 /// A minimal HTTP/1.1 request; returns (status code, body).
 pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("admin connect");
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("admin connect");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.expect("read");
     let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    let body = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(&body)
     } else {
         body
@@ -338,7 +413,10 @@ countries = ["SG", "JP"]
     }
     text.push_str(spec.links.as_deref().unwrap_or(EXAMPLE_LINKS));
     text.push_str(&spec.apps);
-    text.push_str("\n[metadata]\nenabled = false\n");
+    text.push_str(&format!(
+        "\n[metadata]\nenabled = {}\ndir = \"metadata\"\nflush_interval_ms = 100\nquality_interval_secs = 1\n",
+        spec.metadata
+    ));
     text.push_str(&spec.extra);
     text
 }
