@@ -628,4 +628,30 @@ mod tests {
             matches!(err, MetadataError::PostgresDsnMissing { ref env } if env == "GEORELAY_TEST_SURELY_UNSET_DSN")
         );
     }
+
+    #[tokio::test]
+    async fn an_unreachable_postgres_buffers_boundedly_and_counts_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        config.postgres = Some(crate::config::PostgresConfig {
+            dsn_env: "UNUSED".into(),
+            buffer_events: 5,
+            local_store: true,
+        });
+        let clock = Arc::new(ManualClock::new(NOW));
+        // Nothing listens on port 1 of loopback: every connect is refused.
+        let dsn = "host=127.0.0.1 port=1 user=georelay dbname=georelay connect_timeout=1";
+        let (recorder, handle) = start_with_dsn(&config, BTreeMap::new(), clock, Some(dsn.into()))
+            .await
+            .unwrap();
+        for index in 0..8 {
+            recorder.record(link_up(NOW + index));
+        }
+        handle.flush().await.unwrap();
+        let stats = handle.shutdown().await.unwrap();
+        assert_eq!(stats.written_local, 8, "the local store is unaffected");
+        assert_eq!(stats.dropped_postgres, 3);
+        assert_eq!(stats.unsent_postgres, 5);
+        assert_eq!(stats.sent_postgres, 0);
+    }
 }
