@@ -29,8 +29,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::ErrorCode;
 use crate::relay::stream::FrameReader;
 use crate::wire::{
-    Announce, ErrorFrame, Frame, Hello, MediaHeader, MessageDecoder, PROTOCOL_VERSION, SdkInfo, SubscriptionState, TrackInfo,
-    TrackKind, Welcome,
+    Announce, ErrorFrame, Frame, Hello, MediaHeader, MessageDecoder, PROTOCOL_VERSION, SdkInfo,
+    SubscriptionState, TrackInfo, TrackKind, Welcome,
 };
 
 /// How many events may wait for the application before media is dropped.
@@ -225,13 +225,19 @@ impl Client {
     /// Connects to the first target that admits this client, following
     /// `GEOFENCE_REDIRECT` (and `SHUTTING_DOWN`/`GEOFENCE_REVOKED`)
     /// alternatives up to `options.max_redirects` times.
-    pub async fn connect(options: &ClientOptions, targets: &[Target], join: &Join) -> Result<Client, ClientError> {
+    pub async fn connect(
+        options: &ClientOptions,
+        targets: &[Target],
+        join: &Join,
+    ) -> Result<Client, ClientError> {
         crate::tls::install_default_provider();
-        let transport = Arc::new(crate::tls::transport_config(crate::tls::TransportKind::Client));
+        let transport = Arc::new(crate::tls::transport_config(
+            crate::tls::TransportKind::Client,
+        ));
         let config = crate::tls::client_config(Arc::clone(&options.roots), transport)
             .map_err(|e| ClientError::Connect(e.to_string()))?;
-        let mut endpoint =
-            quinn::Endpoint::client(SocketAddr::new(options.bind, 0)).map_err(|e| ClientError::Connect(e.to_string()))?;
+        let mut endpoint = quinn::Endpoint::client(SocketAddr::new(options.bind, 0))
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
         endpoint.set_default_client_config(config);
         let mut queue: Vec<Target> = targets.to_vec();
         let mut redirects = 0;
@@ -242,21 +248,32 @@ impl Client {
             index += 1;
             match attempt(&endpoint, options, &target, join).await {
                 Ok((conn, welcome, send, reader)) => {
-                    return Ok(Client::start(endpoint, conn, welcome, send, reader, redirects));
+                    return Ok(Client::start(
+                        endpoint, conn, welcome, send, reader, redirects,
+                    ));
                 }
-                Err(ClientError::Refused { code, message, redirect })
-                    if matches!(
-                        code,
-                        ErrorCode::GeofenceRedirect | ErrorCode::ShuttingDown | ErrorCode::GeofenceRevoked
-                    ) && !redirect.is_empty()
-                        && redirects < options.max_redirects =>
+                Err(ClientError::Refused {
+                    code,
+                    message,
+                    redirect,
+                }) if matches!(
+                    code,
+                    ErrorCode::GeofenceRedirect
+                        | ErrorCode::ShuttingDown
+                        | ErrorCode::GeofenceRevoked
+                ) && !redirect.is_empty()
+                    && redirects < options.max_redirects =>
                 {
                     redirects += 1;
                     // Try the suggested nodes next, in their order.
                     let rest: Vec<Target> = queue.drain(index..).collect();
                     queue.extend(redirect.iter().cloned());
                     queue.extend(rest);
-                    last_error = ClientError::Refused { code, message, redirect };
+                    last_error = ClientError::Refused {
+                        code,
+                        message,
+                        redirect,
+                    };
                 }
                 Err(err @ ClientError::Refused { .. }) => return Err(err),
                 Err(err) => last_error = err,
@@ -278,9 +295,22 @@ impl Client {
         let pending: Pending = Arc::default();
         let dropped_events = Arc::new(AtomicU64::new(0));
         tokio::spawn(write_control(send, control_rx));
-        tokio::spawn(read_control(reader, conn.clone(), event_tx.clone(), Arc::clone(&pending)));
-        tokio::spawn(read_datagrams(conn.clone(), event_tx.clone(), Arc::clone(&dropped_events)));
-        tokio::spawn(read_message_streams(conn.clone(), event_tx, welcome.max_message_bytes as usize));
+        tokio::spawn(read_control(
+            reader,
+            conn.clone(),
+            event_tx.clone(),
+            Arc::clone(&pending),
+        ));
+        tokio::spawn(read_datagrams(
+            conn.clone(),
+            event_tx.clone(),
+            Arc::clone(&dropped_events),
+        ));
+        tokio::spawn(read_message_streams(
+            conn.clone(),
+            event_tx,
+            welcome.max_message_bytes as usize,
+        ));
         Client {
             conn,
             endpoint,
@@ -338,10 +368,18 @@ impl Client {
     }
 
     /// Announces a track; returns the relay-assigned key to send media with.
-    pub async fn announce(&self, kind: TrackKind, e2ee: bool, name: &str) -> Result<u64, ClientError> {
+    pub async fn announce(
+        &self,
+        kind: TrackKind,
+        e2ee: bool,
+        name: &str,
+    ) -> Result<u64, ClientError> {
         let track_id = self.next_track_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(track_id, tx);
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(track_id, tx);
         self.send_frame(Frame::Announce(Announce {
             track_id,
             kind,
@@ -349,7 +387,8 @@ impl Client {
             name: name.to_string(),
         }))
         .await?;
-        rx.await.map_err(|_| ClientError::Closed(self.close_reason()))?
+        rx.await
+            .map_err(|_| ClientError::Closed(self.close_reason()))?
     }
 
     /// Withdraws a track.
@@ -369,28 +408,50 @@ impl Client {
 
     /// Sends one media datagram (dropped by QUIC rather than delayed when
     /// the path is congested).
-    pub fn send_media(&self, track: u64, seq: u64, timestamp_us: u64, payload: &[u8]) -> Result<(), ClientError> {
+    pub fn send_media(
+        &self,
+        track: u64,
+        seq: u64,
+        timestamp_us: u64,
+        payload: &[u8],
+    ) -> Result<(), ClientError> {
         let max = self.max_media_payload();
         if payload.len() > max {
-            return Err(ClientError::TooLarge { len: payload.len(), max });
+            return Err(ClientError::TooLarge {
+                len: payload.len(),
+                max,
+            });
         }
-        let header = MediaHeader { track, seq, timestamp_us };
+        let header = MediaHeader {
+            track,
+            seq,
+            timestamp_us,
+        };
         let mut buf = BytesMut::with_capacity(MediaHeader::MAX_LEN + payload.len());
         header.encode(&mut buf);
         buf.extend_from_slice(payload);
-        self.conn.send_datagram(buf.freeze()).map_err(|e| ClientError::Closed(e.to_string()))
+        self.conn
+            .send_datagram(buf.freeze())
+            .map_err(|e| ClientError::Closed(e.to_string()))
     }
 
     /// Sends one reliable, ordered message on the track.
     pub async fn send_message(&self, track: u64, payload: &[u8]) -> Result<(), ClientError> {
         let max = self.welcome.max_message_bytes as usize;
         if payload.len() > max {
-            return Err(ClientError::TooLarge { len: payload.len(), max });
+            return Err(ClientError::TooLarge {
+                len: payload.len(),
+                max,
+            });
         }
         let mut stream = self.messages.lock().await;
         let mut buf = BytesMut::new();
         if stream.is_none() {
-            let opened = self.conn.open_uni().await.map_err(|e| ClientError::Closed(e.to_string()))?;
+            let opened = self
+                .conn
+                .open_uni()
+                .await
+                .map_err(|e| ClientError::Closed(e.to_string()))?;
             crate::wire::encode_message_stream_header(&mut buf);
             *stream = Some(opened);
         }
@@ -398,7 +459,9 @@ impl Client {
         let Some(out) = stream.as_mut() else {
             return Err(ClientError::Closed("message stream".into()));
         };
-        out.write_all(&buf).await.map_err(|e| ClientError::Closed(e.to_string()))
+        out.write_all(&buf)
+            .await
+            .map_err(|e| ClientError::Closed(e.to_string()))
     }
 
     /// Leaves cleanly and waits (briefly) for the close to reach the relay.
@@ -423,7 +486,12 @@ impl Client {
 
 type Attempt = (quinn::Connection, Welcome, quinn::SendStream, FrameReader);
 
-async fn attempt(endpoint: &quinn::Endpoint, options: &ClientOptions, target: &Target, join: &Join) -> Result<Attempt, ClientError> {
+async fn attempt(
+    endpoint: &quinn::Endpoint,
+    options: &ClientOptions,
+    target: &Target,
+    join: &Join,
+) -> Result<Attempt, ClientError> {
     let connect = async {
         let connecting = endpoint
             .connect(target.addr, &target.node)
@@ -431,7 +499,10 @@ async fn attempt(endpoint: &quinn::Endpoint, options: &ClientOptions, target: &T
         let conn = connecting
             .await
             .map_err(|e| ClientError::Connect(format!("{}: {e}", target.node)))?;
-        let (mut send, recv) = conn.open_bi().await.map_err(|e| ClientError::Connect(e.to_string()))?;
+        let (mut send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
         let mut buf = BytesMut::new();
         Frame::Hello(Hello {
             version: PROTOCOL_VERSION,
@@ -441,7 +512,9 @@ async fn attempt(endpoint: &quinn::Endpoint, options: &ClientOptions, target: &T
             sdk: options.sdk.clone(),
         })
         .encode(&mut buf);
-        send.write_all(&buf).await.map_err(|e| ClientError::Connect(e.to_string()))?;
+        send.write_all(&buf)
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
         let mut reader = FrameReader::new(recv);
         match reader.next().await {
             Ok(Some(Frame::Welcome(welcome))) => Ok((conn, welcome, send, reader)),
@@ -449,7 +522,10 @@ async fn attempt(endpoint: &quinn::Endpoint, options: &ClientOptions, target: &T
                 conn.close(0u32.into(), b"refused");
                 Err(ClientError::refused(error))
             }
-            Ok(Some(other)) => Err(ClientError::Protocol(format!("expected WELCOME, got {}", other.name()))),
+            Ok(Some(other)) => Err(ClientError::Protocol(format!(
+                "expected WELCOME, got {}",
+                other.name()
+            ))),
             Ok(None) | Err(_) => Err(closed_error(&conn)),
         }
     };
@@ -461,14 +537,16 @@ async fn attempt(endpoint: &quinn::Endpoint, options: &ClientOptions, target: &T
 /// The refusal carried by a connection's application close, if any.
 fn closed_error(conn: &quinn::Connection) -> ClientError {
     match conn.close_reason() {
-        Some(quinn::ConnectionError::ApplicationClosed(close)) => match ErrorCode::from_wire(close.error_code.into_inner()) {
-            Some(code) => ClientError::Refused {
-                code,
-                message: String::from_utf8_lossy(&close.reason).into_owned(),
-                redirect: Vec::new(),
-            },
-            None => ClientError::Closed(format!("closed with code {}", close.error_code)),
-        },
+        Some(quinn::ConnectionError::ApplicationClosed(close)) => {
+            match ErrorCode::from_wire(close.error_code.into_inner()) {
+                Some(code) => ClientError::Refused {
+                    code,
+                    message: String::from_utf8_lossy(&close.reason).into_owned(),
+                    redirect: Vec::new(),
+                },
+                None => ClientError::Closed(format!("closed with code {}", close.error_code)),
+            }
+        }
         Some(other) => ClientError::Closed(other.to_string()),
         None => ClientError::Closed("control stream ended".into()),
     }
@@ -486,7 +564,12 @@ async fn write_control(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Frame
     let _ = send.finish();
 }
 
-async fn read_control(mut reader: FrameReader, conn: quinn::Connection, events: mpsc::Sender<Event>, pending: Pending) {
+async fn read_control(
+    mut reader: FrameReader,
+    conn: quinn::Connection,
+    events: mpsc::Sender<Event>,
+    pending: Pending,
+) {
     loop {
         let frame = match reader.next().await {
             Ok(Some(frame)) => frame,
@@ -494,7 +577,11 @@ async fn read_control(mut reader: FrameReader, conn: quinn::Connection, events: 
         };
         let event = match frame {
             Frame::AnnounceOk(ok) => {
-                if let Some(tx) = pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&ok.track_id) {
+                if let Some(tx) = pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&ok.track_id)
+                {
                     let _ = tx.send(Ok(ok.track));
                 }
                 continue;
@@ -508,10 +595,20 @@ async fn read_control(mut reader: FrameReader, conn: quinn::Connection, events: 
                     let _ = tx.send(Err(ClientError::refused(error.clone())));
                 }
                 let (code, message, redirect) = match err {
-                    ClientError::Refused { code, message, redirect } => (Some(code), message, redirect),
+                    ClientError::Refused {
+                        code,
+                        message,
+                        redirect,
+                    } => (Some(code), message, redirect),
                     other => (None, other.to_string(), Vec::new()),
                 };
-                let _ = events.send(Event::Closed { code, message, redirect }).await;
+                let _ = events
+                    .send(Event::Closed {
+                        code,
+                        message,
+                        redirect,
+                    })
+                    .await;
                 // The relay waits for us to close after reading its reason.
                 conn.close(0u32.into(), b"closing after relay error");
                 return;
@@ -536,7 +633,11 @@ async fn read_control(mut reader: FrameReader, conn: quinn::Connection, events: 
         .await;
 }
 
-async fn read_datagrams(conn: quinn::Connection, events: mpsc::Sender<Event>, dropped: Arc<AtomicU64>) {
+async fn read_datagrams(
+    conn: quinn::Connection,
+    events: mpsc::Sender<Event>,
+    dropped: Arc<AtomicU64>,
+) {
     while let Ok(datagram) = conn.read_datagram().await {
         let Ok((header, len)) = MediaHeader::parse(&datagram) else {
             continue;
@@ -551,7 +652,11 @@ async fn read_datagrams(conn: quinn::Connection, events: mpsc::Sender<Event>, dr
     }
 }
 
-async fn read_message_streams(conn: quinn::Connection, events: mpsc::Sender<Event>, max_len: usize) {
+async fn read_message_streams(
+    conn: quinn::Connection,
+    events: mpsc::Sender<Event>,
+    max_len: usize,
+) {
     while let Ok(mut recv) = conn.accept_uni().await {
         let events = events.clone();
         tokio::spawn(async move {
@@ -609,7 +714,11 @@ pub struct Session {
 impl Session {
     /// Connects like [`Client::connect`]; `targets` are also the fallbacks
     /// for later reconnections.
-    pub async fn connect(options: &ClientOptions, targets: &[Target], join: &Join) -> Result<Session, ClientError> {
+    pub async fn connect(
+        options: &ClientOptions,
+        targets: &[Target],
+        join: &Join,
+    ) -> Result<Session, ClientError> {
         let client = Client::connect(options, targets, join).await?;
         Ok(Session {
             options: options.clone(),
@@ -633,7 +742,12 @@ impl Session {
     }
 
     /// Announces a track that is re-announced after every reconnection.
-    pub async fn announce(&mut self, kind: TrackKind, e2ee: bool, name: &str) -> Result<TrackHandle, ClientError> {
+    pub async fn announce(
+        &mut self,
+        kind: TrackKind,
+        e2ee: bool,
+        name: &str,
+    ) -> Result<TrackHandle, ClientError> {
         let key = self.client.announce(kind, e2ee, name).await?;
         self.tracks.push(SessionTrack {
             kind,
@@ -650,8 +764,16 @@ impl Session {
     }
 
     /// Sends a media datagram on the track's current key.
-    pub fn send_media(&self, track: TrackHandle, seq: u64, timestamp_us: u64, payload: &[u8]) -> Result<(), ClientError> {
-        let key = self.track_key(track).ok_or_else(|| ClientError::Protocol("unknown track handle".into()))?;
+    pub fn send_media(
+        &self,
+        track: TrackHandle,
+        seq: u64,
+        timestamp_us: u64,
+        payload: &[u8],
+    ) -> Result<(), ClientError> {
+        let key = self
+            .track_key(track)
+            .ok_or_else(|| ClientError::Protocol("unknown track handle".into()))?;
         self.client.send_media(key, seq, timestamp_us, payload)
     }
 
@@ -675,17 +797,28 @@ impl Session {
     pub async fn next_event(&mut self) -> Option<Event> {
         use futures_util::StreamExt;
         let (code, message, redirect) = match self.client.events().next().await {
-            Some(Event::Closed { code, message, redirect }) => (code, message, redirect),
+            Some(Event::Closed {
+                code,
+                message,
+                redirect,
+            }) => (code, message, redirect),
             Some(other) => return Some(other),
             None => (None, "connection lost".to_string(), Vec::new()),
         };
-        let final_refusal = matches!(code, Some(ErrorCode::Unauthorized | ErrorCode::GeofenceDenied));
+        let final_refusal = matches!(
+            code,
+            Some(ErrorCode::Unauthorized | ErrorCode::GeofenceDenied)
+        );
         if !final_refusal && self.reconnect(redirect.clone()).await.is_ok() {
             return Some(Event::Reconnected {
                 node: self.client.node().to_string(),
             });
         }
-        Some(Event::Closed { code, message, redirect })
+        Some(Event::Closed {
+            code,
+            message,
+            redirect,
+        })
     }
 
     /// Connects again: first to `preferred` (a relay's redirect targets),
@@ -701,7 +834,10 @@ impl Session {
                 Ok(client) => {
                     self.client = client;
                     for track in &mut self.tracks {
-                        track.key = self.client.announce(track.kind, track.e2ee, &track.name).await?;
+                        track.key = self
+                            .client
+                            .announce(track.kind, track.e2ee, &track.name)
+                            .await?;
                     }
                     if self.subscribed {
                         self.client.subscribe().await?;
@@ -709,7 +845,12 @@ impl Session {
                     self.reconnects += 1;
                     return Ok(());
                 }
-                Err(err @ ClientError::Refused { code: ErrorCode::Unauthorized | ErrorCode::GeofenceDenied, .. }) => {
+                Err(
+                    err @ ClientError::Refused {
+                        code: ErrorCode::Unauthorized | ErrorCode::GeofenceDenied,
+                        ..
+                    },
+                ) => {
                     return Err(err);
                 }
                 Err(err) => last = err,

@@ -41,14 +41,20 @@ pub(crate) fn dev_ca_cert_path(config: &Path) -> PathBuf {
 
 pub(super) fn run(args: ServeArgs) -> CliResult {
     init_tracing();
-    disable_core_dumps().map_err(|err| CliError::Runtime(anyhow::anyhow!("cannot disable core dumps, refusing to start: {err}")))?;
+    disable_core_dumps().map_err(|err| {
+        CliError::Runtime(anyhow::anyhow!(
+            "cannot disable core dumps, refusing to start: {err}"
+        ))
+    })?;
     let policy = Policy::load(&args.config.config).map_err(policy_error)?;
     let ids: Vec<NodeId> = match &args.node {
         Some(id) => {
-            let node = policy
-                .fleet
-                .node(id)
-                .ok_or_else(|| CliError::Invalid(format!("{}: no node {id:?} in [nodes]", args.config.config.display())))?;
+            let node = policy.fleet.node(id).ok_or_else(|| {
+                CliError::Invalid(format!(
+                    "{}: no node {id:?} in [nodes]",
+                    args.config.config.display()
+                ))
+            })?;
             vec![node.id.clone()]
         }
         None => Vec::new(),
@@ -81,10 +87,20 @@ pub(super) fn run(args: ServeArgs) -> CliResult {
         .enable_all()
         .build()
         .map_err(|e| CliError::Runtime(e.into()))?;
-    runtime.block_on(serve(args.config.config, Arc::new(policy), Arc::new(pki), ids))
+    runtime.block_on(serve(
+        args.config.config,
+        Arc::new(policy),
+        Arc::new(pki),
+        ids,
+    ))
 }
 
-async fn serve(path: PathBuf, policy: Arc<Policy>, pki: Arc<FleetPki>, ids: Vec<NodeId>) -> CliResult {
+async fn serve(
+    path: PathBuf,
+    policy: Arc<Policy>,
+    pki: Arc<FleetPki>,
+    ids: Vec<NodeId>,
+) -> CliResult {
     let metrics = crate::admin::install_metrics_recorder();
     let clock: SharedClock = Arc::new(SystemClock);
     let (recorder, metadata) = crate::metadata::start(
@@ -109,9 +125,10 @@ async fn serve(path: PathBuf, policy: Arc<Policy>, pki: Arc<FleetPki>, ids: Vec<
             node.admin
         );
     }
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| CliError::Runtime(e.into()))?;
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| CliError::Runtime(e.into()))?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| CliError::Runtime(e.into()))?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| CliError::Runtime(e.into()))?;
     loop {
         tokio::select! {
             _ = hangup.recv() => {
@@ -148,9 +165,13 @@ fn policy_error(err: PolicyError) -> CliError {
 
 /// `RUST_LOG` controls levels; noisy dependencies are quiet by default.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,quinn=warn,quinn_proto=warn,rustls=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,quinn=warn,quinn_proto=warn,rustls=warn")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
 }
 
 /// `PR_SET_DUMPABLE` 0 and `RLIMIT_CORE` 0: no core file can hold media.

@@ -76,15 +76,25 @@ impl From<TokenError> for Refusal {
 }
 
 /// Runs the admission checks for a client connecting to node `me`.
-pub fn admit(policy: &Policy, me: &NodeId, request: &AdmissionRequest<'_>, now_unix: u64) -> Result<Admitted, Refusal> {
+pub fn admit(
+    policy: &Policy,
+    me: &NodeId,
+    request: &AdmissionRequest<'_>,
+    now_unix: u64,
+) -> Result<Admitted, Refusal> {
     if request.version != PROTOCOL_VERSION {
         return Err(Refusal::plain(
             ErrorCode::UnsupportedVersion,
-            format!("protocol version {} is not supported; this node speaks {PROTOCOL_VERSION}", request.version),
+            format!(
+                "protocol version {} is not supported; this node speaks {PROTOCOL_VERSION}",
+                request.version
+            ),
         ));
     }
     let app_id = AppId::new(request.app);
-    let claims = policy.keyring.verify(request.token, Some(&app_id), now_unix)?;
+    let claims = policy
+        .keyring
+        .verify(request.token, Some(&app_id), now_unix)?;
     if claims.channel != request.channel {
         return Err(Refusal::plain(
             ErrorCode::Unauthorized,
@@ -92,11 +102,16 @@ pub fn admit(policy: &Policy, me: &NodeId, request: &AdmissionRequest<'_>, now_u
         ));
     }
     let Some(app) = policy.fleet.app(request.app) else {
-        return Err(Refusal::plain(ErrorCode::Unauthorized, "token rejected: unknown app"));
+        return Err(Refusal::plain(
+            ErrorCode::Unauthorized,
+            "token rejected: unknown app",
+        ));
     };
 
     let country = policy.geo.lookup(request.client_ip);
-    let client_region = country.and_then(|c| policy.fleet.region_of_country(c)).cloned();
+    let client_region = country
+        .and_then(|c| policy.fleet.region_of_country(c))
+        .cloned();
     match country {
         Some(country) if !app.client_countries.allows(country) => {
             return Err(Refusal::plain(
@@ -129,7 +144,12 @@ pub fn admit(policy: &Policy, me: &NodeId, request: &AdmissionRequest<'_>, now_u
 }
 
 /// The nearest allowed nodes other than `me`, with their client addresses.
-pub fn redirect_targets(policy: &Policy, app: &AppId, client_region: Option<&RegionId>, me: &NodeId) -> Vec<(NodeId, SocketAddr)> {
+pub fn redirect_targets(
+    policy: &Policy,
+    app: &AppId,
+    client_region: Option<&RegionId>,
+    me: &NodeId,
+) -> Vec<(NodeId, SocketAddr)> {
     let Some(allowed) = policy.allowed(app) else {
         return Vec::new();
     };

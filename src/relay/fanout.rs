@@ -170,7 +170,12 @@ impl DatagramQueue {
     pub async fn pop(&self) -> Option<Queued> {
         loop {
             let notified = self.ready.notified();
-            if let Some(item) = self.queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() {
+            if let Some(item) = self
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front()
+            {
                 return Some(item);
             }
             if self.closed.load(Ordering::Relaxed) {
@@ -216,7 +221,10 @@ pub struct MessageQueue {
 
 impl MessageQueue {
     /// A queue of `capacity` messages and the receiving end for its writer.
-    pub fn new(capacity: usize, drops: Arc<DropCounters>) -> (Self, tokio::sync::mpsc::Receiver<Queued>) {
+    pub fn new(
+        capacity: usize,
+        drops: Arc<DropCounters>,
+    ) -> (Self, tokio::sync::mpsc::Receiver<Queued>) {
         let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
         (Self { tx, drops }, rx)
     }
@@ -231,7 +239,11 @@ impl MessageQueue {
 
 /// Writes framed messages onto one unidirectional stream, opened on the first
 /// message with the message stream header; counts them in `sent` too.
-pub async fn run_message_writer(mut rx: tokio::sync::mpsc::Receiver<Queued>, conn: quinn::Connection, sent: Arc<AppCounters>) {
+pub async fn run_message_writer(
+    mut rx: tokio::sync::mpsc::Receiver<Queued>,
+    conn: quinn::Connection,
+    sent: Arc<AppCounters>,
+) {
     let mut stream: Option<quinn::SendStream> = None;
     while let Some((framed, app)) = rx.recv().await {
         if stream.is_none() {

@@ -159,7 +159,9 @@ pub struct Hub {
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hub").field("node", &self.me).finish_non_exhaustive()
+        f.debug_struct("Hub")
+            .field("node", &self.me)
+            .finish_non_exhaustive()
     }
 }
 
@@ -221,7 +223,12 @@ impl Hub {
 
     /// The counters of `app` at this node.
     pub fn app_counters(&self, app: &AppId) -> Arc<AppCounters> {
-        if let Some(c) = self.counters.read().unwrap_or_else(|e| e.into_inner()).get(app) {
+        if let Some(c) = self
+            .counters
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(app)
+        {
             return Arc::clone(c);
         }
         let mut all = self.counters.write().unwrap_or_else(|e| e.into_inner());
@@ -248,7 +255,13 @@ impl Hub {
             m::LABEL_DECISION => label)
         .increment(1);
         tracing::debug!(node = %self.me, app = %app, decision = label, ?session_id, "geofence decision");
-        self.record(Some(app.clone()), EventKind::Geofence { session_id, decision });
+        self.record(
+            Some(app.clone()),
+            EventKind::Geofence {
+                session_id,
+                decision,
+            },
+        );
     }
 
     // ----- sessions ---------------------------------------------------------
@@ -274,11 +287,22 @@ impl Hub {
     }
 
     /// A publisher offers a track; returns the relay-assigned key.
-    pub fn announce(&self, session: u64, announce: &crate::wire::Announce, max_tracks: usize) -> Result<u64, Refusal> {
+    pub fn announce(
+        &self,
+        session: u64,
+        announce: &crate::wire::Announce,
+        max_tracks: usize,
+    ) -> Result<u64, Refusal> {
         let mut inner = self.lock();
-        let entry = inner.sessions.get(&session).ok_or_else(|| refusal(ErrorCode::NotFound, "no such session"))?;
+        let entry = inner
+            .sessions
+            .get(&session)
+            .ok_or_else(|| refusal(ErrorCode::NotFound, "no such session"))?;
         if !entry.can_publish {
-            return Err(refusal(ErrorCode::Unauthorized, "this token's role is subscribe: it may not publish"));
+            return Err(refusal(
+                ErrorCode::Unauthorized,
+                "this token's role is subscribe: it may not publish",
+            ));
         }
         let key: ChannelKey = (entry.app.clone(), entry.channel.clone());
         let user = entry.user.clone();
@@ -288,7 +312,10 @@ impl Hub {
             .map(|c| c.owners.values().filter(|s| **s == session).count())
             .unwrap_or(0);
         if owned >= max_tracks {
-            return Err(refusal(ErrorCode::LimitExceeded, format!("at most {max_tracks} tracks per session")));
+            return Err(refusal(
+                ErrorCode::LimitExceeded,
+                format!("at most {max_tracks} tracks per session"),
+            ));
         }
         let track = self.new_track_key();
         let info = TrackInfo {
@@ -322,19 +349,35 @@ impl Hub {
     pub fn unannounce(&self, session: u64, track: u64) -> Result<(), Refusal> {
         let mut inner = self.lock();
         let key = session_key(&inner, session)?;
-        let owned = inner.channels.get(&key).is_some_and(|c| c.owners.get(&track) == Some(&session));
+        let owned = inner
+            .channels
+            .get(&key)
+            .is_some_and(|c| c.owners.get(&track) == Some(&session));
         if !owned {
-            return Err(refusal(ErrorCode::NotFound, "no such track in this session"));
+            return Err(refusal(
+                ErrorCode::NotFound,
+                "no such track in this session",
+            ));
         }
         self.remove_tracks(&mut inner, &key, |t, _| t == track);
         Ok(())
     }
 
-    fn remove_tracks(&self, inner: &mut Inner, key: &ChannelKey, remove: impl Fn(u64, u64) -> bool) {
+    fn remove_tracks(
+        &self,
+        inner: &mut Inner,
+        key: &ChannelKey,
+        remove: impl Fn(u64, u64) -> bool,
+    ) {
         let Some(channel) = inner.channels.get_mut(key) else {
             return;
         };
-        let gone: Vec<u64> = channel.owners.iter().filter(|(t, s)| remove(**t, **s)).map(|(t, _)| *t).collect();
+        let gone: Vec<u64> = channel
+            .owners
+            .iter()
+            .filter(|(t, s)| remove(**t, **s))
+            .map(|(t, _)| *t)
+            .collect();
         if gone.is_empty() {
             return;
         }
@@ -411,7 +454,11 @@ impl Hub {
             entry.datagrams.close();
             metrics::gauge!(m::SESSIONS, m::LABEL_NODE => self.me.to_string(), m::LABEL_APP => entry.app.to_string()).decrement(1.0);
         }
-        if inner.channels.get(&key).is_some_and(|c| c.owners.is_empty() && c.subscribers.is_empty()) {
+        if inner
+            .channels
+            .get(&key)
+            .is_some_and(|c| c.owners.is_empty() && c.subscribers.is_empty())
+        {
             inner.channels.remove(&key);
         }
     }
@@ -425,7 +472,11 @@ impl Hub {
 
     /// The fast path of a track, if this node carries it.
     pub fn route(&self, track: u64) -> Option<Arc<TrackRoute>> {
-        self.routes.read().unwrap_or_else(|e| e.into_inner()).get(&track).cloned()
+        self.routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&track)
+            .cloned()
     }
 
     /// A datagram from a local client: forwarded only if that session
@@ -445,7 +496,9 @@ impl Hub {
     pub fn peer_datagram(&self, peer: &NodeId, datagram: Bytes) {
         match crate::wire::MediaHeader::parse_track(&datagram) {
             Ok(track) => match self.route(track) {
-                Some(route) if route.upstream.as_ref() == Some(peer) => route.forward_datagram(datagram),
+                Some(route) if route.upstream.as_ref() == Some(peer) => {
+                    route.forward_datagram(datagram)
+                }
                 _ => self.drops.count(DropReason::UnknownTrack),
             },
             Err(_) => self.drops.count(DropReason::Malformed),
@@ -453,7 +506,13 @@ impl Hub {
     }
 
     /// A reliable message from a local publisher or a peer (`from_peer`).
-    pub fn message(&self, from_session: Option<u64>, from_peer: Option<&NodeId>, track: u64, payload: &[u8]) {
+    pub fn message(
+        &self,
+        from_session: Option<u64>,
+        from_peer: Option<&NodeId>,
+        track: u64,
+        payload: &[u8],
+    ) {
         let Some(route) = self.route(track) else {
             self.drops.count(DropReason::UnknownTrack);
             return;
@@ -484,14 +543,19 @@ impl Hub {
         let now = self.clock.now_unix_ms();
         let actions = inner.plane.peer_up(peer, rtt, now);
         self.apply(&mut inner, actions);
-        metrics::gauge!(m::MESH_LINKS_UP, m::LABEL_NODE => self.me.to_string()).set(inner.peers.len() as f64);
+        metrics::gauge!(m::MESH_LINKS_UP, m::LABEL_NODE => self.me.to_string())
+            .set(inner.peers.len() as f64);
     }
 
     /// The mesh link to `peer` on connection `conn_id` is gone. A stale
     /// notification from a replaced connection is ignored.
     pub fn peer_down(&self, peer: &NodeId, conn_id: usize) {
         let mut inner = self.lock();
-        if inner.peers.get(peer).is_none_or(|p| p.conn.stable_id() != conn_id) {
+        if inner
+            .peers
+            .get(peer)
+            .is_none_or(|p| p.conn.stable_id() != conn_id)
+        {
             return;
         }
         if let Some(old) = inner.peers.remove(peer) {
@@ -500,7 +564,8 @@ impl Hub {
         let now = self.clock.now_unix_ms();
         let actions = inner.plane.peer_down(peer, now);
         self.apply(&mut inner, actions);
-        metrics::gauge!(m::MESH_LINKS_UP, m::LABEL_NODE => self.me.to_string()).set(inner.peers.len() as f64);
+        metrics::gauge!(m::MESH_LINKS_UP, m::LABEL_NODE => self.me.to_string())
+            .set(inner.peers.len() as f64);
     }
 
     /// A control frame from a peer.
@@ -573,7 +638,10 @@ impl Hub {
                 &app,
                 Some(*id),
                 GeofenceDecision::Revoked {
-                    reason: format!("policy reload: app {app} is no longer allowed on {}", self.me),
+                    reason: format!(
+                        "policy reload: app {app} is no longer allowed on {}",
+                        self.me
+                    ),
                 },
             );
         }
@@ -587,7 +655,11 @@ impl Hub {
         ReloadReport {
             revoked_sessions: revoked.len() as u64,
             rerouted: inner.rerouted - before,
-            message: format!("policy reloaded on {}; {} session(s) revoked", self.me, revoked.len()),
+            message: format!(
+                "policy reloaded on {}; {} session(s) revoked",
+                self.me,
+                revoked.len()
+            ),
         }
     }
 
@@ -618,7 +690,10 @@ impl Hub {
                     up: true,
                     rtt_ms: Some(entry.conn.rtt().as_secs_f64() * 1000.0),
                 },
-                None => LinkStatus { up: false, rtt_ms: None },
+                None => LinkStatus {
+                    up: false,
+                    rtt_ms: None,
+                },
             };
             links.insert(peer.to_string(), status);
         }
@@ -642,9 +717,17 @@ impl Hub {
     /// the `metrics` recorder (on every tick and before each scrape).
     pub fn export_metrics(&self) {
         let node = self.me.to_string();
-        for (app, counters) in self.counters.read().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (app, counters) in self
+            .counters
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             let traffic = counters.snapshot();
-            let labels = [(m::LABEL_NODE, node.clone()), (m::LABEL_APP, app.to_string())];
+            let labels = [
+                (m::LABEL_NODE, node.clone()),
+                (m::LABEL_APP, app.to_string()),
+            ];
             metrics::counter!(m::PACKETS_IN_TOTAL, &labels).absolute(traffic.packets_in);
             metrics::counter!(m::PACKETS_OUT_TOTAL, &labels).absolute(traffic.packets_out);
             metrics::counter!(m::BYTES_IN_TOTAL, &labels).absolute(traffic.bytes_in);
@@ -702,7 +785,10 @@ impl Hub {
         }
         inner.channels.clear();
         inner.channel_tracks.clear();
-        self.routes.write().unwrap_or_else(|e| e.into_inner()).clear();
+        self.routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Closes every session with `code` (drain), with redirect targets.
@@ -710,7 +796,12 @@ impl Hub {
         let inner = self.lock();
         let policy = self.policy();
         for session in inner.sessions.values() {
-            let targets = redirect_targets(&policy, &session.app, session.client_region.as_ref(), &self.me);
+            let targets = redirect_targets(
+                &policy,
+                &session.app,
+                session.client_region.as_ref(),
+                &self.me,
+            );
             let mut frame = ErrorFrame::new(code, message);
             frame.redirect = targets_to_wire(&targets);
             let _ = session.control.try_send(Outbound::Close(frame));
@@ -729,14 +820,24 @@ impl Hub {
                         let frame = super::mesh::to_frame(msg);
                         if entry.control.try_send(Outbound::Frame(frame)).is_err() {
                             tracing::warn!(peer = %peer, "mesh control queue full; closing the link");
-                            entry.conn.close(ErrorCode::LimitExceeded.to_wire().try_into().unwrap_or_default(), b"control queue full");
+                            entry.conn.close(
+                                ErrorCode::LimitExceeded
+                                    .to_wire()
+                                    .try_into()
+                                    .unwrap_or_default(),
+                                b"control queue full",
+                            );
                         }
                     }
                 }
                 Action::ChannelChanged(key) => {
                     changed.insert(key);
                 }
-                Action::Decision { key, origin, outcome } => {
+                Action::Decision {
+                    key,
+                    origin,
+                    outcome,
+                } => {
                     let decision = match outcome {
                         Ok(path) => {
                             inner.rerouted += 1;
@@ -829,7 +930,11 @@ impl Hub {
         let state = if reach.unreachable.is_empty() {
             (SubscriptionStatus::Active, String::new())
         } else {
-            let detail: Vec<String> = reach.unreachable.iter().map(|(n, r)| format!("{n} ({r})")).collect();
+            let detail: Vec<String> = reach
+                .unreachable
+                .iter()
+                .map(|(n, r)| format!("{n} ({r})"))
+                .collect();
             (
                 SubscriptionStatus::Unavailable,
                 format!("no allowed route to: {}", detail.join("; ")),
@@ -839,14 +944,24 @@ impl Hub {
             let Some(session) = inner.sessions.get(sid) else {
                 continue;
             };
-            let own: BTreeSet<u64> = channel.owners.iter().filter(|(_, s)| *s == sid).map(|(t, _)| *t).collect();
+            let own: BTreeSet<u64> = channel
+                .owners
+                .iter()
+                .filter(|(_, s)| *s == sid)
+                .map(|(t, _)| *t)
+                .collect();
             let now: BTreeMap<u64, &TrackInfo> = visible
                 .iter()
                 .filter(|(_, t)| !own.contains(&t.track))
                 .map(|(_, t)| (t.track, t))
                 .collect();
             let mut frames = Vec::new();
-            for track in view.told.difference(&now.keys().copied().collect()).copied().collect::<Vec<_>>() {
+            for track in view
+                .told
+                .difference(&now.keys().copied().collect())
+                .copied()
+                .collect::<Vec<_>>()
+            {
                 view.told.remove(&track);
                 frames.push(Frame::TrackRemoved { track });
             }
@@ -873,9 +988,10 @@ impl Hub {
             }
             for frame in frames {
                 if session.control.try_send(Outbound::Frame(frame)).is_err() {
-                    let _ = session
-                        .control
-                        .try_send(Outbound::Close(ErrorFrame::new(ErrorCode::LimitExceeded, "control stream not read")));
+                    let _ = session.control.try_send(Outbound::Close(ErrorFrame::new(
+                        ErrorCode::LimitExceeded,
+                        "control stream not read",
+                    )));
                     break;
                 }
             }

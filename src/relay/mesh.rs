@@ -17,8 +17,8 @@ use crate::error::ErrorCode;
 use crate::ids::{AppId, NodeId};
 use crate::metadata::EventKind;
 use crate::wire::{
-    ChannelAnnounce, ChannelRef, ErrorFrame, Frame, LinkInfo, LinkState, MeshSubscribe, MeshSubscribeError, PeerHello,
-    PROTOCOL_VERSION,
+    ChannelAnnounce, ChannelRef, ErrorFrame, Frame, LinkInfo, LinkState, MeshSubscribe,
+    MeshSubscribeError, PROTOCOL_VERSION, PeerHello,
 };
 
 use super::fanout::{DatagramQueue, MessageQueue, run_datagram_writer, run_message_writer};
@@ -95,7 +95,11 @@ pub fn from_frame(frame: Frame) -> Option<PeerMsg> {
         Frame::LinkState(ls) => PeerMsg::LinkState {
             origin: NodeId::new(ls.origin),
             seq: ls.seq,
-            links: ls.links.into_iter().map(|l| (NodeId::new(l.peer), l.rtt_us)).collect(),
+            links: ls
+                .links
+                .into_iter()
+                .map(|l| (NodeId::new(l.peer), l.rtt_us))
+                .collect(),
         },
         Frame::ChannelAnnounce(a) => PeerMsg::Announce {
             key: (AppId::new(a.app), a.channel),
@@ -139,7 +143,9 @@ pub async fn run_dialer(
             return;
         }
         let attempt = async {
-            let connecting = endpoint.connect_with(config.clone(), addr, peer.as_str()).ok()?;
+            let connecting = endpoint
+                .connect_with(config.clone(), addr, peer.as_str())
+                .ok()?;
             connecting.await.ok()
         };
         if let Some(conn) = attempt.await {
@@ -162,7 +168,12 @@ pub async fn run_dialer(
 
 /// Runs one established mesh connection until it closes. `dialed` is the
 /// peer this node dialed, or `None` for an accepted connection.
-pub async fn run_link(hub: Arc<Hub>, conn: quinn::Connection, dialed: Option<NodeId>, max_message_bytes: usize) {
+pub async fn run_link(
+    hub: Arc<Hub>,
+    conn: quinn::Connection,
+    dialed: Option<NodeId>,
+    max_message_bytes: usize,
+) {
     metrics::counter!(m::CONNECTIONS_TOTAL, m::LABEL_NODE => hub.me().to_string(), m::LABEL_KIND => m::KIND_MESH).increment(1);
     let handshake = match &dialed {
         Some(peer) => dial_handshake(&hub, &conn, peer).await,
@@ -194,9 +205,18 @@ pub async fn run_link(hub: Arc<Hub>, conn: quinn::Connection, dialed: Option<Nod
     let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let datagrams = Arc::new(DatagramQueue::new(queue_len, Arc::clone(&hub.drops)));
     let (messages, messages_rx) = MessageQueue::new(MESSAGE_QUEUE, Arc::clone(&hub.drops));
-    tokio::spawn(run_control_writer(send, control_rx, conn.clone(), Arc::default()));
+    tokio::spawn(run_control_writer(
+        send,
+        control_rx,
+        conn.clone(),
+        Arc::default(),
+    ));
     tokio::spawn(run_datagram_writer(Arc::clone(&datagrams), conn.clone()));
-    tokio::spawn(run_message_writer(messages_rx, conn.clone(), Arc::default()));
+    tokio::spawn(run_message_writer(
+        messages_rx,
+        conn.clone(),
+        Arc::default(),
+    ));
     hub.peer_up(
         peer.clone(),
         PeerEntry {
@@ -220,9 +240,11 @@ pub async fn run_link(hub: Arc<Hub>, conn: quinn::Connection, dialed: Option<Nod
         tokio::spawn(async move {
             while let Ok(recv) = conn.accept_uni().await {
                 let (hub, peer) = (Arc::clone(&hub), peer.clone());
-                tokio::spawn(read_messages(recv, max_message_bytes, move |track, payload| {
-                    hub.message(None, Some(&peer), track, payload)
-                }));
+                tokio::spawn(read_messages(
+                    recv,
+                    max_message_bytes,
+                    move |track, payload| hub.message(None, Some(&peer), track, payload),
+                ));
             }
         })
     };
@@ -236,14 +258,20 @@ pub async fn run_link(hub: Arc<Hub>, conn: quinn::Connection, dialed: Option<Nod
             Ok(Some(frame)) => match from_frame(frame) {
                 Some(msg) => hub.peer_msg(&peer, msg),
                 None => {
-                    let error = ErrorFrame::new(ErrorCode::ProtocolViolation, "unexpected frame on a mesh link");
+                    let error = ErrorFrame::new(
+                        ErrorCode::ProtocolViolation,
+                        "unexpected frame on a mesh link",
+                    );
                     let _ = control.try_send(Outbound::Close(error));
                     break;
                 }
             },
             Ok(None) => break,
             Err(err) => {
-                let _ = control.try_send(Outbound::Close(ErrorFrame::new(err.code(), err.to_string())));
+                let _ = control.try_send(Outbound::Close(ErrorFrame::new(
+                    err.code(),
+                    err.to_string(),
+                )));
                 break;
             }
         }
@@ -251,15 +279,23 @@ pub async fn run_link(hub: Arc<Hub>, conn: quinn::Connection, dialed: Option<Nod
     datagram_task.abort();
     streams_task.abort();
     hub.peer_down(&peer, conn.stable_id());
-    let reason = conn.close_reason().map(|e| e.to_string()).unwrap_or_else(|| "control stream ended".into());
+    let reason = conn
+        .close_reason()
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| "control stream ended".into());
     tracing::info!(node = %hub.me(), peer = %peer, %reason, "mesh link down");
     hub.record(None, EventKind::LinkDown { peer, reason });
 }
 
 type Handshake = (NodeId, quinn::SendStream, FrameReader);
 
-async fn dial_handshake(hub: &Hub, conn: &quinn::Connection, peer: &NodeId) -> Result<Handshake, ErrorFrame> {
-    crate::tls::peer_node_id(conn, peer).map_err(|e| ErrorFrame::new(ErrorCode::Unauthorized, e.to_string()))?;
+async fn dial_handshake(
+    hub: &Hub,
+    conn: &quinn::Connection,
+    peer: &NodeId,
+) -> Result<Handshake, ErrorFrame> {
+    crate::tls::peer_node_id(conn, peer)
+        .map_err(|e| ErrorFrame::new(ErrorCode::Unauthorized, e.to_string()))?;
     let (mut send, recv) = conn
         .open_bi()
         .await
@@ -275,9 +311,14 @@ async fn dial_handshake(hub: &Hub, conn: &quinn::Connection, peer: &NodeId) -> R
         .map_err(|e| ErrorFrame::new(ErrorCode::ProtocolViolation, e.to_string()))?;
     let mut reader = FrameReader::new(recv);
     match tokio::time::timeout(PEER_HELLO_TIMEOUT, reader.next()).await {
-        Ok(Ok(Some(Frame::PeerHello(hello)))) if hello.node == peer.as_str() => Ok((peer.clone(), send, reader)),
+        Ok(Ok(Some(Frame::PeerHello(hello)))) if hello.node == peer.as_str() => {
+            Ok((peer.clone(), send, reader))
+        }
         Ok(Ok(Some(Frame::Error(error)))) => Err(error),
-        _ => Err(ErrorFrame::new(ErrorCode::ProtocolViolation, "expected PEER_HELLO from the dialed node")),
+        _ => Err(ErrorFrame::new(
+            ErrorCode::ProtocolViolation,
+            "expected PEER_HELLO from the dialed node",
+        )),
     }
 }
 
@@ -290,7 +331,12 @@ async fn accept_handshake(hub: &Hub, conn: &quinn::Connection) -> Result<Handsha
     let refuse = |error: ErrorFrame| error;
     let hello = match tokio::time::timeout(PEER_HELLO_TIMEOUT, reader.next()).await {
         Ok(Ok(Some(Frame::PeerHello(hello)))) => hello,
-        _ => return Err(refuse(ErrorFrame::new(ErrorCode::ProtocolViolation, "the first mesh frame must be PEER_HELLO"))),
+        _ => {
+            return Err(refuse(ErrorFrame::new(
+                ErrorCode::ProtocolViolation,
+                "the first mesh frame must be PEER_HELLO",
+            )));
+        }
     };
     let peer = NodeId::new(hello.node.as_str());
     let policy = hub.policy();
@@ -301,11 +347,20 @@ async fn accept_handshake(hub: &Hub, conn: &quinn::Connection) -> Result<Handsha
         .iter()
         .any(|l| (l.a == peer && &l.b == hub.me()) || (l.b == peer && &l.a == hub.me()));
     let verdict = if hello.version != PROTOCOL_VERSION {
-        Err(ErrorFrame::new(ErrorCode::UnsupportedVersion, "unsupported mesh version"))
+        Err(ErrorFrame::new(
+            ErrorCode::UnsupportedVersion,
+            "unsupported mesh version",
+        ))
     } else if let Err(err) = crate::tls::peer_node_id(conn, &peer) {
-        Err(ErrorFrame::new(ErrorCode::Unauthorized, format!("certificate does not name {peer}: {err}")))
+        Err(ErrorFrame::new(
+            ErrorCode::Unauthorized,
+            format!("certificate does not name {peer}: {err}"),
+        ))
     } else if !linked {
-        Err(ErrorFrame::new(ErrorCode::Unauthorized, format!("no configured link between {} and {peer}", hub.me())))
+        Err(ErrorFrame::new(
+            ErrorCode::Unauthorized,
+            format!("no configured link between {} and {peer}", hub.me()),
+        ))
     } else {
         Ok(())
     };

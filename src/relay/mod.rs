@@ -164,13 +164,19 @@ impl RunningNode {
             .ok_or_else(|| crate::tls::TlsError::MissingNodeCert(node.id.clone()))?;
         let client_transport = Arc::new(crate::tls::transport_config(TransportKind::Client));
         let mesh_transport = Arc::new(crate::tls::transport_config(TransportKind::Mesh));
-        let server = crate::tls::server_config(&identity, Arc::clone(&options.pki.roots), client_transport)?;
-        let mesh_client = crate::tls::mesh_client_config(&identity, Arc::clone(&options.pki.roots), mesh_transport)?;
-        let endpoint = quinn::Endpoint::server(server, node.listen).map_err(|source| RelayError::Bind {
-            what: "listen",
-            addr: node.listen,
-            source,
-        })?;
+        let server =
+            crate::tls::server_config(&identity, Arc::clone(&options.pki.roots), client_transport)?;
+        let mesh_client = crate::tls::mesh_client_config(
+            &identity,
+            Arc::clone(&options.pki.roots),
+            mesh_transport,
+        )?;
+        let endpoint =
+            quinn::Endpoint::server(server, node.listen).map_err(|source| RelayError::Bind {
+                what: "listen",
+                addr: node.listen,
+                source,
+            })?;
         let listen = endpoint.local_addr().map_err(|source| RelayError::Bind {
             what: "listen",
             addr: node.listen,
@@ -183,18 +189,30 @@ impl RunningNode {
                 addr: node.admin,
                 source,
             })?;
-        let admin = admin_listener.local_addr().map_err(|source| RelayError::Bind {
-            what: "admin",
-            addr: node.admin,
-            source,
-        })?;
+        let admin = admin_listener
+            .local_addr()
+            .map_err(|source| RelayError::Bind {
+                what: "admin",
+                addr: node.admin,
+                source,
+            })?;
 
-        let hub = Arc::new(Hub::new(node.id.clone(), Arc::clone(&policy), options.clock.clone(), options.recorder.clone()));
+        let hub = Arc::new(Hub::new(
+            node.id.clone(),
+            Arc::clone(&policy),
+            options.clock.clone(),
+            options.recorder.clone(),
+        ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let limits = policy.fleet.limits.clone();
 
-        tasks.spawn(accept_loop(Arc::clone(&hub), endpoint.clone(), limits.clone(), shutdown_rx.clone()));
+        tasks.spawn(accept_loop(
+            Arc::clone(&hub),
+            endpoint.clone(),
+            limits.clone(),
+            shutdown_rx.clone(),
+        ));
         for link in &policy.fleet.links {
             let peer = if link.a == node.id {
                 &link.b
@@ -252,9 +270,10 @@ impl RunningNode {
         let drain = Duration::from_millis(self.hub.policy().fleet.limits.drain_timeout_ms);
         self.endpoint.set_server_config(None);
         let _ = self.shutdown.send(true);
-        let sessions = self
-            .hub
-            .close_all_sessions(ErrorCode::ShuttingDown, "this node is shutting down; reconnect elsewhere");
+        let sessions = self.hub.close_all_sessions(
+            ErrorCode::ShuttingDown,
+            "this node is shutting down; reconnect elsewhere",
+        );
         let deadline = Instant::now() + drain;
         while self.hub.session_count() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -274,7 +293,13 @@ impl RunningNode {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
         self.hub.clear();
-        self.endpoint.close(ErrorCode::ShuttingDown.to_wire().try_into().unwrap_or_default(), b"killed");
+        self.endpoint.close(
+            ErrorCode::ShuttingDown
+                .to_wire()
+                .try_into()
+                .unwrap_or_default(),
+            b"killed",
+        );
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 
@@ -284,7 +309,12 @@ impl RunningNode {
     }
 }
 
-async fn accept_loop(hub: Arc<Hub>, endpoint: quinn::Endpoint, limits: crate::config::Limits, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    hub: Arc<Hub>,
+    endpoint: quinn::Endpoint,
+    limits: crate::config::Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
@@ -385,7 +415,11 @@ impl Fleet {
             Arc::new(move || {
                 let hubs = hubs.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let path = path.clone();
-                Box::pin(async move { tokio::task::spawn_blocking(move || reload_hubs(&path, &hubs)).await.map_err(|e| e.to_string())? })
+                Box::pin(async move {
+                    tokio::task::spawn_blocking(move || reload_hubs(&path, &hubs))
+                        .await
+                        .map_err(|e| e.to_string())?
+                })
             })
         };
         let mut nodes = Vec::new();
@@ -400,7 +434,9 @@ impl Fleet {
                 reloader: Some(Arc::clone(&reloader)),
             })
             .await?;
-            hubs.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::clone(&node.hub));
+            hubs.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Arc::clone(&node.hub));
             nodes.push(node);
         }
         Ok(Fleet { nodes, path })

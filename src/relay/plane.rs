@@ -307,7 +307,13 @@ impl Plane {
                 .map(|(origin, _)| origin.clone())
                 .collect();
             for origin in lost {
-                self.drop_upstream(&key, &origin, "upstream link went down", now_ms, &mut actions);
+                self.drop_upstream(
+                    &key,
+                    &origin,
+                    "upstream link went down",
+                    now_ms,
+                    &mut actions,
+                );
                 changed = true;
             }
             if changed {
@@ -388,7 +394,12 @@ impl Plane {
     }
 
     /// Whether any local session subscribes to the channel.
-    pub fn set_local_interest(&mut self, key: &ChannelKey, interested: bool, now_ms: u64) -> Vec<Action> {
+    pub fn set_local_interest(
+        &mut self,
+        key: &ChannelKey,
+        interested: bool,
+        now_ms: u64,
+    ) -> Vec<Action> {
         let mut actions = Vec::new();
         if !self.me_allowed(&key.0) {
             actions.push(Action::ChannelChanged(key.clone()));
@@ -432,7 +443,8 @@ impl Plane {
         }
         self.topology = topology;
         self.policy = policy;
-        self.peers.retain(|peer, _| self.policy.fleet.nodes.contains_key(peer.as_str()));
+        self.peers
+            .retain(|peer, _| self.policy.fleet.nodes.contains_key(peer.as_str()));
         self.recompute_topology();
         let keys: Vec<ChannelKey> = self.channels.keys().cloned().collect();
         for key in keys {
@@ -440,7 +452,14 @@ impl Plane {
                 // Tear down and forget: this node may no longer hold the name.
                 let channel = self.channels.remove(&key).unwrap_or_default();
                 for (origin, up) in channel.upstream {
-                    self.send_if_allowed_peer(&up.peer, PeerMsg::Unsubscribe { key: key.clone(), origin }, &mut actions);
+                    self.send_if_allowed_peer(
+                        &up.peer,
+                        PeerMsg::Unsubscribe {
+                            key: key.clone(),
+                            origin,
+                        },
+                        &mut actions,
+                    );
                 }
                 for (origin, downstream) in channel.downstream {
                     for peer in downstream.keys() {
@@ -450,7 +469,10 @@ impl Plane {
                                 key: key.clone(),
                                 origin: origin.clone(),
                                 code: ErrorCode::GeofenceRevoked,
-                                message: format!("{} is no longer allowed for app {}", self.me, key.0),
+                                message: format!(
+                                    "{} is no longer allowed for app {}",
+                                    self.me, key.0
+                                ),
                             },
                             &mut actions,
                         );
@@ -464,7 +486,9 @@ impl Plane {
             let Some(channel) = self.channels.get_mut(&key) else {
                 continue;
             };
-            channel.remote.retain(|origin, _| policy.node_allowed(&key.0, origin));
+            channel
+                .remote
+                .retain(|origin, _| policy.node_allowed(&key.0, origin));
             for downstream in channel.downstream.values_mut() {
                 downstream.retain(|peer, _| policy.node_allowed(&key.0, peer));
             }
@@ -475,7 +499,13 @@ impl Plane {
                 .map(|(origin, _)| origin.clone())
                 .collect();
             for origin in stale {
-                self.drop_upstream(&key, &origin, "policy reload: path crosses a disallowed node", 0, &mut actions);
+                self.drop_upstream(
+                    &key,
+                    &origin,
+                    "policy reload: path crosses a disallowed node",
+                    0,
+                    &mut actions,
+                );
             }
             actions.push(Action::ChannelChanged(key.clone()));
             self.reconcile(&key, now_ms, &mut actions);
@@ -578,7 +608,13 @@ impl Plane {
         }
     }
 
-    fn send_to_allowed_peers(&self, app: &AppId, except: Option<&NodeId>, msg: &PeerMsg, actions: &mut Vec<Action>) {
+    fn send_to_allowed_peers(
+        &self,
+        app: &AppId,
+        except: Option<&NodeId>,
+        msg: &PeerMsg,
+        actions: &mut Vec<Action>,
+    ) {
         for peer in self.peers.keys() {
             if Some(peer) != except && self.peer_allowed(app, peer) {
                 actions.push(Action::Send {
@@ -665,7 +701,8 @@ impl Plane {
     /// A link of this node is up while its connection is live; any other
     /// configured link is up when both ends' latest link state list it.
     fn recompute_topology(&mut self) {
-        let listed = |a: &NodeId, b: &NodeId| self.link_db.get(a).is_some_and(|r| r.up.contains_key(b));
+        let listed =
+            |a: &NodeId, b: &NodeId| self.link_db.get(a).is_some_and(|r| r.up.contains_key(b));
         let states: Vec<(NodeId, NodeId, bool)> = self
             .policy
             .fleet
@@ -731,7 +768,14 @@ impl Plane {
         self.gc(&key);
     }
 
-    fn refuse(&self, to: &NodeId, key: ChannelKey, origin: NodeId, message: String, actions: &mut Vec<Action>) {
+    fn refuse(
+        &self,
+        to: &NodeId,
+        key: ChannelKey,
+        origin: NodeId,
+        message: String,
+        actions: &mut Vec<Action>,
+    ) {
         tracing::debug!(peer = %to, app = %key.0, %message, "refused a mesh subscription");
         self.send_if_allowed_peer(
             to,
@@ -790,7 +834,10 @@ impl Plane {
         let channel = self.channels.entry(key.clone()).or_default();
         if let Some(up) = channel.upstream.get(&origin) {
             if up.path.iter().skip(1).any(|n| visited.contains(n)) {
-                let message = format!("{} already pulls this channel through the requester; retry", self.me);
+                let message = format!(
+                    "{} already pulls this channel through the requester; retry",
+                    self.me
+                );
                 self.refuse(from, key, origin, message, actions);
                 return;
             }
@@ -830,7 +877,14 @@ impl Plane {
         actions.push(Action::ChannelChanged(key));
     }
 
-    fn on_unsubscribe(&mut self, from: &NodeId, key: ChannelKey, origin: NodeId, now_ms: u64, actions: &mut Vec<Action>) {
+    fn on_unsubscribe(
+        &mut self,
+        from: &NodeId,
+        key: ChannelKey,
+        origin: NodeId,
+        now_ms: u64,
+        actions: &mut Vec<Action>,
+    ) {
         let Some(channel) = self.channels.get_mut(&key) else {
             return;
         };
@@ -847,7 +901,14 @@ impl Plane {
 
     /// Drops the upstream for `origin` and tells every downstream peer, which
     /// re-subscribe with fresh paths. `retry_at` of 0 retries at once.
-    fn drop_upstream(&mut self, key: &ChannelKey, origin: &NodeId, reason: &str, retry_at: u64, actions: &mut Vec<Action>) {
+    fn drop_upstream(
+        &mut self,
+        key: &ChannelKey,
+        origin: &NodeId,
+        reason: &str,
+        retry_at: u64,
+        actions: &mut Vec<Action>,
+    ) {
         let Some(channel) = self.channels.get_mut(key) else {
             return;
         };
@@ -857,7 +918,9 @@ impl Plane {
                 key: key.clone(),
                 origin: origin.clone(),
             };
-            channel.failed.insert(origin.clone(), (retry_at, reason.to_string()));
+            channel
+                .failed
+                .insert(origin.clone(), (retry_at, reason.to_string()));
             let downstream = channel.downstream.remove(origin).unwrap_or_default();
             self.send_if_allowed_peer(&peer, msg, actions);
             for down in downstream.keys() {
@@ -905,14 +968,23 @@ impl Plane {
             let Some(channel) = self.channels.get(key) else {
                 return;
             };
-            let has_downstream = channel.downstream.get(&origin).is_some_and(|d| !d.is_empty());
-            let announced = channel.remote.get(&origin).is_some_and(|r| !r.tracks.is_empty());
+            let has_downstream = channel
+                .downstream
+                .get(&origin)
+                .is_some_and(|d| !d.is_empty());
+            let announced = channel
+                .remote
+                .get(&origin)
+                .is_some_and(|r| !r.tracks.is_empty());
             let wanted = (channel.local_interest && announced) || has_downstream;
             let current = channel.upstream.get(&origin).cloned();
             if let Some(up) = &current {
                 let valid = self.peers.contains_key(&up.peer)
                     && up.path.iter().all(|n| self.policy.node_allowed(&key.0, n))
-                    && up.path.windows(2).all(|w| link_is_up(&self.topology, &w[0], &w[1]));
+                    && up
+                        .path
+                        .windows(2)
+                        .all(|w| link_is_up(&self.topology, &w[0], &w[1]));
                 if wanted && valid {
                     continue;
                 }
@@ -942,7 +1014,11 @@ impl Plane {
             if !(channel.local_interest && announced) {
                 continue;
             }
-            if channel.failed.get(&origin).is_some_and(|(at, _)| *at > now_ms) {
+            if channel
+                .failed
+                .get(&origin)
+                .is_some_and(|(at, _)| *at > now_ms)
+            {
                 continue;
             }
             match self.topology.cheapest_path(&allowed, &self.me, &origin) {
@@ -1006,7 +1082,8 @@ impl Plane {
             let upstream = &channel.upstream;
             let before = channel.failed.len();
             channel.failed.retain(|origin, _| {
-                remote.get(origin).is_some_and(|r| !r.tracks.is_empty()) || upstream.contains_key(origin)
+                remote.get(origin).is_some_and(|r| !r.tracks.is_empty())
+                    || upstream.contains_key(origin)
             });
             if !channel.local_interest {
                 channel.failed.clear();
@@ -1019,7 +1096,9 @@ impl Plane {
     }
 
     fn gc(&mut self, key: &ChannelKey) {
-        if self.channels.get(key).is_some_and(|c| c.is_idle() && c.failed.is_empty() && c.local_seq == 0 && c.remote.is_empty()) {
+        if self.channels.get(key).is_some_and(|c| {
+            c.is_idle() && c.failed.is_empty() && c.local_seq == 0 && c.remote.is_empty()
+        }) {
             self.channels.remove(key);
         }
     }

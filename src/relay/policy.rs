@@ -56,7 +56,12 @@ impl Policy {
         let allowed = fleet
             .apps
             .values()
-            .map(|app| (app.id.clone(), AllowedRegions::from(fleet.allowed_regions(app))))
+            .map(|app| {
+                (
+                    app.id.clone(),
+                    AllowedRegions::from(fleet.allowed_regions(app)),
+                )
+            })
             .collect();
         Ok(Self {
             topology: Topology::from_fleet(&fleet),

@@ -17,7 +17,9 @@ use crate::metadata::{EventKind, GeofenceDecision, SessionRole};
 use crate::wire::{AnnounceOk, ErrorFrame, Frame, MessageDecoder, Welcome};
 
 use super::admission::{AdmissionRequest, Refusal, admit};
-use super::fanout::{AppCounters, DatagramQueue, DropReason, MessageQueue, run_datagram_writer, run_message_writer};
+use super::fanout::{
+    AppCounters, DatagramQueue, DropReason, MessageQueue, run_datagram_writer, run_message_writer,
+};
 use super::hub::{CONTROL_QUEUE, Hub, Outbound, SessionEntry, targets_to_wire};
 use super::stream::{FrameReader, run_control_writer};
 
@@ -35,29 +37,46 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
     let conn_id = conn.stable_id();
     let span = tracing::info_span!("conn", id = conn_id, app = tracing::field::Empty, region = %hub.region());
     async move {
-        let Ok(Ok((send, recv))) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await else {
+        let Ok(Ok((send, recv))) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await
+        else {
             conn.close(code(ErrorCode::ProtocolViolation), b"no control stream");
             return;
         };
         let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let closed_with = Arc::new(std::sync::OnceLock::new());
-        tokio::spawn(run_control_writer(send, control_rx, conn.clone(), Arc::clone(&closed_with)));
+        tokio::spawn(run_control_writer(
+            send,
+            control_rx,
+            conn.clone(),
+            Arc::clone(&closed_with),
+        ));
         let mut reader = FrameReader::new(recv);
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await {
             Ok(Ok(Some(Frame::Hello(hello)))) => hello,
             Ok(Err(err)) => {
-                refuse(&hub, &control, None, Refusal::plain(err.code(), err.to_string()));
+                refuse(
+                    &hub,
+                    &control,
+                    None,
+                    Refusal::plain(err.code(), err.to_string()),
+                );
                 return;
             }
             _ => {
-                let refusal = Refusal::plain(ErrorCode::ProtocolViolation, "the first frame must be HELLO");
+                let refusal = Refusal::plain(
+                    ErrorCode::ProtocolViolation,
+                    "the first frame must be HELLO",
+                );
                 refuse(&hub, &control, None, refusal);
                 return;
             }
         };
         tracing::Span::current().record("app", hello.app.as_str());
         if hub.session_count() >= limits.max_sessions {
-            let refusal = Refusal::plain(ErrorCode::LimitExceeded, "this node is at its session limit");
+            let refusal = Refusal::plain(
+                ErrorCode::LimitExceeded,
+                "this node is at its session limit",
+            );
             refuse(&hub, &control, None, refusal);
             return;
         }
@@ -79,7 +98,10 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
         };
         let app = admitted.claims.app.clone();
 
-        let datagrams = Arc::new(DatagramQueue::new(limits.subscriber_queue_packets, Arc::clone(&hub.drops)));
+        let datagrams = Arc::new(DatagramQueue::new(
+            limits.subscriber_queue_packets,
+            Arc::clone(&hub.drops),
+        ));
         let (messages, messages_rx) = MessageQueue::new(MESSAGE_QUEUE, Arc::clone(&hub.drops));
         let traffic = Arc::new(AppCounters::default());
         let session = hub.add_session(SessionEntry {
@@ -106,7 +128,10 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
                 role,
                 client_country: admitted.country,
                 client_region: admitted.client_region.clone(),
-                client_ip: crate::metadata::minimise(request.client_ip, policy.fleet.metadata.ip_mode),
+                client_ip: crate::metadata::minimise(
+                    request.client_ip,
+                    policy.fleet.metadata.ip_mode,
+                ),
                 sdk: crate::metadata::SdkInfo {
                     name: hello.sdk.name.clone(),
                     version: hello.sdk.version.clone(),
@@ -118,7 +143,11 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
         );
         let opened = tokio::time::Instant::now();
         tokio::spawn(run_datagram_writer(Arc::clone(&datagrams), conn.clone()));
-        tokio::spawn(run_message_writer(messages_rx, conn.clone(), Arc::clone(&traffic)));
+        tokio::spawn(run_message_writer(
+            messages_rx,
+            conn.clone(),
+            Arc::clone(&traffic),
+        ));
         let max_payload = conn
             .max_datagram_size()
             .map(crate::wire::max_media_payload)
@@ -133,7 +162,12 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
         let _ = control.try_send(Outbound::Frame(welcome));
         tracing::debug!(session, "session admitted");
 
-        let datagram_task = tokio::spawn(read_datagrams(Arc::clone(&hub), conn.clone(), session, Arc::clone(&traffic)));
+        let datagram_task = tokio::spawn(read_datagrams(
+            Arc::clone(&hub),
+            conn.clone(),
+            session,
+            Arc::clone(&traffic),
+        ));
         let streams_task = tokio::spawn(read_message_streams(
             Arc::clone(&hub),
             conn.clone(),
@@ -166,7 +200,13 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
                     break;
                 }
             };
-            if let Err(refusal) = handle_frame(&hub, session, frame, &control, limits.max_tracks_per_session) {
+            if let Err(refusal) = handle_frame(
+                &hub,
+                session,
+                frame,
+                &control,
+                limits.max_tracks_per_session,
+            ) {
                 if refusal.code != ErrorCode::ShuttingDown || refusal.message != GOODBYE {
                     close_code = Some(refusal.code);
                 }
@@ -202,7 +242,13 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
 }
 
 /// Applies one control frame; an `Err` ends the session with that refusal.
-fn handle_frame(hub: &Hub, session: u64, frame: Frame, control: &mpsc::Sender<Outbound>, max_tracks: usize) -> Result<(), Refusal> {
+fn handle_frame(
+    hub: &Hub,
+    session: u64,
+    frame: Frame,
+    control: &mpsc::Sender<Outbound>,
+    max_tracks: usize,
+) -> Result<(), Refusal> {
     match frame {
         Frame::Announce(announce) => {
             let track = hub.announce(session, &announce, max_tracks)?;
@@ -228,14 +274,25 @@ fn handle_frame(hub: &Hub, session: u64, frame: Frame, control: &mpsc::Sender<Ou
     Ok(())
 }
 
-async fn read_datagrams(hub: Arc<Hub>, conn: quinn::Connection, session: u64, traffic: Arc<AppCounters>) {
+async fn read_datagrams(
+    hub: Arc<Hub>,
+    conn: quinn::Connection,
+    session: u64,
+    traffic: Arc<AppCounters>,
+) {
     while let Ok(datagram) = conn.read_datagram().await {
         traffic.count_in(datagram.len());
         hub.client_datagram(session, datagram);
     }
 }
 
-async fn read_message_streams(hub: Arc<Hub>, conn: quinn::Connection, session: u64, max_len: usize, traffic: Arc<AppCounters>) {
+async fn read_message_streams(
+    hub: Arc<Hub>,
+    conn: quinn::Connection,
+    session: u64,
+    max_len: usize,
+    traffic: Arc<AppCounters>,
+) {
     while let Ok(recv) = conn.accept_uni().await {
         let (hub, traffic) = (Arc::clone(&hub), Arc::clone(&traffic));
         tokio::spawn(read_messages(recv, max_len, move |track, payload| {
@@ -261,7 +318,10 @@ async fn sample_quality(
     let mut last_in = traffic.snapshot();
     let mut last_out = datagrams.sent.snapshot();
     let mut last_path = conn.stats().path;
-    let mut last_drops: Vec<u64> = DropReason::ALL.iter().map(|r| datagrams.drops.get(*r)).collect();
+    let mut last_drops: Vec<u64> = DropReason::ALL
+        .iter()
+        .map(|r| datagrams.drops.get(*r))
+        .collect();
     loop {
         interval.tick().await;
         let now_in = traffic.snapshot();
@@ -284,9 +344,15 @@ async fn sample_quality(
             Some(app.clone()),
             EventKind::QualitySample {
                 session_id: session,
-                loss_ratio: if sent == 0 { 0.0 } else { lost as f64 / sent as f64 },
-                bitrate_in_bps: ((now_in.bytes_in - last_in.bytes_in) as f64 * 8.0 / seconds) as u64,
-                bitrate_out_bps: ((now_out.bytes_out - last_out.bytes_out) as f64 * 8.0 / seconds) as u64,
+                loss_ratio: if sent == 0 {
+                    0.0
+                } else {
+                    lost as f64 / sent as f64
+                },
+                bitrate_in_bps: ((now_in.bytes_in - last_in.bytes_in) as f64 * 8.0 / seconds)
+                    as u64,
+                bitrate_out_bps: ((now_out.bytes_out - last_out.bytes_out) as f64 * 8.0 / seconds)
+                    as u64,
                 rtt_ms: conn.rtt().as_secs_f64() * 1000.0,
                 jitter_ms: None,
                 drops,
@@ -300,7 +366,11 @@ async fn sample_quality(
 
 /// Reads one message stream and hands each message to `deliver`. A malformed
 /// stream is stopped with `PROTOCOL_VIOLATION` (the connection stays up).
-pub async fn read_messages(mut recv: quinn::RecvStream, max_len: usize, deliver: impl Fn(u64, &[u8])) {
+pub async fn read_messages(
+    mut recv: quinn::RecvStream,
+    max_len: usize,
+    deliver: impl Fn(u64, &[u8]),
+) {
     let mut decoder = MessageDecoder::new(max_len);
     loop {
         loop {
@@ -331,7 +401,12 @@ fn close(control: &mpsc::Sender<Outbound>, frame: ErrorFrame) {
 }
 
 /// Counts and records a refusal, then closes with it.
-fn refuse(hub: &Hub, control: &mpsc::Sender<Outbound>, app: Option<crate::ids::AppId>, refusal: Refusal) {
+fn refuse(
+    hub: &Hub,
+    control: &mpsc::Sender<Outbound>,
+    app: Option<crate::ids::AppId>,
+    refusal: Refusal,
+) {
     metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_NODE => hub.me().to_string(), m::LABEL_CODE => refusal.code.name()).increment(1);
     if let Some(app) = app {
         let decision = match refusal.code {

@@ -106,7 +106,12 @@ pub async fn run_control_writer(
 
 /// Writes `error` on the stream, waits up to [`CLOSE_GRACE`] for the peer to
 /// close, then closes the connection with the error's code.
-pub async fn close_with(send: &mut quinn::SendStream, conn: &quinn::Connection, error: &ErrorFrame, buf: &mut BytesMut) {
+pub async fn close_with(
+    send: &mut quinn::SendStream,
+    conn: &quinn::Connection,
+    error: &ErrorFrame,
+    buf: &mut BytesMut,
+) {
     buf.clear();
     Frame::Error(error.clone()).encode(buf);
     let _ = send.write_all(buf).await;
