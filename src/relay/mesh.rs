@@ -242,6 +242,7 @@ pub async fn run_link(
                 let (hub, peer) = (Arc::clone(&hub), peer.clone());
                 tokio::spawn(read_messages(
                     recv,
+                    conn.clone(),
                     max_message_bytes,
                     move |track, payload| hub.message(None, Some(&peer), track, payload),
                 ));

@@ -98,6 +98,14 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
         };
         let app = admitted.claims.app.clone();
 
+        let Some(max_datagram) = conn.max_datagram_size() else {
+            let refusal = Refusal::plain(
+                ErrorCode::ProtocolViolation,
+                "QUIC DATAGRAM support (RFC 9221) is required",
+            );
+            refuse(&hub, &control, Some(app), refusal);
+            return;
+        };
         let datagrams = Arc::new(DatagramQueue::new(
             limits.subscriber_queue_packets,
             Arc::clone(&hub.drops),
@@ -148,10 +156,7 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
             conn.clone(),
             Arc::clone(&traffic),
         ));
-        let max_payload = conn
-            .max_datagram_size()
-            .map(crate::wire::max_media_payload)
-            .unwrap_or(0);
+        let max_payload = crate::wire::max_media_payload(max_datagram);
         let welcome = Frame::Welcome(Welcome {
             session_id: session,
             node: hub.me().to_string(),
@@ -295,10 +300,15 @@ async fn read_message_streams(
 ) {
     while let Ok(recv) = conn.accept_uni().await {
         let (hub, traffic) = (Arc::clone(&hub), Arc::clone(&traffic));
-        tokio::spawn(read_messages(recv, max_len, move |track, payload| {
-            traffic.count_in(payload.len());
-            hub.message(Some(session), None, track, payload)
-        }));
+        tokio::spawn(read_messages(
+            recv,
+            conn.clone(),
+            max_len,
+            move |track, payload| {
+                traffic.count_in(payload.len());
+                hub.message(Some(session), None, track, payload)
+            },
+        ));
     }
 }
 
@@ -364,10 +374,10 @@ async fn sample_quality(
     }
 }
 
-/// Reads one message stream and hands each message to `deliver`. A malformed
-/// stream is stopped with `PROTOCOL_VIOLATION` (the connection stays up).
+/// Reads one message stream and hands each message to `deliver`.
 pub async fn read_messages(
     mut recv: quinn::RecvStream,
+    conn: quinn::Connection,
     max_len: usize,
     deliver: impl Fn(u64, &[u8]),
 ) {
@@ -378,7 +388,9 @@ pub async fn read_messages(
                 Ok(Some(message)) => deliver(message.track, &message.payload),
                 Ok(None) => break,
                 Err(err) => {
-                    let _ = recv.stop(code(err.code()));
+                    // An oversize or malformed message ends the connection
+                    // (LIMIT_EXCEEDED or PROTOCOL_VIOLATION), as the spec says.
+                    conn.close(code(err.code()), err.to_string().as_bytes());
                     return;
                 }
             }
