@@ -59,7 +59,7 @@ impl Measured {
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (duration, rates): (Duration, &[u32]) = if full {
-        (Duration::from_secs(5), &[1000, 3000])
+        (Duration::from_secs(5), &[1000, 3000, 6000])
     } else {
         (Duration::from_millis(500), &[200])
     };
@@ -138,8 +138,13 @@ fn main() {
 
     println!("{}", machine());
     println!(
-        "payload {PAYLOAD} B, {} s per run, relay = `georelay serve --node {NODE}` (bench profile, metadata off)",
-        duration.as_secs_f64()
+        "payload {PAYLOAD} B, {} s per run, relay = `georelay serve --node {NODE}` ({}, metadata off)",
+        duration.as_secs_f64(),
+        if full {
+            "bench profile"
+        } else {
+            "smoke pass, test profile"
+        }
     );
     println!();
     println!(
@@ -178,6 +183,17 @@ fn main() {
                     / baseline.summary.throughput_pps.max(f64::MIN_POSITIVE),
                 fanout.relay_ns_per_delivered()
                     / baseline.relay_ns_per_delivered().max(f64::MIN_POSITIVE),
+            );
+            let extra_packets = fanout
+                .summary
+                .received
+                .saturating_sub(baseline.summary.received)
+                .max(1);
+            let extra_cpu = fanout.relay_cpu.saturating_sub(baseline.relay_cpu);
+            println!(
+                "rate {}: marginal relay CPU per extra delivered packet {:.2} µs",
+                fanout.summary.rate_pps,
+                extra_cpu.as_nanos() as f64 / extra_packets as f64 / 1000.0,
             );
         }
     }
