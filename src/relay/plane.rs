@@ -249,30 +249,7 @@ impl Plane {
             }
         }
         // ...and every announcement it may see.
-        for (key, channel) in &self.channels {
-            if !self.peer_allowed(&key.0, &peer) {
-                continue;
-            }
-            if !channel.local.is_empty() {
-                actions.push(Action::Send {
-                    peer: peer.clone(),
-                    msg: self.local_announce(key, channel),
-                });
-            }
-            for (origin, remote) in &channel.remote {
-                if origin != &peer {
-                    actions.push(Action::Send {
-                        peer: peer.clone(),
-                        msg: PeerMsg::Announce {
-                            key: key.clone(),
-                            origin: origin.clone(),
-                            seq: remote.seq,
-                            tracks: remote.tracks.clone(),
-                        },
-                    });
-                }
-            }
-        }
+        self.announce_all_to(&peer, &mut actions);
         self.reconcile_all(now_ms, &mut actions);
         actions
     }
@@ -446,6 +423,9 @@ impl Plane {
         self.peers
             .retain(|peer, _| self.policy.fleet.nodes.contains_key(peer.as_str()));
         self.recompute_topology();
+        let policy = Arc::clone(&self.policy);
+        let me = self.me.clone();
+        self.seen.retain(|key| policy.node_allowed(&key.0, &me));
         let keys: Vec<ChannelKey> = self.channels.keys().cloned().collect();
         for key in keys {
             if !self.me_allowed(&key.0) {
@@ -509,6 +489,12 @@ impl Plane {
             }
             actions.push(Action::ChannelChanged(key.clone()));
             self.reconcile(&key, now_ms, &mut actions);
+        }
+        // Peers that the new policy allows for an app may not have heard of
+        // its channels yet.
+        let peers: Vec<NodeId> = self.peers.keys().cloned().collect();
+        for peer in &peers {
+            self.announce_all_to(peer, &mut actions);
         }
         actions
     }
@@ -598,6 +584,35 @@ impl Plane {
     }
 
     // ----- internals ------------------------------------------------------
+
+    /// Sends `peer` every announcement, local and relayed, of the apps it is
+    /// allowed for. Receivers ignore the ones they already have (by seq).
+    fn announce_all_to(&self, peer: &NodeId, actions: &mut Vec<Action>) {
+        for (key, channel) in &self.channels {
+            if !self.peer_allowed(&key.0, peer) {
+                continue;
+            }
+            if !channel.local.is_empty() {
+                actions.push(Action::Send {
+                    peer: peer.clone(),
+                    msg: self.local_announce(key, channel),
+                });
+            }
+            for (origin, remote) in &channel.remote {
+                if origin != peer {
+                    actions.push(Action::Send {
+                        peer: peer.clone(),
+                        msg: PeerMsg::Announce {
+                            key: key.clone(),
+                            origin: origin.clone(),
+                            seq: remote.seq,
+                            tracks: remote.tracks.clone(),
+                        },
+                    });
+                }
+            }
+        }
+    }
 
     fn local_announce(&self, key: &ChannelKey, channel: &Channel) -> PeerMsg {
         PeerMsg::Announce {
