@@ -71,6 +71,9 @@ use crate::wire::{SubscriptionStatus, TrackKind};
 /// Length of the loadgen's own header at the start of every payload.
 pub const TIMING_HEADER_LEN: usize = 20;
 
+/// No QUIC datagram can carry more than a UDP datagram.
+const MAX_PAYLOAD: usize = 65_535;
+
 /// Latencies above this are recorded as this value (60 s).
 const MAX_LATENCY_US: u64 = 60_000_000;
 
@@ -159,9 +162,9 @@ impl LoadSpec {
         if self.rate_pps == 0 || self.rate_pps > 1_000_000 {
             return invalid("--rate must be 1 to 1000000 packets per second");
         }
-        if self.payload_size < TIMING_HEADER_LEN {
+        if !(TIMING_HEADER_LEN..=MAX_PAYLOAD).contains(&self.payload_size) {
             return Err(LoadError::InvalidSpec(format!(
-                "--size must be at least {TIMING_HEADER_LEN} bytes (the timing header)"
+                "--size must be {TIMING_HEADER_LEN} (the timing header) to {MAX_PAYLOAD} bytes"
             )));
         }
         if self.duration.is_zero() || self.duration > Duration::from_secs(24 * 3600) {
@@ -945,6 +948,10 @@ mod tests {
             },
             LoadSpec {
                 payload_size: 19,
+                ..test_spec()
+            },
+            LoadSpec {
+                payload_size: 65_536,
                 ..test_spec()
             },
             LoadSpec {
