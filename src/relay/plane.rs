@@ -39,6 +39,11 @@ use super::policy::Policy;
 /// An app's channel: the unit of announcement and subscription.
 pub type ChannelKey = (AppId, String);
 
+/// How many channel names [`Plane::seen_channels`] remembers at most; past
+/// that, new names are not recorded (the set is introspection, and must not
+/// grow without bound on a long-running node).
+pub const MAX_SEEN: usize = 65_536;
+
 /// How long a failed upstream waits before the next attempt.
 const RETRY_BACKOFF_MS: u64 = 250;
 
@@ -315,7 +320,7 @@ impl Plane {
                 tracks,
             } => self.on_announce(from, key, origin, seq, tracks, now_ms, &mut actions),
             PeerMsg::Subscribe { key, origin, path } => {
-                self.on_subscribe(from, key, origin, path, &mut actions)
+                self.on_subscribe(from, key, origin, path, now_ms, &mut actions)
             }
             PeerMsg::Unsubscribe { key, origin } => {
                 self.on_unsubscribe(from, key, origin, now_ms, &mut actions)
@@ -351,13 +356,10 @@ impl Plane {
         now_ms: u64,
     ) -> Vec<Action> {
         let mut actions = Vec::new();
-        if !self.me_allowed(&key.0) {
+        let Some(channel) = self.local_channel(key) else {
             // Only a revoked session's tracks going away can get here.
-            actions.push(Action::ChannelChanged(key.clone()));
-            return actions;
-        }
-        self.seen.insert(key.clone());
-        let channel = self.channels.entry(key.clone()).or_default();
+            return vec![Action::ChannelChanged(key.clone())];
+        };
         if channel.local == tracks {
             return actions;
         }
@@ -378,12 +380,9 @@ impl Plane {
         now_ms: u64,
     ) -> Vec<Action> {
         let mut actions = Vec::new();
-        if !self.me_allowed(&key.0) {
-            actions.push(Action::ChannelChanged(key.clone()));
-            return actions;
-        }
-        self.seen.insert(key.clone());
-        let channel = self.channels.entry(key.clone()).or_default();
+        let Some(channel) = self.local_channel(key) else {
+            return vec![Action::ChannelChanged(key.clone())];
+        };
         if channel.local_interest == interested {
             return actions;
         }
@@ -392,6 +391,23 @@ impl Plane {
         self.reconcile(key, now_ms, &mut actions);
         self.gc(key);
         actions
+    }
+
+    /// The channel entry for a local change; `None` when this node is not
+    /// allowed for the app (it then keeps nothing of the channel).
+    fn local_channel(&mut self, key: &ChannelKey) -> Option<&mut Channel> {
+        if !self.me_allowed(&key.0) {
+            return None;
+        }
+        self.remember(key);
+        Some(self.channels.entry(key.clone()).or_default())
+    }
+
+    /// Adds a name to the introspection set, up to [`MAX_SEEN`] names.
+    fn remember(&mut self, key: &ChannelKey) {
+        if self.seen.len() < MAX_SEEN {
+            self.seen.insert(key.clone());
+        }
     }
 
     /// Time passed: retry failed upstreams whose backoff expired.
@@ -759,7 +775,7 @@ impl Plane {
         if origin == self.me {
             return;
         }
-        self.seen.insert(key.clone());
+        self.remember(&key);
         let channel = self.channels.entry(key.clone()).or_default();
         if channel.remote.get(&origin).is_some_and(|r| r.seq >= seq) {
             return;
@@ -810,6 +826,7 @@ impl Plane {
         key: ChannelKey,
         origin: NodeId,
         path: Vec<NodeId>,
+        now_ms: u64,
         actions: &mut Vec<Action>,
     ) {
         if !self.me_allowed(&key.0) || !self.peer_allowed(&key.0, from) {
@@ -817,7 +834,7 @@ impl Plane {
             tracing::warn!(peer = %from, app = %key.0, "dropped a subscription for an app not allowed here");
             return;
         }
-        self.seen.insert(key.clone());
+        self.remember(&key);
         let position = path.iter().position(|n| n == &self.me);
         let simple = path.iter().collect::<BTreeSet<_>>().len() == path.len();
         let valid = match position {
@@ -841,6 +858,11 @@ impl Plane {
                 .entry(origin)
                 .or_default()
                 .insert(from.clone(), visited);
+            if channel.local.is_empty() {
+                // The subscriber may hold tracks from before this node
+                // restarted: a fresh, empty announcement withdraws them.
+                channel.local_seq = channel.local_seq.saturating_add(1).max(now_ms);
+            }
             let msg = self.local_announce(&key, &self.channels[&key]);
             self.send_if_allowed_peer(from, msg, actions);
             actions.push(Action::ChannelChanged(key));
@@ -1110,10 +1132,15 @@ impl Plane {
         }
     }
 
+    /// Forgets a channel nothing here needs any more. Its announcement
+    /// sequence numbers go with it; a later announcement starts from the
+    /// current time, so it still supersedes anything older.
     fn gc(&mut self, key: &ChannelKey) {
-        if self.channels.get(key).is_some_and(|c| {
-            c.is_idle() && c.failed.is_empty() && c.local_seq == 0 && c.remote.is_empty()
-        }) {
+        if self
+            .channels
+            .get(key)
+            .is_some_and(|c| c.is_idle() && c.failed.is_empty())
+        {
             self.channels.remove(key);
         }
     }
