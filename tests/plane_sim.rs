@@ -12,7 +12,7 @@
 #[path = "support/sim.rs"]
 mod sim;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use georelay::ids::NodeId;
 use georelay::relay::plane::ChannelKey;
@@ -136,7 +136,10 @@ fn assert_fenced(mesh: &Mesh, key: &ChannelKey, outside: &[&str]) {
         "no {app} message was delivered at all: the fence check would be vacuous"
     );
     let leaks = mesh.leaks(app);
-    assert!(leaks.is_empty(), "{app} messages reached disallowed nodes: {leaks:#?}");
+    assert!(
+        leaks.is_empty(),
+        "{app} messages reached disallowed nodes: {leaks:#?}"
+    );
     for id in outside {
         assert!(
             !mesh.nodes_that_heard_of(app).contains(*id),
@@ -147,10 +150,17 @@ fn assert_fenced(mesh: &Mesh, key: &ChannelKey, outside: &[&str]) {
                 !mesh.plane(id).seen_channels().contains(key),
                 "{id} has seen channel {key:?}"
             );
-            assert!(mesh.plane(id).forwarding(key).is_empty(), "{id} forwards {key:?}");
+            assert!(
+                mesh.plane(id).forwarding(key).is_empty(),
+                "{id} forwards {key:?}"
+            );
         }
     }
-    assert_eq!(mesh.violations(), 0, "a plane received a frame it must never get");
+    assert_eq!(
+        mesh.violations(),
+        0,
+        "a plane received a frame it must never get"
+    );
 }
 
 // ----- 1. path enforcement ---------------------------------------------------
@@ -249,8 +259,13 @@ fn failover_moves_to_the_direct_link_then_fails_closed_then_recovers() {
         .map(|at| at - killed_at);
     let quiet = mesh.run_until_quiet() - killed_at;
     assert_tree(&mesh.media(&key, FRA), &[(FRA, AMS)]);
-    println!("failover (transit node killed): media resumed after {resumed:?} ms, quiet after {quiet} ms");
-    assert!(resumed.is_some_and(|ms| ms <= 1_000), "resumed after {resumed:?} ms");
+    println!(
+        "failover (transit node killed): media resumed after {resumed:?} ms, quiet after {quiet} ms"
+    );
+    assert!(
+        resumed.is_some_and(|ms| ms <= 1_000),
+        "resumed after {resumed:?} ms"
+    );
 
     // The last allowed path dies: fail closed, no detour through apac.
     let cut_at = mesh.now_ms();
@@ -265,7 +280,11 @@ fn failover_moves_to_the_direct_link_then_fails_closed_then_recovers() {
         .decisions()
         .iter()
         .any(|d| d.at_ms >= cut_at && d.node.as_str() == AMS && d.outcome.is_err());
-    assert!(failed_decision, "ams must record ROUTE_UNAVAILABLE: {:#?}", mesh.decisions());
+    assert!(
+        failed_decision,
+        "ams must record ROUTE_UNAVAILABLE: {:#?}",
+        mesh.decisions()
+    );
 
     // London comes back: the subscriber recovers without resubscribing.
     let restored_at = mesh.now_ms();
@@ -275,7 +294,10 @@ fn failover_moves_to_the_direct_link_then_fails_closed_then_recovers() {
         .map(|at| at - restored_at);
     mesh.run_until_quiet();
     println!("recovery (transit node restarted): media resumed after {recovered:?} ms");
-    assert!(recovered.is_some_and(|ms| ms <= 1_000), "recovered after {recovered:?} ms");
+    assert!(
+        recovered.is_some_and(|ms| ms <= 1_000),
+        "recovered after {recovered:?} ms"
+    );
     assert_tree(&mesh.media(&key, FRA), &[(FRA, LON), (LON, AMS)]);
     assert!(unreachable_from(&mesh, AMS, &key).is_empty());
 
@@ -357,10 +379,16 @@ fn reload_removing_a_region_forgets_the_channel_there_and_reroutes() {
     mesh.subscribe(AMS, &key);
     mesh.subscribe(IAD, &key);
     mesh.run_until_quiet();
-    assert_tree(&mesh.media(&key, FRA), &[(FRA, LON), (LON, AMS), (LON, IAD)]);
+    assert_tree(
+        &mesh.media(&key, FRA),
+        &[(FRA, LON), (LON, AMS), (LON, IAD)],
+    );
     assert!(mesh.plane(LON).seen_channels().contains(&key));
 
-    let reloaded = APPS.replace(r#"deny_regions = ["apac"]"#, r#"deny_regions = ["apac", "uk"]"#);
+    let reloaded = APPS.replace(
+        r#"deny_regions = ["apac"]"#,
+        r#"deny_regions = ["apac", "uk"]"#,
+    );
     assert_ne!(reloaded, APPS);
     mesh.set_policy(&example_toml(&reloaded));
     let epoch = mesh.policies().len() - 1;
@@ -371,7 +399,13 @@ fn reload_removing_a_region_forgets_the_channel_there_and_reroutes() {
     assert!(mesh.plane(LON).forwarding(&key).is_empty());
     assert!(mesh.plane(LON).tracks(&key).is_empty());
     let media = mesh.media(&key, FRA);
-    assert!(media.link_copies.keys().all(|(a, b)| a.as_str() != LON && b.as_str() != LON), "{media:#?}");
+    assert!(
+        media
+            .link_copies
+            .keys()
+            .all(|(a, b)| a.as_str() != LON && b.as_str() != LON),
+        "{media:#?}"
+    );
 
     let resumed = mesh
         .run_until(10_000, |m| flows(m, &key, FRA, AMS))
@@ -380,7 +414,10 @@ fn reload_removing_a_region_forgets_the_channel_there_and_reroutes() {
     println!("reload: media rerouted after {resumed:?} ms");
     let media = mesh.media(&key, FRA);
     assert_tree(&media, &[(FRA, AMS)]);
-    assert!(!media.reaches(IAD), "the US is now cut off from the EU: {media:#?}");
+    assert!(
+        !media.reaches(IAD),
+        "the US is now cut off from the EU: {media:#?}"
+    );
     assert!(unreachable_from(&mesh, IAD, &key).contains(FRA));
     assert!(!mesh.plane(LON).seen_channels().contains(&key));
     let sent_to_lon_after: Vec<_> = mesh
@@ -394,7 +431,10 @@ fn reload_removing_a_region_forgets_the_channel_there_and_reroutes() {
 
 #[test]
 fn reload_that_re_allows_a_region_restores_the_cheaper_transit_for_new_subscribers() {
-    let strict = APPS.replace(r#"deny_regions = ["apac"]"#, r#"deny_regions = ["apac", "uk"]"#);
+    let strict = APPS.replace(
+        r#"deny_regions = ["apac"]"#,
+        r#"deny_regions = ["apac", "uk"]"#,
+    );
     let mut mesh = Mesh::new(&example_toml(&strict));
     mesh.all_links_up();
     mesh.run_until_quiet();
@@ -418,7 +458,66 @@ fn reload_that_re_allows_a_region_restores_the_cheaper_transit_for_new_subscribe
     let media = mesh.media(&key, FRA);
     assert!(media.reaches(AMS) && media.reaches(IAD), "{media:#?}");
     assert_eq!(media.received.get(IAD), Some(&1));
-    assert!(media.loops.is_empty() && media.rejected.is_empty(), "{media:#?}");
+    assert!(
+        media.loops.is_empty() && media.rejected.is_empty(),
+        "{media:#?}"
+    );
+}
+
+#[test]
+fn reload_forgets_a_channel_name_that_a_local_client_used_before() {
+    let mut mesh = example_mesh();
+    // A London client subscribes to a channel nobody publishes, then leaves:
+    // the plane garbage-collects the channel but keeps the name as seen.
+    let key = channel("umbrella-video", "never-published");
+    mesh.subscribe(LON, &key);
+    mesh.run_until_quiet();
+    mesh.unsubscribe(LON, &key);
+    mesh.run_until_quiet();
+    assert!(mesh.plane(LON).forwarding(&key).is_empty());
+    assert!(mesh.plane(LON).seen_channels().contains(&key));
+    // A second channel that London still subscribes to at reload time.
+    let held = channel("umbrella-video", "held");
+    mesh.subscribe(LON, &held);
+    mesh.run_until_quiet();
+
+    let reloaded = APPS.replace(
+        r#"allow_regions = ["eu", "uk", "us", "apac"]"#,
+        r#"allow_regions = ["eu", "us", "apac"]"#,
+    );
+    assert_ne!(reloaded, APPS);
+    mesh.set_policy(&example_toml(&reloaded));
+    mesh.run_until_quiet();
+    assert!(
+        !mesh.plane(LON).seen_channels().contains(&held),
+        "a held channel is forgotten"
+    );
+    assert!(
+        !mesh.plane(LON).seen_channels().contains(&key),
+        "uk-lon-1 is no longer allowed for umbrella-video but still holds a channel name"
+    );
+}
+
+#[test]
+fn a_restarted_origin_whose_publishers_left_withdraws_their_tracks() {
+    let mut mesh = example_mesh();
+    let key = channel("globex-media", "ghost");
+    mesh.publish(FRA, &key, &[1]);
+    mesh.subscribe(AMS, &key);
+    mesh.run_until_quiet();
+    assert_eq!(mesh.plane(AMS).tracks(&key).len(), 1);
+    // Frankfurt dies; its publisher reconnects elsewhere and stops there.
+    mesh.kill(FRA);
+    mesh.advance(2_000);
+    mesh.restart_empty(FRA);
+    mesh.run_until_quiet();
+    let media = mesh.media(&key, FRA);
+    assert!(!media.reaches(AMS), "{media:#?}");
+    let ghosts = mesh.plane(AMS).tracks(&key);
+    assert!(
+        ghosts.is_empty(),
+        "eu-ams-1 still lists tracks of a publisher that is gone: {ghosts:?}"
+    );
 }
 
 // ----- 7. properties on random meshes --------------------------------------
@@ -442,6 +541,14 @@ enum Failure {
     LinkUp(usize),
     Kill(usize),
     Restart(usize),
+    /// A local session on the node subscribes to both channels.
+    Subscribe(usize),
+    /// The node's last local subscriber leaves both channels.
+    Unsubscribe(usize),
+    /// The origin's publisher changes its track set (a new track id).
+    Republish(u64),
+    /// Reload with the fenced app allowed in exactly these regions.
+    Reload(Vec<usize>),
     /// Let this much time pass (partial delivery) before the next step.
     Wait(u64),
 }
@@ -462,47 +569,57 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 prop::collection::btree_set(0..regions, 1..=regions),
             )
         })
-        .prop_flat_map(|(nodes, regions, node_regions, parents, extra, tree_rtt, allowed)| {
-            let mut links: Vec<(usize, usize, u32)> = Vec::new();
-            let mut seen = BTreeSet::new();
-            let tree = parents.iter().enumerate().map(|(i, &p)| (i + 1, p, tree_rtt[i]));
-            for (a, b, rtt) in tree.chain(extra) {
-                let pair = (a.min(b), a.max(b));
-                if a != b && seen.insert(pair) {
-                    links.push((pair.0, pair.1, rtt));
+        .prop_flat_map(
+            |(nodes, regions, node_regions, parents, extra, tree_rtt, allowed)| {
+                let mut links: Vec<(usize, usize, u32)> = Vec::new();
+                let mut seen = BTreeSet::new();
+                let tree = parents
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &p)| (i + 1, p, tree_rtt[i]));
+                for (a, b, rtt) in tree.chain(extra) {
+                    let pair = (a.min(b), a.max(b));
+                    if a != b && seen.insert(pair) {
+                        links.push((pair.0, pair.1, rtt));
+                    }
                 }
-            }
-            let allowed: Vec<usize> = allowed.into_iter().collect();
-            let allowed_nodes: Vec<usize> = (0..nodes)
-                .filter(|n| allowed.contains(&node_regions[*n]))
-                .collect();
-            let failures = prop::collection::vec(
-                prop_oneof![
-                    (0..links.len()).prop_map(Failure::LinkDown),
-                    (0..links.len()).prop_map(Failure::LinkUp),
-                    (0..nodes).prop_map(Failure::Kill),
-                    (0..nodes).prop_map(Failure::Restart),
-                    (0u64..400).prop_map(Failure::Wait),
-                ],
-                0..10,
-            );
-            let pick = if allowed_nodes.is_empty() {
-                Just(Vec::new()).boxed()
-            } else {
-                prop::sample::subsequence(allowed_nodes.clone(), 0..=allowed_nodes.len()).boxed()
-            };
-            let origin = if allowed_nodes.is_empty() {
-                Just(None).boxed()
-            } else {
-                prop::sample::select(allowed_nodes).prop_map(Some).boxed()
-            };
-            (
-                Just((regions, node_regions, links, allowed)),
-                origin,
-                pick,
-                failures,
-            )
-        })
+                let allowed: Vec<usize> = allowed.into_iter().collect();
+                let allowed_nodes: Vec<usize> = (0..nodes)
+                    .filter(|n| allowed.contains(&node_regions[*n]))
+                    .collect();
+                let failures = prop::collection::vec(
+                    prop_oneof![
+                        (0..links.len()).prop_map(Failure::LinkDown),
+                        (0..links.len()).prop_map(Failure::LinkUp),
+                        (0..nodes).prop_map(Failure::Kill),
+                        (0..nodes).prop_map(Failure::Restart),
+                        (0..nodes).prop_map(Failure::Subscribe),
+                        (0..nodes).prop_map(Failure::Unsubscribe),
+                        (2u64..5).prop_map(Failure::Republish),
+                        prop::collection::vec(0..regions, 1..=regions).prop_map(Failure::Reload),
+                        (0u64..400).prop_map(Failure::Wait),
+                    ],
+                    0..16,
+                );
+                let pick = if allowed_nodes.is_empty() {
+                    Just(Vec::new()).boxed()
+                } else {
+                    prop::sample::subsequence(allowed_nodes.clone(), 0..=allowed_nodes.len())
+                        .boxed()
+                };
+                let origin = if allowed_nodes.is_empty() {
+                    Just(None).boxed()
+                } else {
+                    prop::sample::select(allowed_nodes).prop_map(Some).boxed()
+                };
+                (
+                    Just((regions, node_regions, links, allowed)),
+                    origin,
+                    pick,
+                    failures,
+                )
+            },
+        )
         .prop_filter_map(
             "the app must have an allowed node",
             |((regions, node_regions, links, allowed), origin, subscribers, failures)| {
@@ -521,8 +638,15 @@ fn scenario() -> impl Strategy<Value = Scenario> {
 
 impl Scenario {
     fn toml(&self) -> String {
+        self.toml_allowing(&self.allowed)
+    }
+
+    /// The fleet with the fenced app allowed in `allowed` (region indexes).
+    fn toml_allowing(&self, allowed: &[usize]) -> String {
         let region_names: Vec<String> = (0..self.regions).map(|r| format!("r{r}")).collect();
-        let node_names: Vec<String> = (0..self.node_regions.len()).map(|n| format!("n{n}")).collect();
+        let node_names: Vec<String> = (0..self.node_regions.len())
+            .map(|n| format!("n{n}"))
+            .collect();
         let regions: Vec<(&str, &str)> = region_names
             .iter()
             .zip(COUNTRIES)
@@ -538,8 +662,7 @@ impl Scenario {
             .iter()
             .map(|(a, b, rtt)| (node_names[*a].as_str(), node_names[*b].as_str(), *rtt))
             .collect();
-        let allow = self
-            .allowed
+        let allow = allowed
             .iter()
             .map(|r| format!("\"r{r}\""))
             .collect::<Vec<_>>()
@@ -564,17 +687,24 @@ fn check_scenario(scenario: &Scenario) -> Result<(), TestCaseError> {
     let text = scenario.toml();
     let mut mesh = Mesh::new(&text);
     mesh.all_links_up();
-    mesh.try_run_until_quiet().map_err(|e| TestCaseError::fail(e.to_string()))?;
+    mesh.try_run_until_quiet()
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let fenced = channel("fenced", "room");
     let open = channel("open", "room");
     let origin = name(scenario.origin);
     mesh.publish(&origin, &fenced, &[1]);
     mesh.publish(&origin, &open, &[1]);
+    let mut allowed = scenario.allowed.clone();
+    let mut publisher_revoked = false;
+    let initial: BTreeSet<usize> = scenario.subscribers.iter().copied().collect();
+    let mut subscribers =
+        BTreeMap::from([(fenced.clone(), initial.clone()), (open.clone(), initial)]);
     for sub in &scenario.subscribers {
         mesh.subscribe(&name(*sub), &fenced);
         mesh.subscribe(&name(*sub), &open);
     }
-    mesh.try_run_until_quiet().map_err(|e| TestCaseError::fail(e.to_string()))?;
+    mesh.try_run_until_quiet()
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
     for failure in &scenario.failures {
         match failure {
             Failure::LinkDown(i) | Failure::LinkUp(i) => {
@@ -587,46 +717,102 @@ fn check_scenario(scenario: &Scenario) -> Result<(), TestCaseError> {
             }
             Failure::Kill(n) => mesh.kill(&name(*n)),
             Failure::Restart(n) => mesh.restart(&name(*n)),
+            Failure::Subscribe(n) | Failure::Unsubscribe(n) => {
+                // Sessions of an app are only admitted on its allowed nodes.
+                let subscribe = matches!(failure, Failure::Subscribe(_));
+                for (key, nodes) in &mut subscribers {
+                    if !mesh.policy().node_allowed(&key.0, &node(&name(*n))) {
+                        continue;
+                    }
+                    if subscribe {
+                        mesh.subscribe(&name(*n), key);
+                        nodes.insert(*n);
+                    } else {
+                        mesh.unsubscribe(&name(*n), key);
+                        nodes.remove(n);
+                    }
+                }
+            }
+            Failure::Republish(track) => {
+                if !publisher_revoked {
+                    mesh.publish(&origin, &fenced, &[1, *track]);
+                }
+                mesh.publish(&origin, &open, &[1, *track]);
+            }
+            Failure::Reload(regions) => {
+                let mut next = regions.clone();
+                next.sort_unstable();
+                next.dedup();
+                if !next.is_empty() {
+                    allowed = next;
+                    mesh.set_policy(&scenario.toml_allowing(&allowed));
+                    // Sessions on nodes no longer allowed are revoked.
+                    if let Some(nodes) = subscribers.get_mut(&fenced) {
+                        nodes.retain(|n| allowed.contains(&scenario.node_regions[*n]));
+                    }
+                    publisher_revoked |= !allowed.contains(&scenario.node_regions[scenario.origin]);
+                }
+            }
             Failure::Wait(ms) => mesh.advance(*ms),
         }
     }
     let converged = mesh
         .try_run_until_quiet()
         .map_err(|e| TestCaseError::fail(format!("{e}\nconfig:\n{text}")))?;
+    let text = scenario.toml_allowing(&allowed);
     prop_assert!(converged >= START_MS);
 
     // (a) no fenced message ever reached a disallowed node.
     let leaks = mesh.leaks("fenced");
     prop_assert!(leaks.is_empty(), "leaks: {leaks:#?}");
-    prop_assert_eq!(mesh.violations(), 0);
+    // Receivers only ever drop frames that were in flight across a reload.
+    prop_assert!(mesh.violations() <= mesh.stale_deliveries().len() as u64);
     let policy = std::sync::Arc::clone(mesh.policy());
     for id in mesh.nodes() {
         if !policy.node_allowed(&fenced.0, &id) && mesh.is_alive(id.as_str()) {
-            prop_assert!(!mesh.plane(id.as_str()).seen_channels().contains(&fenced));
+            prop_assert!(
+                !mesh.plane(id.as_str()).seen_channels().contains(&fenced),
+                "{id} is not allowed but holds the channel name"
+            );
             prop_assert!(mesh.plane(id.as_str()).forwarding(&fenced).is_empty());
         }
     }
 
     // (b) and (c), for the fenced app and for an unrestricted one.
-    for key in [&fenced, &open] {
+    for (key, nodes) in &subscribers {
         let media = mesh.media(key, &origin);
         prop_assert!(media.loops.is_empty(), "{:?} loops: {media:#?}", key);
         for at in media.received.keys() {
             prop_assert!(policy.node_allowed(&key.0, at), "{at} carries {key:?}");
         }
-        for sub in &scenario.subscribers {
+        for sub in nodes {
             let sub = name(*sub);
             if !mesh.is_alive(&sub) {
                 continue;
             }
-            let reachable = mesh.is_alive(&origin) && mesh.allowed_path_exists(&key.0.to_string(), &sub, &origin);
+            if key == &fenced && publisher_revoked {
+                // The publisher's session was revoked by a reload.
+                prop_assert!(
+                    !media.reaches(&sub),
+                    "{sub} gets {key:?} from a revoked origin"
+                );
+                continue;
+            }
+            let reachable =
+                mesh.is_alive(&origin) && mesh.allowed_path_exists(key.0.as_str(), &sub, &origin);
             if reachable {
-                prop_assert!(media.reaches(&sub), "{sub} does not get {key:?}\n{media:#?}\nconfig:\n{text}");
+                prop_assert!(
+                    media.reaches(&sub),
+                    "{sub} does not get {key:?}\n{media:#?}\nconfig:\n{text}"
+                );
                 if sub != origin {
                     prop_assert_eq!(media.received.get(sub.as_str()), Some(&1));
                 }
             } else {
-                prop_assert!(!media.reaches(&sub), "{sub} gets {key:?} without an allowed path");
+                prop_assert!(
+                    !media.reaches(&sub),
+                    "{sub} gets {key:?} without an allowed path"
+                );
                 let unreachable = unreachable_from(&mesh, &sub, key);
                 prop_assert!(
                     unreachable.contains(origin.as_str()),
@@ -635,15 +821,22 @@ fn check_scenario(scenario: &Scenario) -> Result<(), TestCaseError> {
             }
         }
         for (a, b) in media.link_copies.keys() {
-            prop_assert!(mesh.is_connected(a.as_str(), b.as_str()), "copy over a dead link {a}-{b}");
+            prop_assert!(
+                mesh.is_connected(a.as_str(), b.as_str()),
+                "copy over a dead link {a}-{b}"
+            );
         }
     }
     Ok(())
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
 
+    /// Random connected meshes, random allowed regions, random sequences of
+    /// link cuts and repairs, node deaths and restarts, (un)subscriptions,
+    /// track changes and reloads (narrowing or widening the app's regions),
+    /// with partial delivery between steps.
     #[test]
     fn random_meshes_never_leak_never_loop_and_deliver_exactly_when_a_path_exists(
         scenario in scenario()

@@ -69,6 +69,22 @@ pub fn app_of(msg: &PeerMsg) -> Option<&AppId> {
     }
 }
 
+/// Whether a receiver under `policy` must refuse the delivery: the app is
+/// not allowed at the receiver, or the announced origin or the subscribing
+/// peer is not allowed for it (the plane's receive-side checks).
+pub fn must_refuse(policy: &Policy, delivery: &Delivery) -> bool {
+    let Some(app) = app_of(&delivery.msg) else {
+        return false;
+    };
+    let not_allowed = |n: &NodeId| !policy.node_allowed(app, n);
+    not_allowed(&delivery.to)
+        || match &delivery.msg {
+            PeerMsg::Announce { origin, .. } => not_allowed(origin),
+            PeerMsg::Subscribe { .. } => not_allowed(&delivery.from),
+            _ => false,
+        }
+}
+
 /// Builds a policy from config text, panicking with every diagnostic.
 pub fn policy_from_toml(text: &str) -> Arc<Policy> {
     let fleet = match Fleet::parse(text, Path::new("sim-regions.toml")) {
@@ -96,6 +112,9 @@ pub struct Delivery {
     pub msg: PeerMsg,
     /// Index into [`Mesh::policies`] of the policy in force when it was sent.
     pub epoch: usize,
+    /// Index of the policy in force when it was delivered: newer than
+    /// `epoch` when a reload happened while it was in flight.
+    pub delivered_epoch: usize,
 }
 
 /// A route decision a plane reported.
@@ -239,7 +258,12 @@ impl Mesh {
             .fleet
             .nodes
             .keys()
-            .map(|id| (id.clone(), Some(Plane::new(id.clone(), Arc::clone(&policy)))))
+            .map(|id| {
+                (
+                    id.clone(),
+                    Some(Plane::new(id.clone(), Arc::clone(&policy))),
+                )
+            })
             .collect();
         let configured = policy
             .fleet
@@ -281,7 +305,9 @@ impl Mesh {
 
     /// The policy in force.
     pub fn policy(&self) -> &Arc<Policy> {
-        self.policies.last().unwrap_or_else(|| unreachable!("a mesh always has a policy"))
+        self.policies
+            .last()
+            .unwrap_or_else(|| unreachable!("a mesh always has a policy"))
     }
 
     /// Every policy the mesh ran under, oldest first ([`Delivery::epoch`]).
@@ -338,13 +364,27 @@ impl Mesh {
         &self.decisions
     }
 
-    /// Delivered messages about `app` whose receiver was not allowed for the
-    /// app under the policy in force when they were sent.
+    /// Delivered messages about `app` that were wrong to send under the
+    /// policy in force when they were sent: the receiver was not allowed for
+    /// the app, or the message announced a disallowed origin or carried a
+    /// subscription from a disallowed node (see [`must_refuse`]).
     pub fn leaks(&self, app: &str) -> Vec<&Delivery> {
         self.delivered
             .iter()
             .filter(|d| app_of(&d.msg).is_some_and(|a| a.as_str() == app))
-            .filter(|d| !self.policies[d.epoch].node_allowed(&AppId::from(app), &d.to))
+            .filter(|d| must_refuse(&self.policies[d.epoch], d))
+            .collect()
+    }
+
+    /// Delivered messages that the receiver must refuse under the policy in
+    /// force at delivery although the sender was right to send them (a
+    /// reload happened while they were in flight). Receivers count such
+    /// frames as violations and drop them.
+    pub fn stale_deliveries(&self) -> Vec<&Delivery> {
+        self.delivered
+            .iter()
+            .filter(|d| must_refuse(&self.policies[d.delivered_epoch], d))
+            .filter(|d| !must_refuse(&self.policies[d.epoch], d))
             .collect()
     }
 
@@ -358,7 +398,10 @@ impl Mesh {
 
     /// Nodes that received any message about `app`.
     pub fn nodes_that_heard_of(&self, app: &str) -> BTreeSet<NodeId> {
-        self.app_messages(app).iter().map(|d| d.to.clone()).collect()
+        self.app_messages(app)
+            .iter()
+            .map(|d| d.to.clone())
+            .collect()
     }
 
     /// The sum of every live plane's `violations()`.
@@ -397,8 +440,8 @@ impl Mesh {
         }
     }
 
-    /// Walks the forwarding tables from `origin` for one packet of its track:
-    /// see [`Media`].
+    /// Walks the forwarding tables from `origin` for one packet of its track
+    /// (none unless a local publisher at `origin` has tracks): see [`Media`].
     pub fn media(&self, key: &ChannelKey, origin: &str) -> Media {
         let origin = node(origin);
         let mut media = Media::default();
@@ -411,8 +454,15 @@ impl Mesh {
                     .map(|entry| (id.clone(), entry))
             })
             .collect();
+        // Packets exist only while a local publisher at the origin has tracks.
+        let publishing = self.is_alive(origin.as_str())
+            && self
+                .plane(origin.as_str())
+                .tracks(key)
+                .iter()
+                .any(|(at, _)| at == &origin);
         let mut queue = VecDeque::new();
-        if tables.get(&origin).is_some_and(|f| f.upstream.is_none()) {
+        if publishing && tables.get(&origin).is_some_and(|f| f.upstream.is_none()) {
             queue.push_back(origin.clone());
         }
         let mut visited = BTreeSet::new();
@@ -513,6 +563,16 @@ impl Mesh {
     /// re-establishes its links that are not cut, and re-applies its
     /// clients' publications and subscriptions (they reconnect).
     pub fn restart(&mut self, id: &str) {
+        self.restart_node(id, true);
+    }
+
+    /// Restarts a dead node like [`Mesh::restart`], but its clients went to
+    /// other nodes: nothing is published or subscribed on it.
+    pub fn restart_empty(&mut self, id: &str) {
+        self.restart_node(id, false);
+    }
+
+    fn restart_node(&mut self, id: &str, clients_return: bool) {
         let id = node(id);
         if self.is_alive(id.as_str()) {
             return;
@@ -529,6 +589,9 @@ impl Mesh {
         for link in links {
             self.connect(&link);
         }
+        if !clients_return {
+            self.clients.remove(&id);
+        }
         let clients = self.clients.get(&id).cloned().unwrap_or_default();
         for (key, tracks) in &clients.published {
             let actions = self.with_plane(&id, |plane, now| {
@@ -537,7 +600,8 @@ impl Mesh {
             self.apply(&id, actions);
         }
         for key in &clients.subscribed {
-            let actions = self.with_plane(&id, |plane, now| plane.set_local_interest(key, true, now));
+            let actions =
+                self.with_plane(&id, |plane, now| plane.set_local_interest(key, true, now));
             self.apply(&id, actions);
         }
     }
@@ -576,15 +640,28 @@ impl Mesh {
         } else {
             clients.subscribed.remove(key);
         }
-        let actions = self.with_plane(&id, |plane, now| plane.set_local_interest(key, interested, now));
+        let actions = self.with_plane(&id, |plane, now| {
+            plane.set_local_interest(key, interested, now)
+        });
         self.apply(&id, actions);
     }
 
     /// Reloads every live node, at the same instant, with a new config
-    /// (same nodes and links; apps may change).
+    /// (same nodes and links; apps may change). Client sessions on nodes no
+    /// longer allowed for their app are revoked (forgotten by the harness;
+    /// the plane forgets the channel itself).
     pub fn set_policy(&mut self, toml_text: &str) {
         let policy = policy_from_toml(toml_text);
         self.policies.push(Arc::clone(&policy));
+        // Sessions on nodes no longer allowed for their app are revoked.
+        for (id, clients) in &mut self.clients {
+            clients
+                .published
+                .retain(|key, _| policy.node_allowed(&key.0, id));
+            clients
+                .subscribed
+                .retain(|key| policy.node_allowed(&key.0, id));
+        }
         for id in self.nodes() {
             let policy = Arc::clone(&policy);
             let actions = self.with_plane(&id, |plane, now| plane.set_policy(policy, now));
@@ -669,7 +746,15 @@ impl Mesh {
             .iter()
             .rev()
             .take(12)
-            .map(|d| format!("t+{} {} -> {}: {:?}", d.at_ms - START_MS, d.from, d.to, d.msg))
+            .map(|d| {
+                format!(
+                    "t+{} {} -> {}: {:?}",
+                    d.at_ms - START_MS,
+                    d.from,
+                    d.to,
+                    d.msg
+                )
+            })
             .collect();
         NotConverged {
             events,
@@ -686,7 +771,10 @@ impl Mesh {
     }
 
     fn next_event_at(&self) -> Option<u64> {
-        Some(self.next_message_at().map_or(self.next_tick_ms, |at| at.min(self.next_tick_ms)))
+        Some(
+            self.next_message_at()
+                .map_or(self.next_tick_ms, |at| at.min(self.next_tick_ms)),
+        )
     }
 
     /// Processes the next event: the earliest delivery, or the tick if it
@@ -738,6 +826,7 @@ impl Mesh {
             to: to.clone(),
             msg: flight.msg.clone(),
             epoch: flight.epoch,
+            delivered_epoch: self.policies.len() - 1,
         });
         let actions = self.with_plane(&to, |plane, now| plane.on_peer_msg(&from, flight.msg, now));
         self.apply(&to, actions);
@@ -766,7 +855,8 @@ impl Mesh {
         self.connected.insert(link.clone());
         let rtt_us = self.configured.get(link).copied().unwrap_or(0) * 1000;
         for (me, peer) in [(a, b), (b, a)] {
-            let actions = self.with_plane(me, |plane, now| plane.peer_up(peer.clone(), rtt_us, now));
+            let actions =
+                self.with_plane(me, |plane, now| plane.peer_up(peer.clone(), rtt_us, now));
             self.apply(me, actions);
         }
     }
@@ -788,7 +878,11 @@ impl Mesh {
     }
 
     /// Runs `input` on a live node's plane; a dead node does nothing.
-    fn with_plane(&mut self, id: &NodeId, input: impl FnOnce(&mut Plane, u64) -> Vec<Action>) -> Vec<Action> {
+    fn with_plane(
+        &mut self,
+        id: &NodeId,
+        input: impl FnOnce(&mut Plane, u64) -> Vec<Action>,
+    ) -> Vec<Action> {
         let now = self.now_ms;
         match self.planes.get_mut(id) {
             Some(Some(plane)) => input(plane, now),
@@ -801,7 +895,11 @@ impl Mesh {
         for action in actions {
             match action {
                 Action::Send { peer, msg } => self.send(from, peer, msg),
-                Action::Decision { key, origin, outcome } => self.decisions.push(Decision {
+                Action::Decision {
+                    key,
+                    origin,
+                    outcome,
+                } => self.decisions.push(Decision {
                     at_ms: self.now_ms,
                     node: from.clone(),
                     key,
@@ -827,9 +925,9 @@ impl Mesh {
         };
         let epoch = self.policies.len() - 1;
         let queue = self.queues.entry((from.clone(), to)).or_default();
-        let at_ms = queue
-            .back()
-            .map_or(self.now_ms + one_way, |last| last.at_ms.max(self.now_ms + one_way));
+        let at_ms = queue.back().map_or(self.now_ms + one_way, |last| {
+            last.at_ms.max(self.now_ms + one_way)
+        });
         queue.push_back(Flight {
             at_ms,
             sent_ms: self.now_ms,
