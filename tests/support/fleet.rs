@@ -25,14 +25,24 @@ pub const NODES: [&str; 6] = [
 /// address suffix (100, 101, ...).
 pub const COUNTRIES: [&str; 6] = ["NL", "DE", "US", "SG", "GB", "RU"];
 
-/// A unique `127.a.b` prefix for this test's addresses.
-fn unique_prefix() -> (u8, u8) {
+/// A `127.a.b` prefix whose node addresses are free right now, so that
+/// fleets of tests running in parallel (threads or processes) do not
+/// collide.
+pub fn free_prefix() -> (u8, u8) {
     use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 2];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .expect("randomness");
-    (100 + bytes[0] % 140, bytes[1])
+    for _ in 0..64 {
+        let mut bytes = [0u8; 2];
+        ring::rand::SystemRandom::new().fill(&mut bytes).expect("randomness");
+        let prefix = (100 + bytes[0] % 140, bytes[1]);
+        let free = (0..NODES.len()).all(|i| {
+            let ip = Ipv4Addr::new(127, prefix.0, prefix.1, 10 + i as u8);
+            std::net::UdpSocket::bind((ip, 4433)).is_ok() && std::net::TcpListener::bind((ip, 9090)).is_ok()
+        });
+        if free {
+            return prefix;
+        }
+    }
+    panic!("no free loopback prefix");
 }
 
 /// The configuration of the test fleet. `apps` is extra TOML appended
@@ -130,7 +140,7 @@ impl TestFleet {
 
     /// Starts only `nodes` of the topology (the others stay down).
     pub async fn start_nodes(spec: FleetSpec, nodes: &[&str]) -> TestFleet {
-        let prefix = unique_prefix();
+        let prefix = free_prefix();
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("regions.toml");
         std::fs::write(&path, config_text(prefix, &spec)).expect("write config");
