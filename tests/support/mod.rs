@@ -1,7 +1,8 @@
 //! Shared integration-test harness; each module is a helper other tests reuse.
 #![allow(unreachable_pub, dead_code)]
 
-pub mod mmdb;
 pub mod fleet;
+pub mod mmdb;
 pub mod sim;
 pub mod udp_proxy;
+pub mod served;
