@@ -7,6 +7,7 @@
 //! - [`plane`]: the sans-IO mesh control plane (channel directory, routes).
 //! - [`hub`]: the node's shared state and the per-track fast path.
 //! - [`fanout`]: bounded drop-oldest queues and per-app counters.
+//! - [`quality`]: interarrival jitter of publishers' media.
 //! - [`session`]: one client connection.
 //! - [`mesh`]: mesh links.
 //! - [`stream`]: control-stream IO.
@@ -17,6 +18,7 @@ pub mod hub;
 pub mod mesh;
 pub mod plane;
 pub mod policy;
+pub mod quality;
 pub mod session;
 pub mod stream;
 

@@ -4,6 +4,7 @@
 //! application close with the same code, never a hang.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -21,6 +22,7 @@ use super::fanout::{
     AppCounters, DatagramQueue, DropReason, MessageQueue, run_datagram_writer, run_message_writer,
 };
 use super::hub::{CONTROL_QUEUE, Hub, Outbound, SessionEntry, targets_to_wire};
+use super::quality::JitterMeter;
 use super::stream::{FrameReader, run_control_writer};
 
 /// How long a client has to open its control stream and send `HELLO`.
@@ -167,11 +169,13 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
         let _ = control.try_send(Outbound::Frame(welcome));
         tracing::debug!(session, "session admitted");
 
+        let jitter: SharedJitter = Arc::new(AtomicU64::new(NO_JITTER));
         let datagram_task = tokio::spawn(read_datagrams(
             Arc::clone(&hub),
             conn.clone(),
             session,
             Arc::clone(&traffic),
+            Arc::clone(&jitter),
         ));
         let streams_task = tokio::spawn(read_message_streams(
             Arc::clone(&hub),
@@ -181,13 +185,17 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
             Arc::clone(&traffic),
         ));
         let quality_every = Duration::from_secs(policy.fleet.metadata.quality_interval_secs.max(1));
+        let meters = Meters {
+            traffic: Arc::clone(&traffic),
+            datagrams: Arc::clone(&datagrams),
+            jitter: Arc::clone(&jitter),
+        };
         let sampler = tokio::spawn(sample_quality(
             Arc::clone(&hub),
             conn.clone(),
             app.clone(),
             session,
-            Arc::clone(&traffic),
-            Arc::clone(&datagrams),
+            meters,
             quality_every,
         ));
         let mut close_code = None;
@@ -279,14 +287,30 @@ fn handle_frame(
     Ok(())
 }
 
+/// A session's jitter in µs as `f64` bits; [`NO_JITTER`] until measured.
+type SharedJitter = Arc<AtomicU64>;
+
+/// The "not measured" value of a [`SharedJitter`].
+const NO_JITTER: u64 = u64::MAX;
+
 async fn read_datagrams(
     hub: Arc<Hub>,
     conn: quinn::Connection,
     session: u64,
     traffic: Arc<AppCounters>,
+    jitter: SharedJitter,
 ) {
+    let started = tokio::time::Instant::now();
+    let mut meter = JitterMeter::default();
     while let Ok(datagram) = conn.read_datagram().await {
         traffic.count_in(datagram.len());
+        if let Ok((header, _)) = crate::wire::MediaHeader::parse(&datagram) {
+            let arrival_us = started.elapsed().as_micros() as u64;
+            meter.observe(header.track, header.timestamp_us, arrival_us);
+            if let Some(us) = meter.jitter_us() {
+                jitter.store(us.to_bits(), Ordering::Relaxed);
+            }
+        }
         hub.client_datagram(session, datagram);
     }
 }
@@ -314,15 +338,29 @@ async fn read_message_streams(
 
 /// Records a quality sample of the session every `every`: loss from QUIC's
 /// path statistics, bitrates from the session's counters, RTT, and drops.
+/// What a session measures about itself, read by its quality sampler.
+struct Meters {
+    /// Bytes and packets from the client (in) and in messages to it (out).
+    traffic: Arc<AppCounters>,
+    /// The datagram queue to the client: what was sent, what was dropped.
+    datagrams: Arc<DatagramQueue>,
+    /// Interarrival jitter of the client's media.
+    jitter: SharedJitter,
+}
+
 async fn sample_quality(
     hub: Arc<Hub>,
     conn: quinn::Connection,
     app: AppId,
     session: u64,
-    traffic: Arc<AppCounters>,
-    datagrams: Arc<DatagramQueue>,
+    meters: Meters,
     every: Duration,
 ) {
+    let Meters {
+        traffic,
+        datagrams,
+        jitter,
+    } = meters;
     let mut interval = tokio::time::interval(every);
     interval.tick().await;
     let mut last_in = traffic.snapshot();
@@ -364,7 +402,9 @@ async fn sample_quality(
                 bitrate_out_bps: ((now_out.bytes_out - last_out.bytes_out) as f64 * 8.0 / seconds)
                     as u64,
                 rtt_ms: conn.rtt().as_secs_f64() * 1000.0,
-                jitter_ms: None,
+                jitter_ms: Some(jitter.load(Ordering::Relaxed))
+                    .filter(|bits| *bits != NO_JITTER)
+                    .map(|bits| f64::from_bits(bits) / 1000.0),
                 drops,
             },
         );
