@@ -65,7 +65,7 @@ async fn sessions_tracks_quality_and_decisions_are_recorded() {
         .iter()
         .filter_map(|e| match &e.kind {
             EventKind::SessionOpened { session_id, user, client_country, client_ip, .. } => {
-                Some((*session_id, user.clone(), *client_country, client_ip.clone()))
+                Some((*session_id, user.clone(), *client_country, *client_ip))
             }
             _ => None,
         })
