@@ -44,6 +44,14 @@ pub type ChannelKey = (AppId, String);
 /// grow without bound on a long-running node).
 pub const MAX_SEEN: usize = 65_536;
 
+/// How often a node re-sends the subscriptions it holds upstream.
+pub const REFRESH_MS: u64 = 2_000;
+/// A downstream subscription not refreshed for this long is dropped (soft
+/// state: forwarding that nobody asks for any more cannot linger).
+pub const EXPIRE_MS: u64 = 7_000;
+/// How long a forgotten channel's announcement sequence numbers are kept.
+pub const TOMBSTONE_MS: u64 = 60_000;
+
 /// How long a failed upstream waits before the next attempt.
 const RETRY_BACKOFF_MS: u64 = 250;
 
@@ -125,8 +133,17 @@ struct Channel {
     upstream: BTreeMap<NodeId, Upstream>,
     /// Origins whose last attempt failed: (retry at, reason).
     failed: BTreeMap<NodeId, (u64, String)>,
-    /// Per origin: downstream peer -> the requester's path up to that peer.
-    downstream: BTreeMap<NodeId, BTreeMap<NodeId, Vec<NodeId>>>,
+    /// Per origin: the downstream peers this node forwards to.
+    downstream: BTreeMap<NodeId, BTreeMap<NodeId, Downstream>>,
+}
+
+/// A peer that subscribed through this node.
+#[derive(Clone, Debug)]
+struct Downstream {
+    /// The requester's path up to that peer (for the loop check).
+    visited: Vec<NodeId>,
+    /// When its subscription was last (re)sent; stale ones expire.
+    refreshed_ms: u64,
 }
 
 impl Channel {
@@ -168,6 +185,11 @@ pub struct Plane {
     link_db: BTreeMap<NodeId, LinkRecord>,
     my_seq: u64,
     channels: BTreeMap<ChannelKey, Channel>,
+    /// Announcement sequence numbers of forgotten channels, per origin, so
+    /// that a copy still travelling round a cycle is not taken for news:
+    /// (seq, forget at).
+    tombstones: BTreeMap<(ChannelKey, NodeId), (u64, u64)>,
+    last_refresh_ms: u64,
     seen: BTreeSet<ChannelKey>,
     violations: u64,
 }
@@ -187,6 +209,8 @@ impl Plane {
             link_db: BTreeMap::new(),
             my_seq: 0,
             channels: BTreeMap::new(),
+            tombstones: BTreeMap::new(),
+            last_refresh_ms: 0,
             seen: BTreeSet::new(),
             violations: 0,
         }
@@ -368,7 +392,7 @@ impl Plane {
         let msg = self.local_announce(key, &self.channels[key]);
         self.send_to_allowed_peers(&key.0, None, &msg, &mut actions);
         actions.push(Action::ChannelChanged(key.clone()));
-        self.gc(key);
+        self.gc(key, now_ms);
         actions
     }
 
@@ -389,7 +413,7 @@ impl Plane {
         channel.local_interest = interested;
         actions.push(Action::ChannelChanged(key.clone()));
         self.reconcile(key, now_ms, &mut actions);
-        self.gc(key);
+        self.gc(key, now_ms);
         actions
     }
 
@@ -422,7 +446,48 @@ impl Plane {
         for key in due {
             self.reconcile(&key, now_ms, &mut actions);
         }
+        if now_ms >= self.last_refresh_ms + REFRESH_MS {
+            self.last_refresh_ms = now_ms;
+            self.refresh(now_ms, &mut actions);
+        }
+        self.tombstones.retain(|_, (_, forget_at)| *forget_at > now_ms);
         actions
+    }
+
+    /// Re-sends every upstream subscription (soft state) and expires
+    /// downstream subscriptions that were not refreshed.
+    fn refresh(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+        let mut resend = Vec::new();
+        let mut expired = Vec::new();
+        for (key, channel) in &mut self.channels {
+            for (origin, up) in &channel.upstream {
+                resend.push((
+                    up.peer.clone(),
+                    PeerMsg::Subscribe {
+                        key: key.clone(),
+                        origin: origin.clone(),
+                        path: up.path.clone(),
+                    },
+                ));
+            }
+            let mut changed = false;
+            for downstream in channel.downstream.values_mut() {
+                let before = downstream.len();
+                downstream.retain(|_, d| now_ms.saturating_sub(d.refreshed_ms) <= EXPIRE_MS);
+                changed |= downstream.len() != before;
+            }
+            if changed {
+                expired.push(key.clone());
+            }
+        }
+        for (peer, msg) in resend {
+            self.send_if_allowed_peer(&peer, msg, actions);
+        }
+        for key in expired {
+            actions.push(Action::ChannelChanged(key.clone()));
+            self.reconcile(&key, now_ms, actions);
+            self.gc(&key, now_ms);
+        }
     }
 
     /// A new policy is in force (reload). Channels of apps no longer allowed
@@ -775,6 +840,10 @@ impl Plane {
         if origin == self.me {
             return;
         }
+        let tombstone = self.tombstones.get(&(key.clone(), origin.clone()));
+        if tombstone.is_some_and(|(known, _)| *known >= seq) {
+            return;
+        }
         self.remember(&key);
         let channel = self.channels.entry(key.clone()).or_default();
         if channel.remote.get(&origin).is_some_and(|r| r.seq >= seq) {
@@ -796,7 +865,7 @@ impl Plane {
         self.send_to_allowed_peers(&key.0, Some(from), &msg, actions);
         actions.push(Action::ChannelChanged(key.clone()));
         self.reconcile(&key, now_ms, actions);
-        self.gc(&key);
+        self.gc(&key, now_ms);
     }
 
     fn refuse(
@@ -851,13 +920,27 @@ impl Plane {
             return;
         }
         let visited: Vec<NodeId> = path[..i].to_vec();
+        let refreshed = self
+            .channels
+            .get_mut(&key)
+            .and_then(|c| c.downstream.get_mut(&origin))
+            .and_then(|d| d.get_mut(from))
+            .map(|d| d.refreshed_ms = now_ms)
+            .is_some();
+        if refreshed {
+            return;
+        }
+        let entry = Downstream {
+            visited,
+            refreshed_ms: now_ms,
+        };
         if origin == self.me {
             let channel = self.channels.entry(key.clone()).or_default();
             channel
                 .downstream
                 .entry(origin)
                 .or_default()
-                .insert(from.clone(), visited);
+                .insert(from.clone(), entry);
             if channel.local.is_empty() {
                 // The subscriber may hold tracks from before this node
                 // restarted: a fresh, empty announcement withdraws them.
@@ -870,7 +953,7 @@ impl Plane {
         }
         let channel = self.channels.entry(key.clone()).or_default();
         if let Some(up) = channel.upstream.get(&origin) {
-            if up.path.iter().skip(1).any(|n| visited.contains(n)) {
+            if up.path.iter().skip(1).any(|n| entry.visited.contains(n)) {
                 let message = format!(
                     "{} already pulls this channel through the requester; retry",
                     self.me
@@ -909,7 +992,7 @@ impl Plane {
                 .downstream
                 .entry(origin)
                 .or_default()
-                .insert(from.clone(), visited);
+                .insert(from.clone(), entry);
         }
         actions.push(Action::ChannelChanged(key));
     }
@@ -932,7 +1015,7 @@ impl Plane {
         if removed {
             actions.push(Action::ChannelChanged(key.clone()));
             self.reconcile(&key, now_ms, actions);
-            self.gc(&key);
+            self.gc(&key, now_ms);
         }
     }
 
@@ -1135,13 +1218,19 @@ impl Plane {
     /// Forgets a channel nothing here needs any more. Its announcement
     /// sequence numbers go with it; a later announcement starts from the
     /// current time, so it still supersedes anything older.
-    fn gc(&mut self, key: &ChannelKey) {
-        if self
+    fn gc(&mut self, key: &ChannelKey, now_ms: u64) {
+        if !self
             .channels
             .get(key)
             .is_some_and(|c| c.is_idle() && c.failed.is_empty())
         {
-            self.channels.remove(key);
+            return;
+        }
+        if let Some(channel) = self.channels.remove(key) {
+            for (origin, remote) in channel.remote {
+                self.tombstones
+                    .insert((key.clone(), origin), (remote.seq, now_ms + TOMBSTONE_MS));
+            }
         }
     }
 }
