@@ -894,8 +894,14 @@ fn check_scenario(scenario: &Scenario) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Cases of the random-mesh property: 400 in the suite; set
+/// `PLANE_SIM_CASES` for a longer hunt.
+fn random_mesh_cases() -> u32 {
+    std::env::var("PLANE_SIM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: random_mesh_cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Random connected meshes, random allowed regions, random sequences of
     /// link cuts and repairs, node deaths and restarts, (un)subscriptions,

@@ -23,7 +23,7 @@ use super::fanout::{
 };
 use super::hub::{CONTROL_QUEUE, Hub, Outbound, SessionEntry, targets_to_wire};
 use super::quality::JitterMeter;
-use super::stream::{FrameReader, run_control_writer};
+use super::stream::{FrameReader, StreamError, run_control_writer};
 
 /// How long a client has to open its control stream and send `HELLO`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -207,6 +207,8 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
             let frame = match frame {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
+                // The connection went away (the client closed or vanished).
+                Err(StreamError::Read(_)) => break,
                 Err(err) => {
                     close_code = Some(err.code());
                     close(&control, ErrorFrame::new(err.code(), err.to_string()));
