@@ -140,7 +140,8 @@ async fn the_metadata_report_matches_the_loadgen_to_the_byte() {
     assert_eq!(
         summary["errors"].as_object().map(|e| e.len()),
         Some(0),
-        "{summary}"
+        "{summary}\nserve log:\n{}",
+        fleet.log("serve")
     );
     assert_eq!(
         summary["failures"].as_object().map(|e| e.len()),
