@@ -464,9 +464,13 @@ impl Client {
             .map_err(|e| ClientError::Closed(e.to_string()))
     }
 
-    /// Leaves cleanly and waits (briefly) for the close to reach the relay.
+    /// Leaves cleanly: sends `GOODBYE`, lets the relay close the connection
+    /// (at most [`crate::relay::stream::CLOSE_GRACE`]), then closes and waits
+    /// briefly for the close to reach the relay.
     pub async fn close(self) {
-        let _ = self.send_frame(Frame::Goodbye).await;
+        if self.send_frame(Frame::Goodbye).await.is_ok() {
+            let _ = tokio::time::timeout(crate::relay::stream::CLOSE_GRACE, self.conn.closed()).await;
+        }
         self.conn.close(0u32.into(), b"bye");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }

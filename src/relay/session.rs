@@ -28,9 +28,6 @@ use super::stream::{FrameReader, StreamError, run_control_writer};
 /// How long a client has to open its control stream and send `HELLO`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The reason text of a client's own clean leave.
-const GOODBYE: &str = "goodbye";
-
 /// How many reliable messages may wait for one subscriber.
 const MESSAGE_QUEUE: usize = 1024;
 
@@ -215,18 +212,17 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
                     break;
                 }
             };
-            if let Err(refusal) = handle_frame(
-                &hub,
-                session,
-                frame,
-                &control,
-                limits.max_tracks_per_session,
-            ) {
-                if refusal.code != ErrorCode::ShuttingDown || refusal.message != GOODBYE {
-                    close_code = Some(refusal.code);
+            match handle_frame(&hub, session, frame, &control, limits.max_tracks_per_session) {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Leave) => {
+                    conn.close(0u32.into(), b"goodbye");
+                    break;
                 }
-                close(&control, refusal_frame(&refusal));
-                break;
+                Err(refusal) => {
+                    close_code = Some(refusal.code);
+                    close(&control, refusal_frame(&refusal));
+                    break;
+                }
             }
         }
         datagram_task.abort();
@@ -256,6 +252,14 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
     .await
 }
 
+/// What the control loop does after a frame.
+enum Flow {
+    /// Keep serving.
+    Continue,
+    /// The client said `GOODBYE`: close normally (code 0).
+    Leave,
+}
+
 /// Applies one control frame; an `Err` ends the session with that refusal.
 fn handle_frame(
     hub: &Hub,
@@ -263,7 +267,7 @@ fn handle_frame(
     frame: Frame,
     control: &mpsc::Sender<Outbound>,
     max_tracks: usize,
-) -> Result<(), Refusal> {
+) -> Result<Flow, Refusal> {
     match frame {
         Frame::Announce(announce) => {
             let track = hub.announce(session, &announce, max_tracks)?;
@@ -276,9 +280,7 @@ fn handle_frame(
         Frame::Unannounce { track } => hub.unannounce(session, track)?,
         Frame::Subscribe => hub.subscribe(session)?,
         Frame::Unsubscribe => hub.unsubscribe(session)?,
-        Frame::Goodbye => {
-            return Err(Refusal::plain(ErrorCode::ShuttingDown, GOODBYE));
-        }
+        Frame::Goodbye => return Ok(Flow::Leave),
         other => {
             return Err(Refusal::plain(
                 ErrorCode::ProtocolViolation,
@@ -286,7 +288,7 @@ fn handle_frame(
             ));
         }
     }
-    Ok(())
+    Ok(Flow::Continue)
 }
 
 /// A session's jitter in µs as `f64` bits; [`NO_JITTER`] until measured.
