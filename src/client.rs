@@ -469,7 +469,8 @@ impl Client {
     /// briefly for the close to reach the relay.
     pub async fn close(self) {
         if self.send_frame(Frame::Goodbye).await.is_ok() {
-            let _ = tokio::time::timeout(crate::relay::stream::CLOSE_GRACE, self.conn.closed()).await;
+            let _ =
+                tokio::time::timeout(crate::relay::stream::CLOSE_GRACE, self.conn.closed()).await;
         }
         self.conn.close(0u32.into(), b"bye");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;

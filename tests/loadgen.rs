@@ -36,24 +36,25 @@ async fn loadgen_counts_exactly_against_a_served_fleet() {
     let nl = fleet.client_ip("NL").to_string();
 
     // The acceptance run: 1 publisher -> 3 subscribers on one node, 5 s at 200 pps.
-    let summary = fleet.loadgen(
-        "acme-health",
-        &args(&[
-            "--node",
-            "eu-fra-1",
-            "--publishers",
-            "1",
-            "--subscribers",
-            "3",
-            "--rate",
-            "200",
-            "--duration",
-            "5",
-            "--bind",
-            &nl,
-        ]),
-    )
-    .await;
+    let summary = fleet
+        .loadgen(
+            "acme-health",
+            &args(&[
+                "--node",
+                "eu-fra-1",
+                "--publishers",
+                "1",
+                "--subscribers",
+                "3",
+                "--rate",
+                "200",
+                "--duration",
+                "5",
+                "--bind",
+                &nl,
+            ]),
+        )
+        .await;
     assert_eq!(count(&summary, "publishers"), 1, "{summary}");
     assert_eq!(count(&summary, "subscribers"), 3, "{summary}");
     let sent = count(&summary, "sent");
@@ -100,20 +101,21 @@ async fn loadgen_counts_exactly_against_a_served_fleet() {
     );
 
     // acme-health is EU-only: clients sent to the UK node are redirected.
-    let summary = fleet.loadgen(
-        "acme-health",
-        &args(&[
-            "--node",
-            "uk-lon-1",
-            "--subscribers",
-            "2",
-            "--duration",
-            "1",
-            "--bind",
-            &nl,
-        ]),
-    )
-    .await;
+    let summary = fleet
+        .loadgen(
+            "acme-health",
+            &args(&[
+                "--node",
+                "uk-lon-1",
+                "--subscribers",
+                "2",
+                "--duration",
+                "1",
+                "--bind",
+                &nl,
+            ]),
+        )
+        .await;
     assert_eq!(count(&summary, "redirects"), 3, "{summary}");
     assert!(count(&summary, "sent") > 0, "{summary}");
     assert_eq!(
@@ -124,20 +126,21 @@ async fn loadgen_counts_exactly_against_a_served_fleet() {
 
     // acme-health denies clients from RU: every client is refused, counted, and the run completes.
     let ru = fleet.client_ip("RU").to_string();
-    let summary = fleet.loadgen(
-        "acme-health",
-        &args(&[
-            "--node",
-            "eu-fra-1",
-            "--subscribers",
-            "2",
-            "--duration",
-            "1",
-            "--bind",
-            &ru,
-        ]),
-    )
-    .await;
+    let summary = fleet
+        .loadgen(
+            "acme-health",
+            &args(&[
+                "--node",
+                "eu-fra-1",
+                "--subscribers",
+                "2",
+                "--duration",
+                "1",
+                "--bind",
+                &ru,
+            ]),
+        )
+        .await;
     assert_eq!(
         summary["errors"]["GEOFENCE_DENIED"].as_u64(),
         Some(3),

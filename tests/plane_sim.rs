@@ -897,7 +897,10 @@ fn check_scenario(scenario: &Scenario) -> Result<(), TestCaseError> {
 /// Cases of the random-mesh property: 400 in the suite; set
 /// `PLANE_SIM_CASES` for a longer hunt.
 fn random_mesh_cases() -> u32 {
-    std::env::var("PLANE_SIM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400)
+    std::env::var("PLANE_SIM_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400)
 }
 
 proptest! {

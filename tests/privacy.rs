@@ -54,41 +54,69 @@ async fn a_canary_payload_is_found_in_no_file_and_no_log_line() {
     let canary = format!("CANARY-{:016x}-{:08x}", rand_u64(), std::process::id());
     let mut fleet = ServedFleet::configure(&metadata_on());
     fleet.serve_all("trace");
-    fleet.wait_links("eu-fra-1", &["eu-ams-1", "uk-lon-1"]).await;
-    fleet.wait_links("eu-ams-1", &["eu-fra-1", "uk-lon-1"]).await;
+    fleet
+        .wait_links("eu-fra-1", &["eu-ams-1", "uk-lon-1"])
+        .await;
+    fleet
+        .wait_links("eu-ams-1", &["eu-fra-1", "uk-lon-1"])
+        .await;
 
     let options = fleet.client_options();
-    let mut subscriber = Client::connect(&options, &[fleet.target("eu-ams-1")], &fleet.join("globex-media", "secret-show", "viewer", Role::Subscribe))
-        .await
-        .expect("subscriber");
+    let mut subscriber = Client::connect(
+        &options,
+        &[fleet.target("eu-ams-1")],
+        &fleet.join("globex-media", "secret-show", "viewer", Role::Subscribe),
+    )
+    .await
+    .expect("subscriber");
     subscriber.subscribe().await.expect("subscribe");
-    let publisher = Client::connect(&options, &[fleet.target("eu-fra-1")], &fleet.join("globex-media", "secret-show", "studio", Role::Publish))
+    let publisher = Client::connect(
+        &options,
+        &[fleet.target("eu-fra-1")],
+        &fleet.join("globex-media", "secret-show", "studio", Role::Publish),
+    )
+    .await
+    .expect("publisher");
+    let track = publisher
+        .announce(TrackKind::Video, false, "cam")
         .await
-        .expect("publisher");
-    let track = publisher.announce(TrackKind::Video, false, "cam").await.expect("announce");
+        .expect("announce");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, subscriber.events().next()).await {
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, subscriber.events().next()).await
+    {
         if matches!(event, Event::TrackAdded(_)) {
             break;
         }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     for seq in 0..200u64 {
-        publisher.send_media(track, seq, seq, canary.as_bytes()).expect("send");
+        publisher
+            .send_media(track, seq, seq, canary.as_bytes())
+            .expect("send");
         if seq % 10 == 9 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    publisher.send_message(track, canary.as_bytes()).await.expect("message");
+    publisher
+        .send_message(track, canary.as_bytes())
+        .await
+        .expect("message");
     let mut delivered = 0;
     let until = tokio::time::Instant::now() + Duration::from_secs(2);
     while let Ok(Some(event)) = tokio::time::timeout_at(until, subscriber.events().next()).await {
         match event {
-            Event::Media { payload, .. } | Event::Message { payload, .. } if payload == canary.as_bytes() => delivered += 1,
+            Event::Media { payload, .. } | Event::Message { payload, .. }
+                if payload == canary.as_bytes() =>
+            {
+                delivered += 1
+            }
             _ => {}
         }
     }
-    assert!(delivered >= 190, "the canary media was relayed across the mesh: {delivered}");
+    assert!(
+        delivered >= 190,
+        "the canary media was relayed across the mesh: {delivered}"
+    );
     publisher.close().await;
     subscriber.close().await;
 
@@ -96,13 +124,29 @@ async fn a_canary_payload_is_found_in_no_file_and_no_log_line() {
     fleet.signal("serve", "-TERM");
     fleet.wait_exit("serve", Duration::from_secs(15)).await;
     let log = fleet.log("serve");
-    assert!(log.lines().count() > 100, "trace logging was on ({} lines)", log.lines().count());
-    assert!(log.contains("secret-show") || log.contains("globex-media"), "the log is the real one");
-    assert!(!files_containing(&fleet.metadata_dir(), b"secret-show", 3).is_empty(), "metadata recorded the session");
+    assert!(
+        log.lines().count() > 100,
+        "trace logging was on ({} lines)",
+        log.lines().count()
+    );
+    assert!(
+        log.contains("secret-show") || log.contains("globex-media"),
+        "the log is the real one"
+    );
+    assert!(
+        !files_containing(&fleet.metadata_dir(), b"secret-show", 3).is_empty(),
+        "metadata recorded the session"
+    );
     let hits = files_containing(fleet.path(), canary.as_bytes(), 6);
-    assert!(hits.is_empty(), "canary at rest under the working dir: {hits:?}");
+    assert!(
+        hits.is_empty(),
+        "canary at rest under the working dir: {hits:?}"
+    );
     let hits = files_containing(&std::env::temp_dir(), canary.as_bytes(), 4);
-    assert!(hits.is_empty(), "canary at rest under the temp dir: {hits:?}");
+    assert!(
+        hits.is_empty(),
+        "canary at rest under the temp dir: {hits:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,7 +158,9 @@ async fn a_sigkilled_server_keeps_every_flushed_event_and_its_store_opens() {
     const SESSIONS: usize = 12;
     for i in 0..SESSIONS {
         let join = fleet.join("acme-health", "ward", &format!("u{i}"), Role::Subscribe);
-        let client = Client::connect(&options, &[fleet.target("eu-fra-1")], &join).await.expect("admitted");
+        let client = Client::connect(&options, &[fleet.target("eu-fra-1")], &join)
+            .await
+            .expect("admitted");
         client.close().await;
     }
     // Longer than the flush interval (100 ms): everything so far is flushed.
@@ -122,10 +168,17 @@ async fn a_sigkilled_server_keeps_every_flushed_event_and_its_store_opens() {
     fleet.signal("serve", "-KILL");
     fleet.wait_exit("serve", Duration::from_secs(5)).await;
 
-    let store = SqliteStore::open_existing(fleet.metadata_dir()).expect("the store opens cleanly after SIGKILL");
+    let store = SqliteStore::open_existing(fleet.metadata_dir())
+        .expect("the store opens cleanly after SIGKILL");
     let events = store.read_events(0, None).expect("read");
-    let opened = events.iter().filter(|e| matches!(e.kind, EventKind::SessionOpened { .. })).count();
-    let closed = events.iter().filter(|e| matches!(e.kind, EventKind::SessionClosed { .. })).count();
+    let opened = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::SessionOpened { .. }))
+        .count();
+    let closed = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::SessionClosed { .. }))
+        .count();
     assert_eq!(opened, SESSIONS, "every flushed session_opened survived");
     assert_eq!(closed, SESSIONS, "every flushed session_closed survived");
 }

@@ -19,21 +19,37 @@ async fn separate_processes_with_certs_fail_over_when_the_transit_is_sigkilled()
     let mut fleet = ServedFleet::configure(&FleetSpec::default());
     fleet.use_certs(&FleetSpec::default());
     fleet.serve_nodes(&["eu-fra-1", "eu-ams-1", "uk-lon-1"], "info");
-    fleet.wait_links("eu-fra-1", &["eu-ams-1", "uk-lon-1"]).await;
-    fleet.wait_links("eu-ams-1", &["eu-fra-1", "uk-lon-1"]).await;
+    fleet
+        .wait_links("eu-fra-1", &["eu-ams-1", "uk-lon-1"])
+        .await;
+    fleet
+        .wait_links("eu-ams-1", &["eu-fra-1", "uk-lon-1"])
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let options = fleet.client_options();
-    let mut subscriber = Client::connect(&options, &[fleet.target("eu-ams-1")], &fleet.join("globex-media", "tv", "viewer", Role::Subscribe))
-        .await
-        .expect("subscriber");
+    let mut subscriber = Client::connect(
+        &options,
+        &[fleet.target("eu-ams-1")],
+        &fleet.join("globex-media", "tv", "viewer", Role::Subscribe),
+    )
+    .await
+    .expect("subscriber");
     subscriber.subscribe().await.expect("subscribe");
-    let publisher = Client::connect(&options, &[fleet.target("eu-fra-1")], &fleet.join("globex-media", "tv", "studio", Role::Publish))
+    let publisher = Client::connect(
+        &options,
+        &[fleet.target("eu-fra-1")],
+        &fleet.join("globex-media", "tv", "studio", Role::Publish),
+    )
+    .await
+    .expect("publisher");
+    let track = publisher
+        .announce(TrackKind::Video, false, "cam")
         .await
-        .expect("publisher");
-    let track = publisher.announce(TrackKind::Video, false, "cam").await.expect("announce");
+        .expect("announce");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, subscriber.events().next()).await {
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, subscriber.events().next()).await
+    {
         if matches!(event, Event::TrackAdded(_)) {
             break;
         }
@@ -43,7 +59,9 @@ async fn separate_processes_with_certs_fail_over_when_the_transit_is_sigkilled()
     // Media flows fra -> lon -> ams between three processes.
     let mut seq = 0u64;
     for _ in 0..100 {
-        publisher.send_media(track, seq, seq, b"frame").expect("send");
+        publisher
+            .send_media(track, seq, seq, b"frame")
+            .expect("send");
         seq += 1;
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -54,9 +72,17 @@ async fn separate_processes_with_certs_fail_over_when_the_transit_is_sigkilled()
             received_before += 1;
         }
     }
-    assert!(received_before >= 99, "media crosses three processes: {received_before}");
+    assert!(
+        received_before >= 99,
+        "media crosses three processes: {received_before}"
+    );
     let lon = fleet.status("uk-lon-1").await;
-    assert!(lon.apps.get("globex-media").is_some_and(|t| t.packets_in >= 99), "London is the transit: {lon:?}");
+    assert!(
+        lon.apps
+            .get("globex-media")
+            .is_some_and(|t| t.packets_in >= 99),
+        "London is the transit: {lon:?}"
+    );
 
     // SIGKILL London: no CONNECTION_CLOSE reaches its peers; they notice by
     // the mesh idle timeout and re-route over the direct link.
@@ -65,9 +91,13 @@ async fn separate_processes_with_certs_fail_over_when_the_transit_is_sigkilled()
     let mut resumed = None;
     let first_after = seq;
     while killed.elapsed() < Duration::from_secs(15) {
-        publisher.send_media(track, seq, seq, b"frame").expect("send");
+        publisher
+            .send_media(track, seq, seq, b"frame")
+            .expect("send");
         seq += 1;
-        if let Ok(Some(Event::Media { header, .. })) = tokio::time::timeout(Duration::from_millis(5), subscriber.events().next()).await {
+        if let Ok(Some(Event::Media { header, .. })) =
+            tokio::time::timeout(Duration::from_millis(5), subscriber.events().next()).await
+        {
             if header.seq >= first_after {
                 resumed = Some(killed.elapsed());
                 break;
@@ -76,7 +106,10 @@ async fn separate_processes_with_certs_fail_over_when_the_transit_is_sigkilled()
     }
     let resumed = resumed.expect("delivery resumes over fra -> ams after London's silent death");
     println!("SIGKILL failover: delivery resumed {resumed:?} after the transit process died");
-    assert!(resumed < Duration::from_secs(6), "bounded by the 2 s mesh idle timeout plus re-routing: {resumed:?}");
+    assert!(
+        resumed < Duration::from_secs(6),
+        "bounded by the 2 s mesh idle timeout plus re-routing: {resumed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,13 +119,25 @@ async fn serve_disables_core_dumps_and_drains_on_sigterm() {
     fleet.serve_nodes(&["eu-fra-1", "eu-ams-1"], "info");
     fleet.wait_links("eu-fra-1", &["eu-ams-1"]).await;
 
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", fleet.pid("eu-fra-1"))).expect("limits");
-    let core = limits.lines().find(|l| l.starts_with("Max core file size")).expect("core line");
-    assert_eq!(core.split_whitespace().collect::<Vec<_>>()[4..6], ["0", "0"], "RLIMIT_CORE is 0: {core}");
+    let limits =
+        std::fs::read_to_string(format!("/proc/{}/limits", fleet.pid("eu-fra-1"))).expect("limits");
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .expect("core line");
+    assert_eq!(
+        core.split_whitespace().collect::<Vec<_>>()[4..6],
+        ["0", "0"],
+        "RLIMIT_CORE is 0: {core}"
+    );
 
-    let mut client = Client::connect(&fleet.client_options(), &[fleet.target("eu-fra-1")], &fleet.join("acme-health", "ward", "nurse", Role::Subscribe))
-        .await
-        .expect("admitted");
+    let mut client = Client::connect(
+        &fleet.client_options(),
+        &[fleet.target("eu-fra-1")],
+        &fleet.join("acme-health", "ward", "nurse", Role::Subscribe),
+    )
+    .await
+    .expect("admitted");
     fleet.signal("eu-fra-1", "-TERM");
     let closed = tokio::time::timeout(Duration::from_secs(5), async {
         loop {

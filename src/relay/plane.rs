@@ -450,7 +450,8 @@ impl Plane {
             self.last_refresh_ms = now_ms;
             self.refresh(now_ms, &mut actions);
         }
-        self.tombstones.retain(|_, (_, forget_at)| *forget_at > now_ms);
+        self.tombstones
+            .retain(|_, (_, forget_at)| *forget_at > now_ms);
         actions
     }
 

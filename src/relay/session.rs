@@ -212,7 +212,13 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
                     break;
                 }
             };
-            match handle_frame(&hub, session, frame, &control, limits.max_tracks_per_session) {
+            match handle_frame(
+                &hub,
+                session,
+                frame,
+                &control,
+                limits.max_tracks_per_session,
+            ) {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Leave) => {
                     conn.close(0u32.into(), b"goodbye");

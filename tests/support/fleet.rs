@@ -32,11 +32,14 @@ pub fn free_prefix() -> (u8, u8) {
     use ring::rand::SecureRandom;
     for _ in 0..64 {
         let mut bytes = [0u8; 2];
-        ring::rand::SystemRandom::new().fill(&mut bytes).expect("randomness");
+        ring::rand::SystemRandom::new()
+            .fill(&mut bytes)
+            .expect("randomness");
         let prefix = (100 + bytes[0] % 140, bytes[1]);
         let free = (0..NODES.len()).all(|i| {
             let ip = Ipv4Addr::new(127, prefix.0, prefix.1, 10 + i as u8);
-            std::net::UdpSocket::bind((ip, 4433)).is_ok() && std::net::TcpListener::bind((ip, 9090)).is_ok()
+            std::net::UdpSocket::bind((ip, 4433)).is_ok()
+                && std::net::TcpListener::bind((ip, 9090)).is_ok()
         });
         if free {
             return prefix;

@@ -3,6 +3,6 @@
 
 pub mod fleet;
 pub mod mmdb;
+pub mod served;
 pub mod sim;
 pub mod udp_proxy;
-pub mod served;

@@ -69,9 +69,16 @@ impl ServedFleet {
             .arg(self.dir.path().join("certs"))
             .output()
             .expect("certs runs");
-        assert!(out.status.success(), "georelay certs: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "georelay certs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let spec = FleetSpec {
-            extra: format!("{}\n[tls]\nca = \"certs/ca.pem\"\ndir = \"certs\"\n", spec.extra),
+            extra: format!(
+                "{}\n[tls]\nca = \"certs/ca.pem\"\ndir = \"certs\"\n",
+                spec.extra
+            ),
             apps: spec.apps.clone(),
             links: spec.links.clone(),
             metadata: spec.metadata,
@@ -108,24 +115,39 @@ impl ServedFleet {
 
     /// The pid of a serving process (`serve`, or a node id).
     pub fn pid(&self, name: &str) -> u32 {
-        self.children.iter().find(|(n, _)| n == name).map(|(_, c)| c.id()).expect("running process")
+        self.children
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.id())
+            .expect("running process")
     }
 
     /// Sends a signal (`-TERM`, `-KILL`, `-HUP`) to a serving process.
     pub fn signal(&self, name: &str, signal: &str) {
-        let status = Command::new("kill").args([signal, &self.pid(name).to_string()]).status().expect("kill");
+        let status = Command::new("kill")
+            .args([signal, &self.pid(name).to_string()])
+            .status()
+            .expect("kill");
         assert!(status.success(), "kill {signal}");
     }
 
     /// Waits up to `limit` for a serving process to exit; its exit status.
     pub async fn wait_exit(&mut self, name: &str, limit: Duration) -> std::process::ExitStatus {
-        let child = &mut self.children.iter_mut().find(|(n, _)| n == name).expect("running process").1;
+        let child = &mut self
+            .children
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .expect("running process")
+            .1;
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(tokio::time::Instant::now() < deadline, "{name} did not exit within {limit:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} did not exit within {limit:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -138,13 +160,29 @@ impl ServedFleet {
     /// A node's address on `port` (4433 QUIC, 9090 admin).
     pub fn addr(&self, node: &str, port: u16) -> SocketAddr {
         let i = NODES.iter().position(|n| *n == node).expect("known node");
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, self.prefix.0, self.prefix.1, 10 + i as u8)), port)
+        SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(
+                127,
+                self.prefix.0,
+                self.prefix.1,
+                10 + i as u8,
+            )),
+            port,
+        )
     }
 
     /// A client source address that geolocates to `country`.
     pub fn client_ip(&self, country: &str) -> IpAddr {
-        let i = COUNTRIES.iter().position(|c| *c == country).expect("known country");
-        IpAddr::V4(Ipv4Addr::new(127, self.prefix.0, self.prefix.1, 100 + i as u8))
+        let i = COUNTRIES
+            .iter()
+            .position(|c| *c == country)
+            .expect("known country");
+        IpAddr::V4(Ipv4Addr::new(
+            127,
+            self.prefix.0,
+            self.prefix.1,
+            100 + i as u8,
+        ))
     }
 
     /// The SDK target for a node.
@@ -162,10 +200,16 @@ impl ServedFleet {
     }
 
     /// Waits until `node` answers on its admin address and `ready(status)`.
-    pub async fn wait_until(&self, node: &str, ready: impl Fn(&georelay::admin::StatusReport) -> bool) {
+    pub async fn wait_until(
+        &self,
+        node: &str,
+        ready: impl Fn(&georelay::admin::StatusReport) -> bool,
+    ) {
         for _ in 0..300 {
             let admin = tokio::net::TcpStream::connect(self.addr(node, 9090));
-            if let Ok(Ok(_listening)) = tokio::time::timeout(Duration::from_millis(200), admin).await {
+            if let Ok(Ok(_listening)) =
+                tokio::time::timeout(Duration::from_millis(200), admin).await
+            {
                 let body = super::fleet::http_get(self.addr(node, 9090), "/status").await;
                 if serde_json::from_str(&body).is_ok_and(|status| ready(&status)) {
                     return;
@@ -181,8 +225,14 @@ impl ServedFleet {
     pub async fn wait_ready(&self, node: &str) {
         for _ in 0..300 {
             let admin = tokio::net::TcpStream::connect(self.addr(node, 9090));
-            if let Ok(Ok(_listening)) = tokio::time::timeout(Duration::from_millis(200), admin).await {
-                if super::fleet::http_request(self.addr(node, 9090), "GET", "/readyz").await.0 == 200 {
+            if let Ok(Ok(_listening)) =
+                tokio::time::timeout(Duration::from_millis(200), admin).await
+            {
+                if super::fleet::http_request(self.addr(node, 9090), "GET", "/readyz")
+                    .await
+                    .0
+                    == 200
+                {
                     return;
                 }
             }
@@ -232,15 +282,23 @@ impl ServedFleet {
 
     /// Waits until `node` reports its links to `peers` up.
     pub async fn wait_links(&self, node: &str, peers: &[&str]) {
-        self.wait_until(node, |status| peers.iter().all(|p| status.links.get(*p).is_some_and(|l| l.up)))
-            .await;
+        self.wait_until(node, |status| {
+            peers
+                .iter()
+                .all(|p| status.links.get(*p).is_some_and(|l| l.up))
+        })
+        .await;
     }
 
     /// Client options trusting the fleet's CA: the `[tls] ca` written by
     /// `certs`, else the dev CA certificate `serve` writes.
     pub fn client_options(&self) -> ClientOptions {
         let certs = self.dir.path().join("certs/ca.pem");
-        let ca = if certs.exists() { certs } else { self.dir.path().join("data/dev-ca.pem") };
+        let ca = if certs.exists() {
+            certs
+        } else {
+            self.dir.path().join("data/dev-ca.pem")
+        };
         let roots = georelay::tls::FleetPki::load_roots(&ca).expect("CA certificate");
         ClientOptions::new(Arc::new(roots))
     }
