@@ -7,7 +7,7 @@
 mod support;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use georelay::auth::Role;
@@ -24,9 +24,10 @@ fn metadata_on() -> FleetSpec {
     }
 }
 
-/// Every file under `root` (bounded depth and size) whose bytes contain
-/// `needle`.
-fn files_containing(root: &Path, needle: &[u8], depth: usize) -> Vec<String> {
+/// Every file under `root` (bounded depth and size) modified at or after
+/// `since` whose bytes contain `needle`. A file older than the test cannot
+/// hold its canary, which is random and made when the test starts.
+fn files_containing(root: &Path, needle: &[u8], depth: usize, since: SystemTime) -> Vec<String> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir(root) else {
         return found;
@@ -36,9 +37,10 @@ fn files_containing(root: &Path, needle: &[u8], depth: usize) -> Vec<String> {
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;
         };
+        let fresh = meta.modified().is_ok_and(|at| at >= since);
         if meta.is_dir() && depth > 0 {
-            found.extend(files_containing(&path, needle, depth - 1));
-        } else if meta.is_file() && meta.len() < 256 * 1024 * 1024 {
+            found.extend(files_containing(&path, needle, depth - 1, since));
+        } else if meta.is_file() && fresh && meta.len() < 256 * 1024 * 1024 {
             if let Ok(bytes) = std::fs::read(&path) {
                 if bytes.windows(needle.len()).any(|w| w == needle) {
                     found.push(path.display().to_string());
@@ -51,6 +53,8 @@ fn files_containing(root: &Path, needle: &[u8], depth: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_payload_is_found_in_no_file_and_no_log_line() {
+    // File times have coarser resolution than the clock: start a second early.
+    let started = SystemTime::now() - Duration::from_secs(1);
     let canary = format!("CANARY-{:016x}-{:08x}", rand_u64(), std::process::id());
     let mut fleet = ServedFleet::configure(&metadata_on());
     fleet.serve_all("trace");
@@ -134,15 +138,15 @@ async fn a_canary_payload_is_found_in_no_file_and_no_log_line() {
         "the log is the real one"
     );
     assert!(
-        !files_containing(&fleet.metadata_dir(), b"secret-show", 3).is_empty(),
+        !files_containing(&fleet.metadata_dir(), b"secret-show", 3, started).is_empty(),
         "metadata recorded the session"
     );
-    let hits = files_containing(fleet.path(), canary.as_bytes(), 6);
+    let hits = files_containing(fleet.path(), canary.as_bytes(), 6, started);
     assert!(
         hits.is_empty(),
         "canary at rest under the working dir: {hits:?}"
     );
-    let hits = files_containing(&std::env::temp_dir(), canary.as_bytes(), 4);
+    let hits = files_containing(&std::env::temp_dir(), canary.as_bytes(), 6, started);
     assert!(
         hits.is_empty(),
         "canary at rest under the temp dir: {hits:?}"
