@@ -1107,6 +1107,13 @@ impl Plane {
                         .windows(2)
                         .all(|w| link_is_up(&self.topology, &w[0], &w[1]));
                 if wanted && valid {
+                    // A subscriber's own path moves back to the cheapest one
+                    // once it is available again (after a failover). With
+                    // downstream peers it stays: they chose their paths
+                    // through this one.
+                    if channel.local_interest && !has_downstream {
+                        changed |= self.reoptimise(key, &origin, &allowed, up, actions);
+                    }
                     continue;
                 }
                 if !wanted {
@@ -1219,6 +1226,62 @@ impl Plane {
     /// Forgets a channel nothing here needs any more. Its announcement
     /// sequence numbers go with it; a later announcement starts from the
     /// current time, so it still supersedes anything older.
+    /// Switches the upstream for `origin` to the cheapest allowed path if that
+    /// starts with another next hop than `current`: subscribe along the new
+    /// path, then leave the old one. Returns whether it switched.
+    fn reoptimise(
+        &mut self,
+        key: &ChannelKey,
+        origin: &NodeId,
+        allowed: &crate::routing::AllowedRegions,
+        current: &Upstream,
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        let Ok(route) = self.topology.cheapest_path(allowed, &self.me, origin) else {
+            return false;
+        };
+        // Only a change of next hop is this node's to make; beyond it, the
+        // path belongs to the nodes upstream.
+        let Some(next) = route.path.get(1).cloned() else {
+            return false;
+        };
+        if next == current.peer {
+            return false;
+        }
+        if let Some(channel) = self.channels.get_mut(key) {
+            channel.upstream.insert(
+                origin.clone(),
+                Upstream {
+                    peer: next.clone(),
+                    path: route.path.clone(),
+                },
+            );
+        }
+        self.send_if_allowed_peer(
+            &next,
+            PeerMsg::Subscribe {
+                key: key.clone(),
+                origin: origin.clone(),
+                path: route.path.clone(),
+            },
+            actions,
+        );
+        self.send_if_allowed_peer(
+            &current.peer,
+            PeerMsg::Unsubscribe {
+                key: key.clone(),
+                origin: origin.clone(),
+            },
+            actions,
+        );
+        actions.push(Action::Decision {
+            key: key.clone(),
+            origin: origin.clone(),
+            outcome: Ok(route.path),
+        });
+        true
+    }
+
     fn gc(&mut self, key: &ChannelKey, now_ms: u64) {
         if !self
             .channels
