@@ -479,15 +479,12 @@ impl Hub {
             .cloned()
     }
 
-    /// A datagram from a local client: forwarded only if that session
-    /// publishes the track.
-    pub fn client_datagram(&self, session: u64, datagram: Bytes) {
-        match crate::wire::MediaHeader::parse_track(&datagram) {
-            Ok(track) => match self.route(track) {
-                Some(route) if route.publisher == Some(session) => route.forward_datagram(datagram),
-                _ => self.drops.count(DropReason::UnknownTrack),
-            },
-            Err(_) => self.drops.count(DropReason::Malformed),
+    /// A datagram of `track` from a local client: forwarded only if that
+    /// session publishes the track.
+    pub fn client_datagram(&self, session: u64, track: u64, datagram: Bytes) {
+        match self.route(track) {
+            Some(route) if route.publisher == Some(session) => route.forward_datagram(datagram),
+            _ => self.drops.count(DropReason::UnknownTrack),
         }
     }
 

@@ -3,8 +3,7 @@
 //! message stream readers. Every refusal is an `ERROR` frame followed by an
 //! application close with the same code, never a hang.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -166,11 +165,12 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
         let _ = control.try_send(Outbound::Frame(welcome));
         tracing::debug!(session, "session admitted");
 
-        let jitter: SharedJitter = Arc::new(AtomicU64::new(NO_JITTER));
+        let jitter: SharedJitter = Arc::default();
         let datagram_task = tokio::spawn(read_datagrams(
             Arc::clone(&hub),
             conn.clone(),
             session,
+            max_payload,
             Arc::clone(&traffic),
             Arc::clone(&jitter),
         ));
@@ -297,31 +297,38 @@ fn handle_frame(
     Ok(Flow::Continue)
 }
 
-/// A session's jitter in µs as `f64` bits; [`NO_JITTER`] until measured.
-type SharedJitter = Arc<AtomicU64>;
+/// A session's jitter estimator, fed per packet, read per quality sample.
+type SharedJitter = Arc<Mutex<JitterMeter>>;
 
-/// The "not measured" value of a [`SharedJitter`].
-const NO_JITTER: u64 = u64::MAX;
-
+/// Reads the client's media datagrams: each is parsed once, checked against
+/// the payload limit advertised in `WELCOME` (larger ones are dropped and
+/// counted as `too_large`), measured for jitter, and handed to the hub.
 async fn read_datagrams(
     hub: Arc<Hub>,
     conn: quinn::Connection,
     session: u64,
+    max_payload: usize,
     traffic: Arc<AppCounters>,
     jitter: SharedJitter,
 ) {
     let started = tokio::time::Instant::now();
-    let mut meter = JitterMeter::default();
     while let Ok(datagram) = conn.read_datagram().await {
         traffic.count_in(datagram.len());
-        if let Ok((header, _)) = crate::wire::MediaHeader::parse(&datagram) {
-            let arrival_us = started.elapsed().as_micros() as u64;
-            meter.observe(header.track, header.timestamp_us, arrival_us);
-            if let Some(us) = meter.jitter_us() {
-                jitter.store(us.to_bits(), Ordering::Relaxed);
-            }
+        let Ok((header, header_len)) = crate::wire::MediaHeader::parse(&datagram) else {
+            hub.drops.count(DropReason::Malformed);
+            continue;
+        };
+        if datagram.len() - header_len > max_payload {
+            hub.drops.count(DropReason::TooLarge);
+            continue;
         }
-        hub.client_datagram(session, datagram);
+        let arrival_us = started.elapsed().as_micros() as u64;
+        jitter.lock().unwrap_or_else(|e| e.into_inner()).observe(
+            header.track,
+            header.timestamp_us,
+            arrival_us,
+        );
+        hub.client_datagram(session, header.track, datagram);
     }
 }
 
@@ -412,9 +419,11 @@ async fn sample_quality(
                 bitrate_out_bps: ((now_out.bytes_out - last_out.bytes_out) as f64 * 8.0 / seconds)
                     as u64,
                 rtt_ms: conn.rtt().as_secs_f64() * 1000.0,
-                jitter_ms: Some(jitter.load(Ordering::Relaxed))
-                    .filter(|bits| *bits != NO_JITTER)
-                    .map(|bits| f64::from_bits(bits) / 1000.0),
+                jitter_ms: jitter
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .jitter_us()
+                    .map(|us| us / 1000.0),
                 drops,
             },
         );

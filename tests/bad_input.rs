@@ -1,0 +1,201 @@
+//! Bad input from a client over raw QUIC (not the SDK, which would not send
+//! it): each gets a clear error code, and the relay keeps serving everyone
+//! else — a publisher and subscriber keep exchanging media throughout.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use georelay::auth::Role;
+use georelay::client::{Client, Event};
+use georelay::error::ErrorCode;
+use georelay::relay::stream::FrameReader;
+use georelay::wire::{Announce, Frame, Hello, MediaHeader, SdkInfo, TrackKind};
+use support::fleet::{FleetSpec, TestFleet};
+
+const NODE: &str = "eu-fra-1";
+
+/// A raw QUIC connection to `NODE` speaking `georelay/1`, with its control
+/// stream open.
+async fn raw(
+    fleet: &TestFleet,
+) -> (
+    quinn::Endpoint,
+    quinn::Connection,
+    quinn::SendStream,
+    FrameReader,
+) {
+    let transport = Arc::new(georelay::tls::transport_config(
+        georelay::tls::TransportKind::Client,
+    ));
+    let config = georelay::tls::client_config(Arc::clone(&fleet.pki.roots), transport)
+        .expect("client config");
+    let mut endpoint =
+        quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    endpoint.set_default_client_config(config);
+    let conn = endpoint
+        .connect(fleet.node_addr(NODE), NODE)
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let (send, recv) = conn.open_bi().await.expect("control stream");
+    (endpoint, conn, send, FrameReader::new(recv))
+}
+
+fn hello(fleet: &TestFleet, version: u64, role: Role) -> Frame {
+    Frame::Hello(Hello {
+        version,
+        app: "acme-health".into(),
+        channel: "ward".into(),
+        token: fleet.token("acme-health", "ward", "raw", role, 600),
+        sdk: SdkInfo::default(),
+    })
+}
+
+async fn send(stream: &mut quinn::SendStream, frame: &Frame) {
+    let mut buf = BytesMut::new();
+    frame.encode(&mut buf);
+    stream.write_all(&buf).await.expect("write");
+}
+
+/// The application close code the relay ended the connection with.
+async fn close_code(conn: &quinn::Connection) -> Option<ErrorCode> {
+    match tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .expect("closed in time")
+    {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            ErrorCode::from_wire(close.error_code.into_inner())
+        }
+        other => panic!("not an application close: {other}"),
+    }
+}
+
+/// A publisher and a subscriber that keep working; returns them and the
+/// track.
+async fn bystanders(fleet: &TestFleet) -> (Client, u64, Client) {
+    let mut subscriber = fleet
+        .connect(NODE, "acme-health", "ward", "nurse", Role::Subscribe, None)
+        .await
+        .expect("subscriber");
+    subscriber.subscribe().await.expect("subscribe");
+    let publisher = fleet
+        .connect(NODE, "acme-health", "ward", "monitor", Role::Publish, None)
+        .await
+        .expect("publisher");
+    let track = publisher
+        .announce(TrackKind::Data, false, "vitals")
+        .await
+        .expect("announce");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, subscriber.events().next()).await
+    {
+        if matches!(event, Event::TrackAdded(_)) {
+            break;
+        }
+    }
+    (publisher, track, subscriber)
+}
+
+/// The bystanders still exchange media: all of `count` packets arrive.
+async fn still_served(publisher: &Client, track: u64, subscriber: &mut Client, first: u64) {
+    for seq in first..first + 50 {
+        publisher.send_media(track, seq, seq, b"ok").expect("send");
+    }
+    let mut got = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Ok(Some(event)) = tokio::time::timeout_at(until, subscriber.events().next()).await {
+        if matches!(event, Event::Media { header, .. } if header.seq >= first) {
+            got += 1;
+        }
+    }
+    assert_eq!(got, 50, "the relay keeps serving everyone else");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_wrong_versions_and_oversize_input_get_clear_codes() {
+    let fleet = TestFleet::start_nodes(FleetSpec::default(), &[NODE]).await;
+    let (publisher, track, mut subscriber) = bystanders(&fleet).await;
+
+    // Garbage on the control stream: PROTOCOL_VIOLATION, with an ERROR frame.
+    let (_endpoint, conn, mut stream, mut reader) = raw(&fleet).await;
+    stream
+        .write_all(&[0x3f, 0x05, 1, 2, 3, 4, 5])
+        .await
+        .expect("write");
+    match reader.next().await {
+        Ok(Some(Frame::Error(error))) => {
+            assert_eq!(error.error_code(), Some(ErrorCode::ProtocolViolation));
+            assert!(!error.message.is_empty(), "the error names the problem");
+        }
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+    assert_eq!(close_code(&conn).await, Some(ErrorCode::ProtocolViolation));
+    still_served(&publisher, track, &mut subscriber, 0).await;
+
+    // A first frame that is not HELLO.
+    let (_endpoint, conn, mut stream, _reader) = raw(&fleet).await;
+    send(&mut stream, &Frame::Subscribe).await;
+    assert_eq!(close_code(&conn).await, Some(ErrorCode::ProtocolViolation));
+
+    // A protocol version this relay does not speak.
+    let (_endpoint, conn, mut stream, _reader) = raw(&fleet).await;
+    send(&mut stream, &hello(&fleet, 7, Role::Publish)).await;
+    assert_eq!(close_code(&conn).await, Some(ErrorCode::UnsupportedVersion));
+
+    // An admitted publisher sends a datagram over the advertised payload
+    // limit: dropped and counted as too_large; then a message over the
+    // message limit: the connection ends with LIMIT_EXCEEDED.
+    let (_endpoint, conn, mut stream, mut reader) = raw(&fleet).await;
+    send(&mut stream, &hello(&fleet, 1, Role::Publish)).await;
+    let Ok(Some(Frame::Welcome(welcome))) = reader.next().await else {
+        panic!("admitted");
+    };
+    send(
+        &mut stream,
+        &Frame::Announce(Announce {
+            track_id: 1,
+            kind: TrackKind::Video,
+            e2ee: false,
+            name: "big".into(),
+        }),
+    )
+    .await;
+    let Ok(Some(Frame::AnnounceOk(ok))) = reader.next().await else {
+        panic!("announced");
+    };
+    let header = MediaHeader {
+        track: ok.track,
+        seq: 0,
+        timestamp_us: 0,
+    };
+    let mut datagram = BytesMut::new();
+    header.encode(&mut datagram);
+    datagram.extend_from_slice(&vec![7u8; welcome.max_datagram_payload as usize + 1]);
+    let before = fleet.status(NODE).await.drops["too_large"];
+    conn.send_datagram(datagram.freeze())
+        .expect("QUIC itself accepts it");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        fleet.status(NODE).await.drops["too_large"],
+        before + 1,
+        "dropped and counted"
+    );
+
+    let mut oversize = BytesMut::new();
+    georelay::wire::encode_message_stream_header(&mut oversize);
+    georelay::wire::encode_message(
+        ok.track,
+        &vec![0u8; welcome.max_message_bytes as usize + 1],
+        &mut oversize,
+    );
+    let mut messages = conn.open_uni().await.expect("uni");
+    let _ = messages.write_all(&oversize).await;
+    assert_eq!(close_code(&conn).await, Some(ErrorCode::LimitExceeded));
+
+    still_served(&publisher, track, &mut subscriber, 1_000).await;
+    fleet.fleet.shutdown().await;
+}
