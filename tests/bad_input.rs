@@ -90,13 +90,7 @@ async fn bystanders(fleet: &TestFleet) -> (Client, u64, Client) {
         .announce(TrackKind::Data, false, "vitals")
         .await
         .expect("announce");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, subscriber.events().next()).await
-    {
-        if matches!(event, Event::TrackAdded(_)) {
-            break;
-        }
-    }
+    support::events::track_added(&mut subscriber).await;
     (publisher, track, subscriber)
 }
 

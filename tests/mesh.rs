@@ -4,45 +4,13 @@
 
 mod support;
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use georelay::auth::Role;
 use georelay::client::{Client, Event};
 use georelay::wire::{SubscriptionStatus, TrackKind};
+use support::events::{media_seqs, next_matching};
 use support::fleet::{FleetSpec, NODES, TestFleet};
-
-/// Waits for the next event matching `pick`, up to `limit`.
-async fn next_matching<T>(
-    client: &mut Client,
-    limit: Duration,
-    mut pick: impl FnMut(Event) -> Option<T>,
-) -> Option<T> {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let event = tokio::time::timeout_at(deadline, client.events().next())
-            .await
-            .ok()??;
-        if let Some(found) = pick(event) {
-            return Some(found);
-        }
-    }
-}
-
-/// Receives media for up to `limit`; returns the distinct sequence numbers.
-async fn collect_media(client: &mut Client, track: u64, limit: Duration) -> BTreeSet<u64> {
-    let mut seen = BTreeSet::new();
-    let deadline = tokio::time::Instant::now() + limit;
-    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, client.events().next()).await {
-        if let Event::Media { header, .. } = event {
-            if header.track == track {
-                seen.insert(header.seq);
-            }
-        }
-    }
-    seen
-}
 
 /// Sends `count` datagrams starting at `first`, paced at about 1 kpps.
 async fn send_burst(publisher: &Client, track: u64, first: u64, count: u64) {
@@ -97,7 +65,7 @@ async fn eu_only_media_avoids_the_cheaper_uk_transit_and_other_apps_take_it() {
     let (publisher, track, mut subscriber) =
         publisher_and_subscriber(&fleet, "acme-health", "ward-7", "eu-fra-1", "eu-ams-1").await;
     send_burst(&publisher, track, 0, 300).await;
-    let seen = collect_media(&mut subscriber, track, Duration::from_millis(800)).await;
+    let seen = media_seqs(&mut subscriber, track, Duration::from_millis(800)).await;
     assert!(
         seen.len() >= 297,
         "EU-only media flows fra -> ams ({} of 300)",
@@ -133,7 +101,7 @@ async fn eu_only_media_avoids_the_cheaper_uk_transit_and_other_apps_take_it() {
     let (publisher, track, mut subscriber) =
         publisher_and_subscriber(&fleet, "globex-media", "show", "eu-fra-1", "eu-ams-1").await;
     send_burst(&publisher, track, 0, 200).await;
-    let seen = collect_media(&mut subscriber, track, Duration::from_millis(800)).await;
+    let seen = media_seqs(&mut subscriber, track, Duration::from_millis(800)).await;
     assert!(
         seen.len() >= 198,
         "globex media flows ({} of 200)",
@@ -195,7 +163,7 @@ async fn allowed_nodes_joined_only_through_a_disallowed_region_fail_closed() {
         .await
         .expect("announce");
     send_burst(&publisher, track, 0, 100).await;
-    let seen = collect_media(&mut subscriber, track, Duration::from_millis(500)).await;
+    let seen = media_seqs(&mut subscriber, track, Duration::from_millis(500)).await;
     assert!(seen.is_empty(), "nothing crosses the UK");
     let lon = fleet.status("uk-lon-1").await;
     assert_eq!(
@@ -244,13 +212,13 @@ async fn killing_the_transit_node_reroutes_then_fails_closed_then_recovers() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     send_burst(&publisher, track, 0, 100).await;
     assert!(
-        collect_media(&mut near, track, Duration::from_millis(500))
+        media_seqs(&mut near, track, Duration::from_millis(500))
             .await
             .len()
             >= 99
     );
     assert!(
-        collect_media(&mut far, track, Duration::from_millis(100))
+        media_seqs(&mut far, track, Duration::from_millis(100))
             .await
             .len()
             >= 99
@@ -265,7 +233,7 @@ async fn killing_the_transit_node_reroutes_then_fails_closed_then_recovers() {
     while killed_at.elapsed() < Duration::from_secs(10) {
         publisher.send_media(track, seq, seq, b"x").expect("send");
         seq += 1;
-        let got = collect_media(&mut near, track, Duration::from_millis(10)).await;
+        let got = media_seqs(&mut near, track, Duration::from_millis(10)).await;
         if got.iter().any(|s| *s >= 1_000) {
             resumed = Some(killed_at.elapsed());
             break;
@@ -279,7 +247,7 @@ async fn killing_the_transit_node_reroutes_then_fails_closed_then_recovers() {
     );
     send_burst(&publisher, track, 5_000, 100).await;
     assert!(
-        collect_media(&mut near, track, Duration::from_millis(500))
+        media_seqs(&mut near, track, Duration::from_millis(500))
             .await
             .len()
             >= 99
@@ -298,7 +266,7 @@ async fn killing_the_transit_node_reroutes_then_fails_closed_then_recovers() {
         georelay::error::ErrorCode::RouteUnavailable.to_wire()
     );
     assert!(
-        collect_media(&mut far, track, Duration::from_millis(200))
+        media_seqs(&mut far, track, Duration::from_millis(200))
             .await
             .iter()
             .all(|s| *s < 1_000)
@@ -318,7 +286,7 @@ async fn killing_the_transit_node_reroutes_then_fails_closed_then_recovers() {
     while restarted_at.elapsed() < Duration::from_secs(10) {
         publisher.send_media(track, seq, seq, b"x").expect("send");
         seq += 1;
-        let got = collect_media(&mut far, track, Duration::from_millis(10)).await;
+        let got = media_seqs(&mut far, track, Duration::from_millis(10)).await;
         if got.iter().any(|s| *s >= 10_000) {
             recovered = Some(restarted_at.elapsed());
             break;
@@ -332,7 +300,7 @@ async fn killing_the_transit_node_reroutes_then_fails_closed_then_recovers() {
     let before = fleet.status("uk-lon-1").await.apps["globex-media"];
     send_burst(&publisher, track, 20_000, 100).await;
     assert!(
-        collect_media(&mut near, track, Duration::from_millis(500))
+        media_seqs(&mut near, track, Duration::from_millis(500))
             .await
             .len()
             >= 99
@@ -425,7 +393,7 @@ async fn a_redirect_from_a_disallowed_node_lands_on_an_allowed_one_and_delivers(
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     send_burst(&publisher, track, 0, 500).await;
-    let seen = collect_media(&mut subscriber, track, Duration::from_millis(800)).await;
+    let seen = media_seqs(&mut subscriber, track, Duration::from_millis(800)).await;
     assert!(
         seen.len() * 100 >= 500 * 99,
         "delivery after redirect is at least 99%: {}",
@@ -488,7 +456,7 @@ async fn the_transit_node_forwards_each_packet_once_to_twenty_subscribers() {
     const PACKETS: u64 = 200;
     send_burst(&publisher, track, 0, PACKETS).await;
     for sub in &mut subscribers {
-        let seen = collect_media(sub, track, Duration::from_millis(300)).await;
+        let seen = media_seqs(sub, track, Duration::from_millis(300)).await;
         assert!(
             seen.len() as u64 >= PACKETS - 2,
             "each viewer gets the stream: {}",
@@ -532,7 +500,7 @@ async fn removing_a_region_mid_stream_revokes_sessions_and_stops_transit() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     send_burst(&publisher, track, 0, 100).await;
     assert!(
-        collect_media(&mut ams_viewer, track, Duration::from_millis(400))
+        media_seqs(&mut ams_viewer, track, Duration::from_millis(400))
             .await
             .len()
             >= 99
@@ -575,7 +543,7 @@ async fn removing_a_region_mid_stream_revokes_sessions_and_stops_transit() {
     // From the moment the reload returned, London forwards nothing of globex.
     let at_reload = fleet.status("uk-lon-1").await.apps["globex-media"];
     send_burst(&publisher, track, 1_000, 200).await;
-    let seen = collect_media(&mut ams_viewer, track, Duration::from_millis(800)).await;
+    let seen = media_seqs(&mut ams_viewer, track, Duration::from_millis(800)).await;
     assert!(
         seen.iter().filter(|s| **s >= 1_000).count() >= 195,
         "media re-routed over the direct link: {}",
@@ -599,7 +567,7 @@ async fn removing_a_region_mid_stream_revokes_sessions_and_stops_transit() {
         support::fleet::http_request(fleet.admin_addr("eu-fra-1"), "POST", "/reload").await;
     assert_eq!(code, 400, "invalid config rejected: {body}");
     send_burst(&publisher, track, 2_000, 100).await;
-    let seen = collect_media(&mut ams_viewer, track, Duration::from_millis(500)).await;
+    let seen = media_seqs(&mut ams_viewer, track, Duration::from_millis(500)).await;
     assert!(
         seen.iter().filter(|s| **s >= 2_000).count() >= 99,
         "still flowing under the old policy"

@@ -85,13 +85,7 @@ async fn a_canary_payload_is_found_in_no_file_and_no_log_line() {
         .announce(TrackKind::Video, false, "cam")
         .await
         .expect("announce");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, subscriber.events().next()).await
-    {
-        if matches!(event, Event::TrackAdded(_)) {
-            break;
-        }
-    }
+    support::events::track_added(&mut subscriber).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     for seq in 0..200u64 {
         publisher

@@ -47,13 +47,7 @@ async fn separate_processes_with_certs_fail_over_when_the_transit_is_sigkilled()
         .announce(TrackKind::Video, false, "cam")
         .await
         .expect("announce");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, subscriber.events().next()).await
-    {
-        if matches!(event, Event::TrackAdded(_)) {
-            break;
-        }
-    }
+    support::events::track_added(&mut subscriber).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Media flows fra -> lon -> ams between three processes.

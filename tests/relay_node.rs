@@ -15,25 +15,9 @@ use georelay::client::{Client, ClientError, ClientOptions, Event, Join, Target};
 use georelay::error::ErrorCode;
 use georelay::ids::{AppId, NodeId, RegionId};
 use georelay::wire::{MediaHeader, TrackInfo, TrackKind};
+use support::events::{media_within, next_matching, track_added};
 use support::fleet::{FleetSpec, TestFleet};
 use support::udp_proxy::UdpProxy;
-
-/// Waits for the next event matching `pick`, up to `limit`.
-async fn next_matching<T>(
-    client: &mut Client,
-    limit: Duration,
-    mut pick: impl FnMut(Event) -> Option<T>,
-) -> Option<T> {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let event = tokio::time::timeout_at(deadline, client.events().next())
-            .await
-            .ok()??;
-        if let Some(found) = pick(event) {
-            return Some(found);
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_and_messages_reach_three_subscribers() {
@@ -138,15 +122,6 @@ async fn media_and_messages_reach_three_subscribers() {
 }
 
 /// Waits for the next `TRACK_ADDED`, up to 5 s.
-async fn track_added(client: &mut Client) -> TrackInfo {
-    next_matching(client, Duration::from_secs(5), |e| match e {
-        Event::TrackAdded(info) => Some(info),
-        _ => None,
-    })
-    .await
-    .expect("a TRACK_ADDED within 5 s")
-}
-
 /// Collects the sequence numbers of `track`'s media until `want` distinct
 /// ones arrived or `limit` passed. Other tracks' media is returned apart.
 async fn receive_media(
@@ -169,18 +144,6 @@ async fn receive_media(
         }
     }
     (seen, other_tracks)
-}
-
-/// Counts the media events that arrive within `window`.
-async fn media_within(client: &mut Client, window: Duration) -> usize {
-    let deadline = tokio::time::Instant::now() + window;
-    let mut count = 0;
-    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, client.events().next()).await {
-        if matches!(event, Event::Media { .. }) {
-            count += 1;
-        }
-    }
-    count
 }
 
 /// Sends `seqs` on `track` at about `pps` packets per second (bursts every

@@ -1,6 +1,7 @@
 //! Shared integration-test harness; each module is a helper other tests reuse.
 #![allow(unreachable_pub, dead_code)]
 
+pub mod events;
 pub mod fleet;
 pub mod mmdb;
 pub mod served;

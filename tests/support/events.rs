@@ -1,0 +1,64 @@
+//! Waiting on an SDK client's events in tests: the next matching event, a
+//! track announcement, the media that arrives within a window. Every wait
+//! is bounded in time.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use georelay::client::{Client, Event};
+use georelay::wire::TrackInfo;
+
+/// Waits for the next event matching `pick`, up to `limit`.
+pub async fn next_matching<T>(
+    client: &mut Client,
+    limit: Duration,
+    mut pick: impl FnMut(Event) -> Option<T>,
+) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let event = tokio::time::timeout_at(deadline, client.events().next())
+            .await
+            .ok()??;
+        if let Some(found) = pick(event) {
+            return Some(found);
+        }
+    }
+}
+
+/// The next `TRACK_ADDED`, within 5 s.
+pub async fn track_added(client: &mut Client) -> TrackInfo {
+    next_matching(client, Duration::from_secs(5), |e| match e {
+        Event::TrackAdded(info) => Some(info),
+        _ => None,
+    })
+    .await
+    .expect("a TRACK_ADDED within 5 s")
+}
+
+/// The distinct sequence numbers of `track`'s media that arrive within
+/// `window`.
+pub async fn media_seqs(client: &mut Client, track: u64, window: Duration) -> BTreeSet<u64> {
+    let mut seen = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, client.events().next()).await {
+        if let Event::Media { header, .. } = event {
+            if header.track == track {
+                seen.insert(header.seq);
+            }
+        }
+    }
+    seen
+}
+
+/// How many media events of any track arrive within `window`.
+pub async fn media_within(client: &mut Client, window: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + window;
+    let mut count = 0;
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, client.events().next()).await {
+        if matches!(event, Event::Media { .. }) {
+            count += 1;
+        }
+    }
+    count
+}
