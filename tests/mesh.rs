@@ -677,3 +677,53 @@ async fn when_a_node_dies_its_clients_reconnect_through_the_sdk_and_resume() {
     );
     fleet.fleet.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_denies_a_client_country_revokes_those_sessions_only() {
+    let fleet = TestFleet::start_nodes(FleetSpec::default(), &["eu-fra-1"]).await;
+    let mut german = fleet
+        .connect(
+            "eu-fra-1",
+            "acme-health",
+            "ward",
+            "de",
+            Role::Subscribe,
+            Some("DE"),
+        )
+        .await
+        .expect("admitted from DE");
+    let mut dutch = fleet
+        .connect(
+            "eu-fra-1",
+            "acme-health",
+            "ward",
+            "nl",
+            Role::Subscribe,
+            Some("NL"),
+        )
+        .await
+        .expect("admitted from NL");
+    let mut spec = FleetSpec::default();
+    spec.apps = spec.apps.replace(
+        "client_countries = { deny = [\"RU\"] }",
+        "client_countries = { deny = [\"RU\", \"DE\"] }",
+    );
+    fleet.rewrite_config(&spec);
+    let report = fleet.fleet.reload().expect("valid config");
+    assert_eq!(report.revoked_sessions, 1, "{report:?}");
+    let closed = next_matching(&mut german, Duration::from_secs(3), |e| match e {
+        Event::Closed { code, redirect, .. } => Some((code, redirect)),
+        _ => None,
+    })
+    .await
+    .expect("the German session is closed");
+    assert_eq!(closed.0, Some(georelay::error::ErrorCode::GeofenceRevoked));
+    assert!(closed.1.is_empty(), "no node would admit it: no redirect");
+    let dutch_closed = next_matching(&mut dutch, Duration::from_millis(500), |e| {
+        matches!(e, Event::Closed { .. }).then_some(())
+    })
+    .await;
+    assert!(dutch_closed.is_none(), "the Dutch session stays");
+    assert_eq!(fleet.status("eu-fra-1").await.sessions, 1);
+    fleet.fleet.shutdown().await;
+}

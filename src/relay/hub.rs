@@ -96,6 +96,8 @@ pub struct SessionEntry {
     pub can_publish: bool,
     /// The client's region, for redirects.
     pub client_region: Option<RegionId>,
+    /// The client's country, for client rules changed by a reload.
+    pub client_country: Option<crate::ids::CountryCode>,
     /// Control frames to the client.
     pub control: ControlTx,
     /// Media to the client.
@@ -612,40 +614,52 @@ impl Hub {
         let now = self.clock.now_unix_ms();
         let actions = inner.plane.set_policy(Arc::clone(&policy), now);
         self.apply(&mut inner, actions);
+        // Sessions the new policy refuses: the app may no longer use this
+        // node (redirect elsewhere), or no longer admits the client's
+        // country (no redirect would help).
         let mut revoked = Vec::new();
         for (id, session) in &inner.sessions {
-            let still_allowed = policy.node_allowed(&session.app, &self.me);
-            if !still_allowed {
-                revoked.push(*id);
+            let reason = if !policy.node_allowed(&session.app, &self.me) {
+                Some(format!(
+                    "app {} is no longer allowed on node {}",
+                    session.app, self.me
+                ))
+            } else if !client_still_allowed(&policy, session) {
+                Some(format!(
+                    "app {} no longer admits clients from this country",
+                    session.app
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                revoked.push((*id, reason));
             }
         }
-        for id in &revoked {
+        for (id, reason) in &revoked {
             let Some(session) = inner.sessions.get(id) else {
                 continue;
             };
             let app = session.app.clone();
-            let targets = redirect_targets(&policy, &app, session.client_region.as_ref(), &self.me);
-            let mut frame = ErrorFrame::new(
-                ErrorCode::GeofenceRevoked,
-                format!("app {app} is no longer allowed on node {}", self.me),
-            );
-            frame.redirect = targets_to_wire(&targets);
+            let mut frame = ErrorFrame::new(ErrorCode::GeofenceRevoked, reason.clone());
+            if !policy.node_allowed(&app, &self.me) {
+                let targets =
+                    redirect_targets(&policy, &app, session.client_region.as_ref(), &self.me);
+                frame.redirect = targets_to_wire(&targets);
+            }
             let _ = session.control.try_send(Outbound::Close(frame));
             self.decide(
                 &app,
                 Some(*id),
                 GeofenceDecision::Revoked {
-                    reason: format!(
-                        "policy reload: app {app} is no longer allowed on {}",
-                        self.me
-                    ),
+                    reason: format!("policy reload: {reason}"),
                 },
             );
         }
         drop(inner);
         // Stop forwarding the revoked sessions' media at once: the fast path
         // is rebuilt without them before this returns.
-        for id in &revoked {
+        for (id, _) in &revoked {
             self.remove_session(*id);
         }
         let inner = self.lock();
@@ -993,6 +1007,17 @@ impl Hub {
                 }
             }
         }
+    }
+}
+
+/// Whether the app's client rules still admit a session's client.
+fn client_still_allowed(policy: &Policy, session: &SessionEntry) -> bool {
+    let Some(app) = policy.fleet.app(session.app.as_str()) else {
+        return false;
+    };
+    match session.client_country {
+        Some(country) => app.client_countries.allows(country),
+        None => app.unknown_client_country == crate::config::UnknownCountry::Allow,
     }
 }
 

@@ -116,6 +116,7 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
             user: admitted.claims.user.clone(),
             can_publish: admitted.claims.role == crate::auth::Role::Publish,
             client_region: admitted.client_region.clone(),
+            client_country: admitted.country,
             control: control.clone(),
             datagrams: Arc::clone(&datagrams),
             messages,
