@@ -141,6 +141,8 @@ struct Inner {
     peers: HashMap<NodeId, PeerEntry>,
     channel_tracks: HashMap<ChannelKey, Vec<u64>>,
     rerouted: u64,
+    /// The plane's topology version subscribers were last told about.
+    reachability_version: u64,
 }
 
 /// The shared state of one node. See the module docs.
@@ -179,6 +181,7 @@ impl Hub {
                 peers: HashMap::new(),
                 channel_tracks: HashMap::new(),
                 rerouted: 0,
+                reachability_version: 0,
             }),
             me,
             policy: RwLock::new(policy),
@@ -590,7 +593,13 @@ impl Hub {
         let actions = inner.plane.tick(now);
         self.apply(&mut inner, actions);
         self.export_metrics();
-        // Reachability can change with any flooded link state.
+        // Reachability changes with the live topology: tell subscribers
+        // when it did.
+        let version = inner.plane.topology_version();
+        if version == inner.reachability_version {
+            return;
+        }
+        inner.reachability_version = version;
         let keys: Vec<ChannelKey> = inner
             .channels
             .iter()

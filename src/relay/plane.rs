@@ -190,6 +190,7 @@ pub struct Plane {
     /// (seq, forget at).
     tombstones: BTreeMap<(ChannelKey, NodeId), (u64, u64)>,
     last_refresh_ms: u64,
+    topology_version: u64,
     seen: BTreeSet<ChannelKey>,
     violations: u64,
 }
@@ -211,6 +212,7 @@ impl Plane {
             channels: BTreeMap::new(),
             tombstones: BTreeMap::new(),
             last_refresh_ms: 0,
+            topology_version: 0,
             seen: BTreeSet::new(),
             violations: 0,
         }
@@ -501,6 +503,7 @@ impl Plane {
             topology.set_link_up(&link.a, &link.b, false);
         }
         self.topology = topology;
+        self.topology_version += 1;
         self.policy = policy;
         self.peers
             .retain(|peer, _| self.policy.fleet.nodes.contains_key(peer.as_str()));
@@ -817,8 +820,16 @@ impl Plane {
             })
             .collect();
         for (a, b, up) in states {
-            self.topology.set_link_up(&a, &b, up);
+            if self.topology.set_link_up(&a, &b, up) {
+                self.topology_version += 1;
+            }
         }
+    }
+
+    /// Increases whenever a link of the live topology changes state, so a
+    /// driver can tell when reachability may have changed.
+    pub fn topology_version(&self) -> u64 {
+        self.topology_version
     }
 
     #[allow(clippy::too_many_arguments)]
