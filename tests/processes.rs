@@ -150,3 +150,95 @@ async fn serve_disables_core_dumps_and_drains_on_sigterm() {
     let status = fleet.wait_exit("eu-fra-1", Duration::from_secs(10)).await;
     assert!(status.success(), "clean exit after draining: {status:?}");
 }
+
+/// The owner of `/proc/PID/status`: the kernel makes it root for a process
+/// that is not dumpable, whatever user the process runs as.
+fn proc_owner(pid: u32) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/status"))
+        .expect("proc")
+        .uid()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_marks_itself_not_dumpable() {
+    if !rustix::process::getuid().is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root and must run this test"
+        );
+        eprintln!("skipped: switching to an unprivileged user needs root");
+        return;
+    }
+    let fleet = ServedFleet::configure(&FleetSpec::default());
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o777);
+    std::fs::set_permissions(fleet.path(), mode).expect("chmod");
+    let as_nobody = |program: &str| {
+        let mut command = std::process::Command::new("setpriv");
+        command.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            program,
+        ]);
+        command
+    };
+    // Control: an ordinary process of user 65534 owns its /proc entries.
+    let mut control = as_nobody("sleep").arg("5").spawn().expect("setpriv sleep");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        proc_owner(control.id()),
+        65534,
+        "the check can tell a dumpable process"
+    );
+    let _ = control.kill();
+    let _ = control.wait();
+
+    // A copy the unprivileged user can execute wherever the build tree is.
+    let bin = fleet.path().join("georelay");
+    std::fs::copy(support::served::BIN, &bin).expect("copy the binary");
+    let mut serve = as_nobody(bin.to_str().expect("utf-8 path"))
+        .args(["serve", "--node", "eu-fra-1", "--config"])
+        .arg(fleet.config())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve as an unprivileged user");
+    fleet.wait_until("eu-fra-1", |_| true).await;
+    let owner = proc_owner(serve.id());
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!(
+        owner, 0,
+        "PR_SET_DUMPABLE is 0 in serve: /proc/PID is root's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mlock_on_serve_locks_its_memory() {
+    let spec = FleetSpec {
+        extra: "[limits]\ndrain_timeout_ms = 500\n".into(),
+        ..FleetSpec::default()
+    };
+    let mut fleet = ServedFleet::configure(&spec);
+    let text = std::fs::read_to_string(fleet.config()).expect("config");
+    std::fs::write(
+        fleet.config(),
+        text.replace("[metadata]\n", "[metadata]\nmlock = true\n"),
+    )
+    .expect("config");
+    fleet.serve_nodes(&["eu-fra-1"], "info");
+    fleet.wait_until("eu-fra-1", |_| true).await;
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", fleet.pid("eu-fra-1"))).expect("status");
+    let locked_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmLck line");
+    assert!(
+        locked_kb > 0,
+        "mlockall locked the relay's memory: VmLck {locked_kb} kB"
+    );
+}
