@@ -557,6 +557,40 @@ fn a_subscription_in_flight_across_revoke_and_restore_leaves_no_orphan_forwardin
 }
 
 #[test]
+fn tracks_of_an_origin_that_never_returns_are_forgotten_after_the_expiry() {
+    let mut mesh = example_mesh();
+    let key = channel("globex-media", "orphaned");
+    mesh.publish(IAD, &key, &[1, 2]);
+    mesh.subscribe(AMS, &key);
+    mesh.run_until_quiet();
+    assert_eq!(mesh.plane(AMS).tracks(&key).len(), 2);
+    mesh.kill(IAD);
+    // A short outage keeps the tracks (marked unreachable)...
+    mesh.advance(10_000);
+    mesh.run_until_quiet();
+    assert_eq!(
+        mesh.plane(AMS).tracks(&key).len(),
+        2,
+        "kept through a short outage"
+    );
+    assert!(
+        mesh.plane(AMS)
+            .reachability(&key)
+            .unreachable
+            .iter()
+            .any(|(n, _)| n.as_str() == IAD)
+    );
+    // ...a long one forgets them.
+    mesh.advance(georelay::relay::plane::ORIGIN_EXPIRY_MS);
+    mesh.run_until_quiet();
+    assert!(
+        mesh.plane(AMS).tracks(&key).is_empty(),
+        "forgotten after the expiry"
+    );
+    assert!(mesh.plane(LON).tracks(&key).is_empty(), "everywhere");
+}
+
+#[test]
 fn a_withdrawn_channel_announcement_does_not_circulate_around_a_cycle() {
     let mut mesh = example_mesh();
     // iad publishes, then its publisher leaves: the empty announcement

@@ -49,6 +49,10 @@ pub const REFRESH_MS: u64 = 2_000;
 /// A downstream subscription not refreshed for this long is dropped (soft
 /// state: forwarding that nobody asks for any more cannot linger).
 pub const EXPIRE_MS: u64 = 7_000;
+/// Tracks of an origin that no live link reaches for this long are
+/// forgotten (the node died and did not come back, or left the fleet).
+pub const ORIGIN_EXPIRY_MS: u64 = 30_000;
+
 /// How long a forgotten channel's announcement sequence numbers are kept.
 pub const TOMBSTONE_MS: u64 = 60_000;
 
@@ -190,6 +194,8 @@ pub struct Plane {
     /// (seq, forget at).
     tombstones: BTreeMap<(ChannelKey, NodeId), (u64, u64)>,
     last_refresh_ms: u64,
+    /// Nodes no live link reaches, since when.
+    unreachable_since: BTreeMap<NodeId, u64>,
     topology_version: u64,
     seen: BTreeSet<ChannelKey>,
     violations: u64,
@@ -212,6 +218,7 @@ impl Plane {
             channels: BTreeMap::new(),
             tombstones: BTreeMap::new(),
             last_refresh_ms: 0,
+            unreachable_since: BTreeMap::new(),
             topology_version: 0,
             seen: BTreeSet::new(),
             violations: 0,
@@ -457,6 +464,43 @@ impl Plane {
         actions
     }
 
+    /// Drops the announced tracks of origins that no live link has reached
+    /// for [`ORIGIN_EXPIRY_MS`]; returns the channels that changed.
+    fn forget_lost_origins(&mut self, now_ms: u64) -> Vec<ChannelKey> {
+        let mut reached = BTreeSet::from([self.me.clone()]);
+        let mut frontier = vec![self.me.clone()];
+        while let Some(node) = frontier.pop() {
+            for (next, _, up) in self.topology.neighbours(&node) {
+                if up && reached.insert(next.clone()) {
+                    frontier.push(next.clone());
+                }
+            }
+        }
+        let nodes: Vec<NodeId> = self.policy.fleet.nodes.keys().cloned().collect();
+        for node in nodes {
+            if reached.contains(&node) {
+                self.unreachable_since.remove(&node);
+            } else {
+                self.unreachable_since.entry(node).or_insert(now_ms);
+            }
+        }
+        let lost: BTreeSet<&NodeId> = self
+            .unreachable_since
+            .iter()
+            .filter(|(_, since)| now_ms.saturating_sub(**since) >= ORIGIN_EXPIRY_MS)
+            .map(|(node, _)| node)
+            .collect();
+        let mut changed = Vec::new();
+        for (key, channel) in &mut self.channels {
+            let before = channel.remote.len();
+            channel.remote.retain(|origin, _| !lost.contains(origin));
+            if channel.remote.len() != before {
+                changed.push(key.clone());
+            }
+        }
+        changed
+    }
+
     /// Re-sends every upstream subscription (soft state) and expires
     /// downstream subscriptions that were not refreshed.
     fn refresh(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
@@ -486,6 +530,7 @@ impl Plane {
         for (peer, msg) in resend {
             self.send_if_allowed_peer(&peer, msg, actions);
         }
+        expired.extend(self.forget_lost_origins(now_ms));
         for key in expired {
             actions.push(Action::ChannelChanged(key.clone()));
             self.reconcile(&key, now_ms, actions);
