@@ -1,0 +1,168 @@
+//! Instructions per delivered packet of the relay's fan-out core, counted
+//! by callgrind so the figure does not move with machine noise.
+//!
+//!     cargo bench --bench fanout_core --no-run
+//!     benches/callgrind.sh
+//!
+//! `hub` sends datagrams through the real path of a publisher's packet at a
+//! node (`Hub::client_datagram`: track lookup, ownership check, per-app
+//! counters, a `Bytes` clone onto each subscriber's bounded queue, the
+//! wake-up of its writer) and drains each queue as its writer would.
+//! `baseline` does the least any fan-out must: clone the `Bytes` into each
+//! subscriber's `VecDeque` and pop it. Both run the same packet count and
+//! fan-out in one process; the script divides the two instruction counts.
+//! Run without arguments (as `cargo bench` and `cargo test --benches` do),
+//! it runs both briefly and checks that every packet was delivered.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use georelay::clock::SystemClock;
+use georelay::config::Fleet;
+use georelay::ids::{AppId, NodeId};
+use georelay::metadata::Recorder;
+use georelay::relay::fanout::{DatagramQueue, MessageQueue, Queued};
+use georelay::relay::hub::{Hub, Outbound, SessionEntry};
+use georelay::relay::policy::Policy;
+use georelay::wire::{Announce, MediaHeader, TrackKind};
+use tokio::sync::mpsc::Receiver;
+
+const CONFIG: &str = r#"
+[regions.eu]
+countries = ["DE"]
+[nodes.bench-1]
+region = "eu"
+listen = "127.0.0.1:1"
+admin = "127.0.0.1:2"
+[apps.bench]
+secret = "bench"
+allow_regions = ["eu"]
+[metadata]
+enabled = false
+"#;
+
+/// The receiving ends a session's writers would hold; kept alive for the run.
+type Writers = (Receiver<Outbound>, Receiver<Queued>);
+
+fn session(hub: &Hub, publish: bool) -> (u64, Arc<DatagramQueue>, Writers) {
+    let (control, control_rx) = tokio::sync::mpsc::channel(1024);
+    let queue = Arc::new(DatagramQueue::new(1024, Arc::clone(&hub.drops)));
+    let (messages, messages_rx) = MessageQueue::new(16, Arc::clone(&hub.drops));
+    let id = hub.add_session(SessionEntry {
+        app: AppId::new("bench"),
+        channel: "room".into(),
+        user: if publish { "pub".into() } else { "sub".into() },
+        can_publish: publish,
+        client_region: None,
+        client_country: None,
+        control,
+        datagrams: Arc::clone(&queue),
+        messages,
+    });
+    (id, queue, (control_rx, messages_rx))
+}
+
+/// Runs `packets` through the hub to `fanout` subscribers; returns how many
+/// were delivered.
+fn hub_run(packets: u64, fanout: usize) -> u64 {
+    let fleet = Fleet::parse(CONFIG, Path::new("bench.toml")).expect("bench config");
+    let policy = Arc::new(Policy::from_fleet(fleet).expect("policy"));
+    let hub = Hub::new(
+        NodeId::new("bench-1"),
+        policy,
+        Arc::new(SystemClock),
+        Recorder::disabled(),
+    );
+    let mut writers = Vec::new();
+    let mut queues = Vec::new();
+    for _ in 0..fanout {
+        let (id, queue, held) = session(&hub, false);
+        hub.subscribe(id).expect("subscribe");
+        queues.push(queue);
+        writers.push(held);
+    }
+    let (publisher, _, held) = session(&hub, true);
+    writers.push(held);
+    let announce = Announce {
+        track_id: 1,
+        kind: TrackKind::Video,
+        e2ee: true,
+        name: "cam".into(),
+    };
+    let track = hub.announce(publisher, &announce, 8).expect("announce");
+    let datagram = datagram(track);
+    let mut delivered = 0;
+    for _ in 0..packets {
+        hub.client_datagram(publisher, track, datagram.clone());
+        for queue in &queues {
+            if let Some(Some(_)) = queue.pop().now_or_never() {
+                delivered += 1;
+            }
+        }
+    }
+    delivered
+}
+
+/// The least work of any fan-out: a clone per subscriber, pushed and popped.
+fn baseline_run(packets: u64, fanout: usize) -> u64 {
+    let datagram = datagram(1);
+    let mut queues: Vec<VecDeque<Bytes>> =
+        (0..fanout).map(|_| VecDeque::with_capacity(1024)).collect();
+    let mut delivered = 0;
+    for _ in 0..packets {
+        for queue in &mut queues {
+            queue.push_back(std::hint::black_box(datagram.clone()));
+        }
+        for queue in &mut queues {
+            if queue.pop_front().is_some() {
+                delivered += 1;
+            }
+        }
+    }
+    delivered
+}
+
+fn datagram(track: u64) -> Bytes {
+    let mut buf = bytes::BytesMut::new();
+    MediaHeader {
+        track,
+        seq: 1,
+        timestamp_us: 1,
+    }
+    .encode(&mut buf);
+    buf.extend_from_slice(&[0u8; 1_100]);
+    buf.freeze()
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
+    let mode = args.next();
+    let packets: u64 = args.next().and_then(|p| p.parse().ok()).unwrap_or(1_000);
+    const FANOUT: usize = 10;
+    let run = |mode: &str| match mode {
+        "hub" => hub_run(packets, FANOUT),
+        "baseline" => baseline_run(packets, FANOUT),
+        other => panic!("unknown mode {other}: use hub or baseline"),
+    };
+    match mode.as_deref() {
+        Some(mode) => println!(
+            "{mode}: delivered {} of {}",
+            run(mode),
+            packets * FANOUT as u64
+        ),
+        None => {
+            for mode in ["baseline", "hub"] {
+                let delivered = run(mode);
+                assert_eq!(
+                    delivered,
+                    packets * FANOUT as u64,
+                    "{mode} delivers every packet"
+                );
+                println!("{mode}: delivered {delivered}");
+            }
+        }
+    }
+}
