@@ -1,6 +1,8 @@
 //! Bad input from a client over raw QUIC (not the SDK, which would not send
-//! it): each gets a clear error code, and the relay keeps serving everyone
-//! else — a publisher and subscriber keep exchanging media throughout.
+//! it): malformed frames, a wrong version, a repeated track id, a control
+//! stream ended without GOODBYE, oversize datagrams and messages. Each gets a
+//! clear error code, and the relay keeps serving everyone else — a publisher
+//! and subscriber keep exchanging media throughout.
 
 mod support;
 
@@ -139,6 +141,33 @@ async fn malformed_frames_wrong_versions_and_oversize_input_get_clear_codes() {
     let (_endpoint, conn, mut stream, _reader) = raw(&fleet).await;
     send(&mut stream, &hello(&fleet, 7, Role::Publish)).await;
     assert_eq!(close_code(&conn).await, Some(ErrorCode::UnsupportedVersion));
+
+    // The same client-local track id announced twice.
+    let (_endpoint, conn, mut stream, mut reader) = raw(&fleet).await;
+    send(&mut stream, &hello(&fleet, 1, Role::Publish)).await;
+    assert!(
+        matches!(reader.next().await, Ok(Some(Frame::Welcome(_)))),
+        "admitted"
+    );
+    let twice = Frame::Announce(Announce {
+        track_id: 9,
+        kind: TrackKind::Audio,
+        e2ee: false,
+        name: "mic".into(),
+    });
+    send(&mut stream, &twice).await;
+    send(&mut stream, &twice).await;
+    assert_eq!(close_code(&conn).await, Some(ErrorCode::ProtocolViolation));
+
+    // The control stream finished without GOODBYE while the connection lives.
+    let (_endpoint, conn, mut stream, mut reader) = raw(&fleet).await;
+    send(&mut stream, &hello(&fleet, 1, Role::Subscribe)).await;
+    assert!(
+        matches!(reader.next().await, Ok(Some(Frame::Welcome(_)))),
+        "admitted"
+    );
+    stream.finish().expect("finish");
+    assert_eq!(close_code(&conn).await, Some(ErrorCode::ProtocolViolation));
 
     // An admitted publisher sends a datagram over the advertised payload
     // limit: dropped and counted as too_large; then a message over the

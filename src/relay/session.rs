@@ -3,6 +3,7 @@
 //! message stream readers. Every refusal is an `ERROR` frame followed by an
 //! application close with the same code, never a hang.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -197,22 +198,50 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
             quality_every,
         ));
         let mut close_code = None;
+        let mut announced = HashSet::new();
         loop {
             let frame = tokio::select! {
                 frame = reader.next() => frame,
                 _ = conn.closed() => break,
             };
-            let frame = match frame {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                // The connection went away (the client closed or vanished).
-                Err(StreamError::Read(_)) => break,
+            let ended = match frame {
+                Ok(Some(frame)) => Ok(frame),
+                Ok(None) => Err("the control stream ended without GOODBYE".to_string()),
+                // The connection is gone (the client closed or vanished):
+                // nothing to answer.
+                Err(StreamError::Read(_)) if conn.close_reason().is_some() => break,
+                Err(StreamError::Read(err)) => Err(format!("the control stream failed: {err}")),
                 Err(err) => {
                     close_code = Some(err.code());
                     close(&control, ErrorFrame::new(err.code(), err.to_string()));
                     break;
                 }
             };
+            let frame = match ended {
+                Ok(frame) => frame,
+                Err(reason) => {
+                    close_code = Some(ErrorCode::ProtocolViolation);
+                    close(
+                        &control,
+                        ErrorFrame::new(ErrorCode::ProtocolViolation, reason),
+                    );
+                    break;
+                }
+            };
+            if let Frame::Announce(announce) = &frame {
+                if !announced.insert(announce.track_id) {
+                    let reason = format!(
+                        "track_id {} is already announced in this session",
+                        announce.track_id
+                    );
+                    close_code = Some(ErrorCode::ProtocolViolation);
+                    close(
+                        &control,
+                        ErrorFrame::new(ErrorCode::ProtocolViolation, reason),
+                    );
+                    break;
+                }
+            }
             match handle_frame(
                 &hub,
                 session,
