@@ -486,10 +486,17 @@ impl Hub {
 
     /// A datagram of `track` from a local client: forwarded only if that
     /// session publishes the track.
-    pub fn client_datagram(&self, session: u64, track: u64, datagram: Bytes) {
+    /// Returns whether it was forwarded.
+    pub fn client_datagram(&self, session: u64, track: u64, datagram: Bytes) -> bool {
         match self.route(track) {
-            Some(route) if route.publisher == Some(session) => route.forward_datagram(datagram),
-            _ => self.drops.count(DropReason::UnknownTrack),
+            Some(route) if route.publisher == Some(session) => {
+                route.forward_datagram(datagram);
+                true
+            }
+            _ => {
+                self.drops.count(DropReason::UnknownTrack);
+                false
+            }
         }
     }
 

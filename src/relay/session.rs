@@ -242,6 +242,10 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
                     break;
                 }
             }
+            if let Frame::Unannounce { track } = &frame {
+                let mut meter = jitter.lock().unwrap_or_else(|e| e.into_inner());
+                meter.forget(*track);
+            }
             match handle_frame(
                 &hub,
                 session,
@@ -353,12 +357,12 @@ async fn read_datagrams(
             continue;
         }
         let arrival_us = started.elapsed().as_micros() as u64;
-        jitter.lock().unwrap_or_else(|e| e.into_inner()).observe(
-            header.track,
-            header.timestamp_us,
-            arrival_us,
-        );
-        hub.client_datagram(session, header.track, datagram);
+        // Only tracks the session owns are measured: a client cannot grow
+        // the estimator with made-up track keys.
+        if hub.client_datagram(session, header.track, datagram) {
+            let mut meter = jitter.lock().unwrap_or_else(|e| e.into_inner());
+            meter.observe(header.track, header.timestamp_us, arrival_us);
+        }
     }
 }
 
