@@ -28,6 +28,10 @@ use super::stream::{FrameReader, StreamError, run_control_writer};
 /// How long a client has to open its control stream and send `HELLO`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How many `ANNOUNCE`s one session may send in its life (each client-local
+/// track id is remembered to refuse repeats).
+const MAX_ANNOUNCES: usize = 4096;
+
 /// How many reliable messages may wait for one subscriber.
 const MESSAGE_QUEUE: usize = 1024;
 
@@ -229,6 +233,12 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
                 }
             };
             if let Frame::Announce(announce) = &frame {
+                if announced.len() >= MAX_ANNOUNCES {
+                    let reason = format!("at most {MAX_ANNOUNCES} announcements per session");
+                    close_code = Some(ErrorCode::LimitExceeded);
+                    close(&control, ErrorFrame::new(ErrorCode::LimitExceeded, reason));
+                    break;
+                }
                 if !announced.insert(announce.track_id) {
                     let reason = format!(
                         "track_id {} is already announced in this session",
