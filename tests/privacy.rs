@@ -13,7 +13,6 @@ use futures_util::StreamExt;
 use georelay::auth::Role;
 use georelay::client::{Client, Event};
 use georelay::metadata::{EventKind, SqliteStore};
-use georelay::wire::TrackKind;
 use support::fleet::FleetSpec;
 use support::served::ServedFleet;
 
@@ -65,28 +64,9 @@ async fn a_canary_payload_is_found_in_no_file_and_no_log_line() {
         .wait_links("eu-ams-1", &["eu-fra-1", "uk-lon-1"])
         .await;
 
-    let options = fleet.client_options();
-    let mut subscriber = Client::connect(
-        &options,
-        &[fleet.target("eu-ams-1")],
-        &fleet.join("globex-media", "secret-show", "viewer", Role::Subscribe),
-    )
-    .await
-    .expect("subscriber");
-    subscriber.subscribe().await.expect("subscribe");
-    let publisher = Client::connect(
-        &options,
-        &[fleet.target("eu-fra-1")],
-        &fleet.join("globex-media", "secret-show", "studio", Role::Publish),
-    )
-    .await
-    .expect("publisher");
-    let track = publisher
-        .announce(TrackKind::Video, false, "cam")
-        .await
-        .expect("announce");
-    support::events::track_added(&mut subscriber).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (publisher, track, mut subscriber) = fleet
+        .pub_sub("globex-media", "secret-show", "eu-fra-1", "eu-ams-1")
+        .await;
     for seq in 0..200u64 {
         publisher
             .send_media(track, seq, seq, canary.as_bytes())

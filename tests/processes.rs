@@ -10,7 +10,6 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use georelay::auth::Role;
 use georelay::client::{Client, Event};
-use georelay::wire::TrackKind;
 use support::fleet::FleetSpec;
 use support::served::ServedFleet;
 
@@ -27,28 +26,9 @@ async fn separate_processes_with_certs_fail_over_when_the_transit_is_sigkilled()
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let options = fleet.client_options();
-    let mut subscriber = Client::connect(
-        &options,
-        &[fleet.target("eu-ams-1")],
-        &fleet.join("globex-media", "tv", "viewer", Role::Subscribe),
-    )
-    .await
-    .expect("subscriber");
-    subscriber.subscribe().await.expect("subscribe");
-    let publisher = Client::connect(
-        &options,
-        &[fleet.target("eu-fra-1")],
-        &fleet.join("globex-media", "tv", "studio", Role::Publish),
-    )
-    .await
-    .expect("publisher");
-    let track = publisher
-        .announce(TrackKind::Video, false, "cam")
-        .await
-        .expect("announce");
-    support::events::track_added(&mut subscriber).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (publisher, track, mut subscriber) = fleet
+        .pub_sub("globex-media", "tv", "eu-fra-1", "eu-ams-1")
+        .await;
 
     // Media flows fra -> lon -> ams between three processes.
     let mut seq = 0u64;

@@ -7,65 +7,12 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
-/// The example fleet: eu (fra, ams), uk (lon), us (iad, sfo), apac (sin).
-/// fra→ams is 30 ms direct but 20 ms through London (uk).
-const FLEET: &str = r#"
-[regions.eu]
-countries = ["DE", "FR", "NL"]
-[regions.uk]
-countries = ["GB"]
-[regions.us]
-countries = ["US"]
-[regions.apac]
-countries = ["SG"]
+mod support;
 
-[nodes.eu-fra-1]
-region = "eu"
-listen = "127.10.0.1:4433"
-admin = "127.10.0.1:9090"
-[nodes.eu-ams-1]
-region = "eu"
-listen = "127.10.0.2:4433"
-admin = "127.10.0.2:9090"
-[nodes.uk-lon-1]
-region = "uk"
-listen = "127.40.0.1:4433"
-admin = "127.40.0.1:9090"
-[nodes.us-iad-1]
-region = "us"
-listen = "127.20.0.1:4433"
-admin = "127.20.0.1:9090"
-[nodes.us-sfo-1]
-region = "us"
-listen = "127.20.0.2:4433"
-admin = "127.20.0.2:9090"
-[nodes.ap-sin-1]
-region = "apac"
-listen = "127.30.0.1:4433"
-admin = "127.30.0.1:9090"
-
-[[links]]
-between = ["eu-fra-1", "uk-lon-1"]
-rtt_ms = 12
-[[links]]
-between = ["uk-lon-1", "eu-ams-1"]
-rtt_ms = 8
-[[links]]
-between = ["eu-fra-1", "eu-ams-1"]
-rtt_ms = 30
-[[links]]
-between = ["uk-lon-1", "us-iad-1"]
-rtt_ms = 70
-[[links]]
-between = ["us-iad-1", "us-sfo-1"]
-rtt_ms = 60
-[[links]]
-between = ["us-sfo-1", "ap-sin-1"]
-rtt_ms = 170
-[[links]]
-between = ["eu-fra-1", "ap-sin-1"]
-rtt_ms = 160
-
+/// Apps over the shared test topology (support::fleet): eu (fra, ams), uk
+/// (lon), us (iad, sfo), apac (sin); fra→ams is 30 ms direct but 20 ms
+/// through London (uk).
+const APPS: &str = r#"
 [apps.eu-only]
 secret = "test-secret-eu-only"
 allow_regions = ["eu"]
@@ -80,6 +27,15 @@ secret = "test-secret-no-apac"
 deny_regions = ["apac"]
 "#;
 
+/// The fleet file; `route` never binds its addresses.
+fn fleet_text() -> String {
+    let spec = support::fleet::FleetSpec {
+        apps: APPS.to_string(),
+        ..support::fleet::FleetSpec::default()
+    };
+    support::fleet::config_text((200, 0), &spec)
+}
+
 struct Fixture {
     _dir: tempfile::TempDir,
     config: PathBuf,
@@ -88,7 +44,7 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("regions.toml");
-    std::fs::write(&config, FLEET).expect("write config");
+    std::fs::write(&config, fleet_text()).expect("write config");
     Fixture { _dir: dir, config }
 }
 
@@ -211,7 +167,11 @@ fn unknown_app_node_or_bad_config_is_invalid_input() {
     assert!(unknown_node.stdout.is_empty());
 
     let broken = fixture.config.with_file_name("broken.toml");
-    std::fs::write(&broken, FLEET.replace("rtt_ms = 12", "rtt_ms = \"fast\"")).expect("write");
+    std::fs::write(
+        &broken,
+        fleet_text().replace("rtt_ms = 12", "rtt_ms = \"fast\""),
+    )
+    .expect("write");
     let invalid = route(&broken, "eu-only", "eu-fra-1", "eu-ams-1", true);
     assert_eq!(invalid.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&invalid.stderr).contains("broken.toml:"));

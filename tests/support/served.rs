@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use georelay::auth::{Claims, Role};
-use georelay::client::{ClientOptions, Join, Target};
+use georelay::client::{Client, ClientOptions, Join, Target};
 use georelay::relay::policy::Policy;
+use georelay::wire::TrackKind;
 
 use super::fleet::{COUNTRIES, FleetSpec, NODES, config_text, free_prefix};
 
@@ -318,6 +319,42 @@ impl ServedFleet {
             channel: channel.into(),
             token: policy.keyring.mint(&claims).expect("app"),
         }
+    }
+
+    /// A subscriber on `to` and a publisher on `from` of `app`/`channel`,
+    /// once the subscriber has seen the publisher's track (plus 300 ms for
+    /// the subscription to settle along the path). Returns (publisher,
+    /// track, subscriber).
+    pub async fn pub_sub(
+        &self,
+        app: &str,
+        channel: &str,
+        from: &str,
+        to: &str,
+    ) -> (Client, u64, Client) {
+        let options = self.client_options();
+        let mut subscriber = Client::connect(
+            &options,
+            &[self.target(to)],
+            &self.join(app, channel, "viewer", Role::Subscribe),
+        )
+        .await
+        .expect("subscriber");
+        subscriber.subscribe().await.expect("subscribe");
+        let publisher = Client::connect(
+            &options,
+            &[self.target(from)],
+            &self.join(app, channel, "studio", Role::Publish),
+        )
+        .await
+        .expect("publisher");
+        let track = publisher
+            .announce(TrackKind::Video, false, "cam")
+            .await
+            .expect("announce");
+        super::events::track_added(&mut subscriber).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        (publisher, track, subscriber)
     }
 
     /// The metadata directory.
