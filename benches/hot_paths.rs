@@ -120,7 +120,11 @@ impl Routing {
         let total = self
             .subscribers
             .iter()
-            .filter_map(|s| self.topology.cheapest_path(&self.allowed, &self.from, s).ok())
+            .filter_map(|s| {
+                self.topology
+                    .cheapest_path(&self.allowed, &self.from, s)
+                    .ok()
+            })
             .map(|r| r.cost_ms)
             .sum();
         self.topology.set_link_up(a, b, true);
