@@ -25,8 +25,9 @@ use georelay::config::Fleet;
 use georelay::ids::{AppId, NodeId};
 use georelay::metadata::Recorder;
 use georelay::relay::fanout::{DatagramQueue, MessageQueue, Queued};
-use georelay::relay::hub::{Hub, Outbound, SessionEntry};
+use georelay::relay::hub::{Hub, SessionEntry};
 use georelay::relay::policy::Policy;
+use georelay::wire::stream::Outbound;
 use georelay::wire::{Announce, MediaHeader, TrackKind};
 use tokio::sync::mpsc::Receiver;
 

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use georelay::auth::Role;
 use georelay::client::{Client, Event};
 use georelay::error::ErrorCode;
-use georelay::relay::stream::FrameReader;
+use georelay::wire::stream::FrameReader;
 use georelay::wire::{Announce, Frame, Hello, MediaHeader, SdkInfo, TrackKind};
 use support::fleet::{FleetSpec, TestFleet};
 
@@ -28,7 +28,7 @@ async fn raw(
     quinn::Endpoint,
     quinn::Connection,
     quinn::SendStream,
-    FrameReader,
+    FrameReader<quinn::RecvStream>,
 ) {
     let transport = Arc::new(georelay::tls::transport_config(
         georelay::tls::TransportKind::Client,

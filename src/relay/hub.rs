@@ -22,21 +22,13 @@ use crate::clock::SharedClock;
 use crate::error::ErrorCode;
 use crate::ids::{AppId, NodeId, RegionId};
 use crate::metadata::{Event, EventKind, GeofenceDecision, Recorder};
+use crate::wire::stream::Outbound;
 use crate::wire::{ErrorFrame, Frame, SubscriptionState, SubscriptionStatus, Target, TrackInfo};
 
 use super::admission::{Refusal, redirect_targets};
 use super::fanout::{AppCounters, DatagramQueue, DropCounters, DropReason, MessageQueue};
 use super::plane::{Action, ChannelKey, Plane};
 use super::policy::Policy;
-
-/// What a session's or peer's control writer is asked to do.
-#[derive(Debug)]
-pub enum Outbound {
-    /// Write a frame on the control stream.
-    Frame(Frame),
-    /// Write this `ERROR` frame, then close the connection with its code.
-    Close(ErrorFrame),
-}
 
 /// A bounded queue of control frames to one connection. A receiver that does
 /// not read its control stream is closed rather than buffered without end.
@@ -844,7 +836,7 @@ impl Hub {
             match action {
                 Action::Send { peer, msg } => {
                     if let Some(entry) = inner.peers.get(&peer) {
-                        let frame = super::mesh::to_frame(msg);
+                        let frame = Frame::from(msg);
                         if entry.control.try_send(Outbound::Frame(frame)).is_err() {
                             tracing::warn!(peer = %peer, "mesh control queue full; closing the link");
                             entry.conn.close(

@@ -10,7 +10,8 @@
 //! - [`quality`]: interarrival jitter of publishers' media.
 //! - [`session`]: one client connection.
 //! - [`mesh`]: mesh links.
-//! - [`stream`]: control-stream IO.
+//! - [`transport`]: what the relay needs from a connection (native QUIC,
+//!   WebTransport, WebSocket).
 
 pub mod admission;
 pub mod fanout;
@@ -20,7 +21,7 @@ pub mod plane;
 pub mod policy;
 pub mod quality;
 pub mod session;
-pub mod stream;
+pub mod transport;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -15,15 +15,15 @@ use crate::config::Limits;
 use crate::error::ErrorCode;
 use crate::ids::AppId;
 use crate::metadata::{EventKind, GeofenceDecision, SessionRole};
+use crate::wire::stream::{FrameReader, Outbound, StreamError, run_control_writer};
 use crate::wire::{AnnounceOk, ErrorFrame, Frame, MessageDecoder, Welcome};
 
 use super::admission::{AdmissionRequest, Refusal, admit};
 use super::fanout::{
     AppCounters, DatagramQueue, DropReason, MessageQueue, run_datagram_writer, run_message_writer,
 };
-use super::hub::{CONTROL_QUEUE, Hub, Outbound, SessionEntry, targets_to_wire};
+use super::hub::{CONTROL_QUEUE, Hub, SessionEntry, targets_to_wire};
 use super::quality::JitterMeter;
-use super::stream::{FrameReader, StreamError, run_control_writer};
 
 /// How long a client has to open its control stream and send `HELLO`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);

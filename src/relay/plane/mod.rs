@@ -36,8 +36,9 @@ use crate::wire::TrackInfo;
 
 use super::policy::Policy;
 
-/// An app's channel: the unit of announcement and subscription.
-pub type ChannelKey = (AppId, String);
+mod messages;
+
+pub use messages::{ChannelKey, PeerMsg};
 
 /// How many channel names [`Plane::seen_channels`] remembers at most; past
 /// that, new names are not recorded (the set is introspection, and must not
@@ -58,40 +59,6 @@ pub const TOMBSTONE_MS: u64 = 60_000;
 
 /// How long a failed upstream waits before the next attempt.
 const RETRY_BACKOFF_MS: u64 = 250;
-
-/// A control message between peers; maps one-to-one to a mesh wire frame.
-#[derive(Clone, Debug, PartialEq)]
-pub enum PeerMsg {
-    /// Flooded link state of `origin`: the peers it has a live link to.
-    LinkState {
-        origin: NodeId,
-        seq: u64,
-        links: Vec<(NodeId, u64)>,
-    },
-    /// The full current track set of a channel at `origin`.
-    Announce {
-        key: ChannelKey,
-        origin: NodeId,
-        seq: u64,
-        tracks: Vec<TrackInfo>,
-    },
-    /// Subscribe to a channel's tracks at `origin` along `path`
-    /// (`path[0]` is the subscriber's node, the last entry the origin).
-    Subscribe {
-        key: ChannelKey,
-        origin: NodeId,
-        path: Vec<NodeId>,
-    },
-    /// Stop forwarding the channel's tracks from `origin` to the sender.
-    Unsubscribe { key: ChannelKey, origin: NodeId },
-    /// A subscription failed or was torn down; the receiver re-routes.
-    SubscribeError {
-        key: ChannelKey,
-        origin: NodeId,
-        code: ErrorCode,
-        message: String,
-    },
-}
 
 /// What the driver must do after an input.
 #[derive(Clone, Debug, PartialEq)]
