@@ -42,7 +42,7 @@ const APP_KEYS: &[&str] = &[
     "metadata_retention_days",
 ];
 const CLIENT_COUNTRY_KEYS: &[&str] = &["allow", "deny"];
-const TLS_KEYS: &[&str] = &["ca", "ca_key", "dir"];
+const TLS_KEYS: &[&str] = &["ca", "ca_key", "dir", "node_cert_days", "ca_cert_days"];
 const METADATA_KEYS: &[&str] = &[
     "enabled",
     "dir",
@@ -1096,6 +1096,14 @@ impl Checker<'_> {
             tls.dir = self
                 .string(table, "dir")
                 .map(|dir| self.resolve_path(dir.value));
+            let max_node = u64::from(super::MAX_NODE_CERT_DAYS);
+            if let Some(days) = self.integer(table, "node_cert_days", 1, max_node) {
+                tls.node_cert_days = u32::try_from(days.value).unwrap_or(u32::MAX);
+            }
+            let max_ca = u64::from(super::MAX_CA_CERT_DAYS);
+            if let Some(days) = self.integer(table, "ca_cert_days", 1, max_ca) {
+                tls.ca_cert_days = u32::try_from(days.value).unwrap_or(u32::MAX);
+            }
         }
         let nodes_with_files: Vec<&Node> =
             nodes.values().filter(|node| node.cert.is_some()).collect();
