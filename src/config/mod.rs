@@ -48,6 +48,8 @@ pub struct Fleet {
     pub metadata: MetadataConfig,
     /// Resource limits.
     pub limits: Limits,
+    /// Admin API authentication.
+    pub admin: AdminConfig,
     /// Things that are valid but probably not intended (e.g. a region with
     /// no nodes). Printed by `georelay check`.
     pub warnings: Vec<String>,
@@ -210,6 +212,26 @@ impl Default for TlsConfig {
             ca_cert_days: MAX_CA_CERT_DAYS,
         }
     }
+}
+
+/// `[admin]`: authentication of the nodes' admin HTTP API.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where the bearer token comes from; `None`: no token (mutating
+    /// endpoints are then served on loopback admin addresses only).
+    pub token: Option<AdminTokenSource>,
+    /// Whether `GET` endpoints need the token too (default false).
+    pub protect_reads: bool,
+}
+
+/// Where the admin bearer token comes from: `token_env` or `token_file`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminTokenSource {
+    /// `token_env = "VAR"`: the value of an environment variable.
+    Env(String),
+    /// `token_file = "path"`: a file's content (one trailing newline
+    /// ignored), resolved relative to the config file.
+    File(PathBuf),
 }
 
 /// `[metadata]`: operational metadata collection and retention.
