@@ -48,6 +48,8 @@ pub struct Fleet {
     pub metadata: MetadataConfig,
     /// Resource limits.
     pub limits: Limits,
+    /// Admin API authentication.
+    pub admin: AdminConfig,
     /// Things that are valid but probably not intended (e.g. a region with
     /// no nodes). Printed by `georelay check`.
     pub warnings: Vec<String>,
@@ -183,9 +185,9 @@ pub enum UnknownCountry {
     Deny,
 }
 
-/// `[tls]`: production TLS material. When every field is `None`, `serve`
+/// `[tls]`: production TLS material. When every path is `None`, `serve`
 /// generates a development CA in memory.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsConfig {
     /// The CA certificate (PEM) that signs every node certificate.
     pub ca: Option<PathBuf>,
@@ -193,6 +195,43 @@ pub struct TlsConfig {
     pub ca_key: Option<PathBuf>,
     /// Directory holding `<node>.pem` and `<node>.key` for each node.
     pub dir: Option<PathBuf>,
+    /// Validity of the node certificates that `serve`'s dev CA and
+    /// `georelay certs` issue: 1..=398 days (default 90).
+    pub node_cert_days: u32,
+    /// Validity of the CA certificate they make: 1..=3650 days (default 3650).
+    pub ca_cert_days: u32,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            ca: None,
+            ca_key: None,
+            dir: None,
+            node_cert_days: 90,
+            ca_cert_days: MAX_CA_CERT_DAYS,
+        }
+    }
+}
+
+/// `[admin]`: authentication of the nodes' admin HTTP API.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where the bearer token comes from; `None`: no token (mutating
+    /// endpoints are then served on loopback admin addresses only).
+    pub token: Option<AdminTokenSource>,
+    /// Whether `GET` endpoints need the token too (default false).
+    pub protect_reads: bool,
+}
+
+/// Where the admin bearer token comes from: `token_env` or `token_file`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminTokenSource {
+    /// `token_env = "VAR"`: the value of an environment variable.
+    Env(String),
+    /// `token_file = "path"`: a file's content (one trailing newline
+    /// ignored), resolved relative to the config file.
+    File(PathBuf),
 }
 
 /// `[metadata]`: operational metadata collection and retention.
@@ -304,6 +343,13 @@ impl MetadataConfig {
         }
     }
 }
+
+/// The longest validity of a node certificate, in days (the CA/Browser
+/// Forum's limit for TLS server certificates).
+pub const MAX_NODE_CERT_DAYS: u32 = 398;
+
+/// The longest validity of the fleet CA certificate, in days (10 years).
+pub const MAX_CA_CERT_DAYS: u32 = 3650;
 
 /// The longest metadata retention the contract allows, in days.
 pub const MAX_RETENTION_DAYS: u16 = 30;

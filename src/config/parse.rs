@@ -15,17 +15,19 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::{
-    App, ClientCountryRule, ConfigErrors, Diagnostic, Fleet, GeoipConfig, IpMode, Limits, Link,
-    MAX_FULL_IP_RETENTION_DAYS, MAX_RETENTION_DAYS, MetadataConfig, Node, PostgresConfig, Region,
-    RegionPolicy, SecretSource, TlsConfig, UnknownCountry, config_dir_of, is_assigned_country,
+    AdminConfig, AdminTokenSource, App, ClientCountryRule, ConfigErrors, Diagnostic, Fleet,
+    GeoipConfig, IpMode, Limits, Link, MAX_FULL_IP_RETENTION_DAYS, MAX_RETENTION_DAYS,
+    MetadataConfig, Node, PostgresConfig, Region, RegionPolicy, SecretSource, TlsConfig,
+    UnknownCountry, config_dir_of, is_assigned_country,
 };
 use crate::ids::{AppId, CountryCode, NodeId, RegionId};
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
 const ROOT_KEYS: &[&str] = &[
-    "geoip", "regions", "nodes", "links", "apps", "tls", "metadata", "limits",
+    "geoip", "regions", "nodes", "links", "apps", "tls", "metadata", "limits", "admin",
 ];
+const ADMIN_KEYS: &[&str] = &["token_env", "token_file", "protect_reads"];
 const GEOIP_KEYS: &[&str] = &["database", "overrides"];
 const REGION_KEYS: &[&str] = &["name", "countries"];
 const NODE_KEYS: &[&str] = &["region", "listen", "admin", "cert", "key"];
@@ -42,7 +44,7 @@ const APP_KEYS: &[&str] = &[
     "metadata_retention_days",
 ];
 const CLIENT_COUNTRY_KEYS: &[&str] = &["allow", "deny"];
-const TLS_KEYS: &[&str] = &["ca", "ca_key", "dir"];
+const TLS_KEYS: &[&str] = &["ca", "ca_key", "dir", "node_cert_days", "ca_cert_days"];
 const METADATA_KEYS: &[&str] = &[
     "enabled",
     "dir",
@@ -229,6 +231,7 @@ impl Checker<'_> {
         let geoip = self.geoip(root);
         let tls = self.tls(root, &nodes);
         let limits = self.limits(root);
+        let admin = self.admin(root);
         self.warn_about_unused(&regions, &nodes, &apps);
         Fleet {
             path: self.file.to_path_buf(),
@@ -240,6 +243,7 @@ impl Checker<'_> {
             tls,
             metadata,
             limits,
+            admin,
             warnings: Vec::new(),
         }
     }
@@ -1096,6 +1100,14 @@ impl Checker<'_> {
             tls.dir = self
                 .string(table, "dir")
                 .map(|dir| self.resolve_path(dir.value));
+            let max_node = u64::from(super::MAX_NODE_CERT_DAYS);
+            if let Some(days) = self.integer(table, "node_cert_days", 1, max_node) {
+                tls.node_cert_days = u32::try_from(days.value).unwrap_or(u32::MAX);
+            }
+            let max_ca = u64::from(super::MAX_CA_CERT_DAYS);
+            if let Some(days) = self.integer(table, "ca_cert_days", 1, max_ca) {
+                tls.ca_cert_days = u32::try_from(days.value).unwrap_or(u32::MAX);
+            }
         }
         let nodes_with_files: Vec<&Node> =
             nodes.values().filter(|node| node.cert.is_some()).collect();
@@ -1201,6 +1213,43 @@ impl Checker<'_> {
             buffer_events: usize::try_from(buffer_events).unwrap_or(usize::MAX),
             local_store,
         })
+    }
+
+    // ---- [admin] -----------------------------------------------------------
+
+    fn admin(&mut self, root: &TableView<'_, '_>) -> AdminConfig {
+        let mut admin = AdminConfig::default();
+        let Some(table) = self.sub_table(root, "admin", Some(ADMIN_KEYS)) else {
+            return admin;
+        };
+        let env = self.string(&table, "token_env");
+        let file = self.string(&table, "token_file");
+        admin.token = match (env, file) {
+            (Some(_), Some(file)) => {
+                let message = "set token_env or token_file, not both";
+                self.report(&file.span, &file.path, message);
+                None
+            }
+            (Some(env), None) if !is_env_var_name(env.value) => {
+                let message = format!("\"{}\" is not an environment variable name", env.value);
+                self.report(&env.span, &env.path, message);
+                None
+            }
+            (Some(env), None) => Some(AdminTokenSource::Env(env.value.to_owned())),
+            (None, Some(file)) => Some(AdminTokenSource::File(self.resolve_path(file.value))),
+            (None, None) => None,
+        };
+        if let Some(flag) = self.boolean(&table, "protect_reads") {
+            admin.protect_reads = flag;
+            if flag && table.get("token_env").is_none() && table.get("token_file").is_none() {
+                let span = table
+                    .key_span("protect_reads")
+                    .unwrap_or(table.anchor.clone());
+                let message = "protect_reads = true needs a token: set token_env or token_file";
+                self.report(&span, &table.child("protect_reads"), message);
+            }
+        }
+        admin
     }
 
     // ---- [limits] ----------------------------------------------------------
