@@ -19,12 +19,16 @@ use crate::ids::{AppId, CountryCode, NodeId, RegionId};
 mod countries;
 mod diagnostic;
 mod parse;
+mod policy_version;
 mod secret;
 #[cfg(test)]
 mod tests;
 
 pub use countries::is_assigned_country;
 pub use diagnostic::{ConfigErrors, Diagnostic};
+pub use policy_version::{
+    BadPolicyVersion, CanonicalApp, CanonicalNode, CanonicalPolicy, PolicyVersion, RuleKind,
+};
 pub use secret::{AppSecretError, Secret, SecretError, SecretSource};
 
 /// A validated fleet: regions, nodes, links, apps and runtime settings.
@@ -410,6 +414,7 @@ impl Fleet {
 
     fn write_summary(&self, out: &mut String) -> std::fmt::Result {
         writeln!(out, "{}: ok", self.path.display())?;
+        writeln!(out, "policy version: {}", self.policy_version())?;
         writeln!(out, "regions ({}):", self.regions.len())?;
         for region in self.regions.values() {
             let countries: Vec<&str> = region.countries.iter().map(CountryCode::as_str).collect();
