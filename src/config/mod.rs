@@ -210,6 +210,9 @@ pub struct MetadataConfig {
     pub flush_interval_ms: u64,
     /// How often call-quality samples are taken, seconds (default 10).
     pub quality_interval_secs: u64,
+    /// How often each node records its traffic per app and peer, seconds
+    /// (default 60).
+    pub traffic_interval_secs: u64,
     /// How often expired metadata is deleted, seconds (default 3600).
     pub sweep_interval_secs: u64,
     /// Capacity of the bounded event channel (default 65536).
@@ -298,6 +301,7 @@ impl MetadataConfig {
             dir: config_dir.join("data").join("metadata"),
             flush_interval_ms: 1000,
             quality_interval_secs: 10,
+            traffic_interval_secs: 60,
             sweep_interval_secs: 3600,
             channel_capacity: 65_536,
             ip_mode: IpMode::Truncate,
