@@ -19,12 +19,16 @@ use crate::ids::{AppId, CountryCode, NodeId, RegionId};
 mod countries;
 mod diagnostic;
 mod parse;
+mod policy_version;
 mod secret;
 #[cfg(test)]
 mod tests;
 
 pub use countries::is_assigned_country;
 pub use diagnostic::{ConfigErrors, Diagnostic};
+pub use policy_version::{
+    BadPolicyVersion, CanonicalApp, CanonicalNode, CanonicalPolicy, PolicyVersion, RuleKind,
+};
 pub use secret::{AppSecretError, Secret, SecretError, SecretSource};
 
 /// A validated fleet: regions, nodes, links, apps and runtime settings.
@@ -245,6 +249,9 @@ pub struct MetadataConfig {
     pub flush_interval_ms: u64,
     /// How often call-quality samples are taken, seconds (default 10).
     pub quality_interval_secs: u64,
+    /// How often each node records its traffic per app and peer, seconds
+    /// (default 60).
+    pub traffic_interval_secs: u64,
     /// How often expired metadata is deleted, seconds (default 3600).
     pub sweep_interval_secs: u64,
     /// Capacity of the bounded event channel (default 65536).
@@ -333,6 +340,7 @@ impl MetadataConfig {
             dir: config_dir.join("data").join("metadata"),
             flush_interval_ms: 1000,
             quality_interval_secs: 10,
+            traffic_interval_secs: 60,
             sweep_interval_secs: 3600,
             channel_capacity: 65_536,
             ip_mode: IpMode::Truncate,
@@ -456,6 +464,7 @@ impl Fleet {
 
     fn write_summary(&self, out: &mut String) -> std::fmt::Result {
         writeln!(out, "{}: ok", self.path.display())?;
+        writeln!(out, "policy version: {}", self.policy_version())?;
         writeln!(out, "regions ({}):", self.regions.len())?;
         for region in self.regions.values() {
             let countries: Vec<&str> = region.countries.iter().map(CountryCode::as_str).collect();

@@ -50,6 +50,7 @@ const METADATA_KEYS: &[&str] = &[
     "dir",
     "flush_interval_ms",
     "quality_interval_secs",
+    "traffic_interval_secs",
     "sweep_interval_secs",
     "channel_capacity",
     "ip_mode",
@@ -1149,6 +1150,9 @@ impl Checker<'_> {
         }
         if let Some(secs) = self.integer(&table, "quality_interval_secs", 1, 3600) {
             metadata.quality_interval_secs = secs.value;
+        }
+        if let Some(secs) = self.integer(&table, "traffic_interval_secs", 1, 3600) {
+            metadata.traffic_interval_secs = secs.value;
         }
         if let Some(secs) = self.integer(&table, "sweep_interval_secs", 1, 86_400) {
             metadata.sweep_interval_secs = secs.value;

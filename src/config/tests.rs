@@ -145,6 +145,7 @@ enabled = false
 dir = "/var/lib/georelay"
 flush_interval_ms = 250
 quality_interval_secs = 5
+traffic_interval_secs = 30
 sweep_interval_secs = 600
 channel_capacity = 1024
 ip_mode = "drop"
@@ -171,6 +172,7 @@ drain_timeout_ms = 0
     assert_eq!(metadata.dir, PathBuf::from("/var/lib/georelay"));
     assert_eq!(metadata.flush_interval_ms, 250);
     assert_eq!(metadata.quality_interval_secs, 5);
+    assert_eq!(metadata.traffic_interval_secs, 30);
     assert_eq!(metadata.sweep_interval_secs, 600);
     assert_eq!(metadata.channel_capacity, 1024);
     assert_eq!(metadata.ip_mode, IpMode::Drop);

@@ -12,6 +12,8 @@
 //! - [`retention`]: the [`RetentionPolicy`] both stores apply.
 //! - [`sweeper`]: [`Sweeper`], a retention pass on demand (tests, tools).
 //! - [`report`]: the usage and quality report shared by both stores.
+//! - [`traffic`]: [`TrafficRecorder`], the per-interval traffic records the
+//!   relay feeds with its counters.
 //! - [`day`]: UTC days, the partition unit.
 //!
 //! The schema and flush/crash semantics are in `docs/METADATA.md`; what is
@@ -26,6 +28,7 @@ pub mod report;
 pub mod retention;
 pub mod sqlite;
 pub mod sweeper;
+pub mod traffic;
 
 pub use event::{Event, EventKind, GeofenceDecision, SdkInfo, SessionRole, TrackKind};
 pub use ip::{MinimisedIp, minimise};
@@ -35,6 +38,9 @@ pub use report::{GroupBy, Report, ReportQuery, build_report};
 pub use retention::{RetentionPolicy, SweepReport, app_retention_days};
 pub use sqlite::{SqliteStore, StoreError};
 pub use sweeper::Sweeper;
+pub use traffic::{
+    Direction, TrafficCounts, TrafficKey, TrafficPeer, TrafficRecorder, TrafficSnapshot,
+};
 
 /// A failure to start or stop metadata collection.
 #[derive(Debug, thiserror::Error)]

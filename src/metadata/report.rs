@@ -168,7 +168,10 @@ pub fn build_report<'a>(
             EventKind::TrackPublished { .. }
             | EventKind::TrackUnpublished { .. }
             | EventKind::LinkUp { .. }
-            | EventKind::LinkDown { .. } => {}
+            | EventKind::LinkDown { .. }
+            | EventKind::Traffic { .. }
+            | EventKind::TrafficInterval { .. }
+            | EventKind::Policy { .. } => {}
         }
     }
     Report {
