@@ -18,6 +18,7 @@ use crate::ids::{AppId, CountryCode, NodeId, RegionId};
 
 mod countries;
 mod diagnostic;
+mod jwt_key;
 mod parse;
 mod policy_version;
 mod secret;
@@ -26,6 +27,7 @@ mod tests;
 
 pub use countries::is_assigned_country;
 pub use diagnostic::{ConfigErrors, Diagnostic};
+pub use jwt_key::{JwtKeyAlgorithm, JwtPublicKey};
 pub use policy_version::{
     BadPolicyVersion, CanonicalApp, CanonicalNode, CanonicalPolicy, PolicyVersion, RuleKind,
 };
@@ -117,6 +119,9 @@ pub struct App {
     pub id: AppId,
     /// Where its token key comes from (resolved at `serve` time).
     pub secret: SecretSource,
+    /// `jwt_public_key_file`: the key that verifies its `ES256`/`EdDSA` JWTs,
+    /// read when the config loads (`None`: only `gr1` and `HS256` tokens).
+    pub jwt_public_key: Option<JwtPublicKey>,
     /// Which regions its media and control metadata may touch.
     pub regions: RegionPolicy,
     /// Which client countries may connect.
@@ -516,11 +521,19 @@ impl Fleet {
             writeln!(
                 out,
                 "  {}: regions [{}] (by {policy}); clients: {clients}, unknown country {unknown}; \
-                 metadata kept {} days; secret: {}",
+                 metadata kept {} days; secret: {}{}",
                 app.id,
                 allowed.join(", "),
                 app.metadata_retention_days,
-                describe_secret(&app.secret)
+                describe_secret(&app.secret),
+                app.jwt_public_key
+                    .as_ref()
+                    .map(|key| format!(
+                        "; JWT key: {} ({})",
+                        key.algorithm.jose_name(),
+                        key.path.display()
+                    ))
+                    .unwrap_or_default()
             )?;
         }
         let geoip = match &self.geoip.database {

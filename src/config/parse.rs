@@ -16,9 +16,9 @@ use toml::de::{DeTable, DeValue};
 
 use super::{
     AdminConfig, AdminTokenSource, App, ClientCountryRule, ConfigErrors, Diagnostic, Fleet,
-    GeoipConfig, IpMode, Limits, Link, MAX_FULL_IP_RETENTION_DAYS, MAX_RETENTION_DAYS,
-    MetadataConfig, Node, PostgresConfig, Region, RegionPolicy, SecretSource, TlsConfig,
-    UnknownCountry, config_dir_of, is_assigned_country,
+    GeoipConfig, IpMode, JwtPublicKey, Limits, Link, MAX_FULL_IP_RETENTION_DAYS,
+    MAX_RETENTION_DAYS, MetadataConfig, Node, PostgresConfig, Region, RegionPolicy, SecretSource,
+    TlsConfig, UnknownCountry, config_dir_of, is_assigned_country,
 };
 use crate::ids::{AppId, CountryCode, NodeId, RegionId};
 
@@ -37,6 +37,7 @@ const APP_KEYS: &[&str] = &[
     "secret_env",
     "secret",
     "secret_file",
+    "jwt_public_key_file",
     "allow_regions",
     "deny_regions",
     "client_countries",
@@ -781,6 +782,7 @@ impl Checker<'_> {
                 continue;
             };
             let secret = self.secret_source(&app);
+            let jwt_public_key = self.jwt_public_key(&app);
             let policy = self.region_policy(&app, regions);
             let client_countries = self.client_countries(&app);
             let unknown_client_country = match self.string(&app, "unknown_client_country") {
@@ -803,9 +805,17 @@ impl Checker<'_> {
                 )
                 .and_then(|days| u16::try_from(days.value).ok())
                 .unwrap_or(default_retention);
-            if let (true, Some(secret), Some(regions), Some(client_countries), Some(unknown)) = (
+            if let (
+                true,
+                Some(secret),
+                Some(jwt_public_key),
+                Some(regions),
+                Some(client_countries),
+                Some(unknown),
+            ) = (
                 id_ok,
                 secret,
+                jwt_public_key,
                 policy,
                 client_countries,
                 unknown_client_country,
@@ -814,6 +824,7 @@ impl Checker<'_> {
                 let app = App {
                     id: id.clone(),
                     secret,
+                    jwt_public_key,
                     regions,
                     client_countries,
                     unknown_client_country: unknown,
@@ -823,6 +834,22 @@ impl Checker<'_> {
             }
         }
         apps
+    }
+
+    /// `jwt_public_key_file`: `Some(None)` when absent, `None` when bad
+    /// (reported at the value).
+    fn jwt_public_key(&mut self, app: &TableView<'_, '_>) -> Option<Option<JwtPublicKey>> {
+        if app.get("jwt_public_key_file").is_none() {
+            return Some(None);
+        }
+        let file = self.string(app, "jwt_public_key_file")?;
+        match JwtPublicKey::load(&self.resolve_path(file.value)) {
+            Ok(key) => Some(Some(key)),
+            Err(message) => {
+                self.report(&file.span, &file.path, message);
+                None
+            }
+        }
     }
 
     fn secret_source(&mut self, app: &TableView<'_, '_>) -> Option<SecretSource> {
