@@ -89,7 +89,10 @@ static EPOCH: OnceLock<Instant> = OnceLock::new();
 /// Microseconds on the loadgen process clock: monotonic, shared by every
 /// publisher and subscriber of the process.
 pub fn now_us() -> u64 {
-    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+    EPOCH
+        .get_or_init(crate::clock::monotonic_now)
+        .elapsed()
+        .as_micros() as u64
 }
 
 /// What to run.
@@ -477,14 +480,14 @@ pub async fn run(spec: &LoadSpec) -> Result<Summary, LoadError> {
     }
 
     // Every subscriber sees every track of its channel before sending starts.
-    let deadline = Instant::now() + spec.setup_timeout;
+    let deadline = crate::clock::monotonic_now() + spec.setup_timeout;
     let ready = |tasks: &[(usize, Arc<Progress>, _)]| {
         tasks.iter().all(|(j, p, _)| {
             p.failed.load(Ordering::Relaxed)
                 || p.tracks_seen.load(Ordering::Relaxed) >= tracks_per_channel[spec.channel_of(*j)]
         })
     };
-    while !ready(&subscriber_tasks) && Instant::now() < deadline {
+    while !ready(&subscriber_tasks) && crate::clock::monotonic_now() < deadline {
         tokio::time::sleep(POLL).await;
     }
     let unready_subscribers = subscriber_tasks
@@ -495,7 +498,7 @@ pub async fn run(spec: &LoadSpec) -> Result<Summary, LoadError> {
         .count();
 
     // Send.
-    let start = tokio::time::Instant::now() + Duration::from_millis(10);
+    let start = crate::clock::timer_now() + Duration::from_millis(10);
     let payload = Arc::new(payload_template(spec.payload_size, &spec.payload_text));
     let publisher_tasks: Vec<_> = publishers
         .into_iter()
@@ -533,14 +536,14 @@ pub async fn run(spec: &LoadSpec) -> Result<Summary, LoadError> {
     let duration = last_send.saturating_duration_since(start.into_std());
 
     // Drain: until every subscriber has what it expects, or the window ends.
-    let drain_start = Instant::now();
+    let drain_start = crate::clock::monotonic_now();
     let drain_end = drain_start + spec.drain;
     let drained = |tasks: &[(usize, Arc<Progress>, _)]| {
         tasks.iter().all(|(j, p, _)| {
             p.received.load(Ordering::Relaxed) >= sent_per_channel[spec.channel_of(*j)]
         })
     };
-    while !drained(&subscriber_tasks) && Instant::now() < drain_end {
+    while !drained(&subscriber_tasks) && crate::clock::monotonic_now() < drain_end {
         tokio::time::sleep(POLL).await;
     }
     let drain_ms = drain_start.elapsed().as_millis() as u64;
@@ -744,7 +747,7 @@ async fn publish_loop(
         send_failures,
         errors: report_errors,
         closed,
-        finished_at: Instant::now(),
+        finished_at: crate::clock::monotonic_now(),
     }
 }
 

@@ -102,7 +102,7 @@ async fn still_served(publisher: &Client, track: u64, subscriber: &mut Client, f
         publisher.send_media(track, seq, seq, b"ok").expect("send");
     }
     let mut got = 0;
-    let until = tokio::time::Instant::now() + Duration::from_millis(500);
+    let until = georelay::clock::timer_now() + Duration::from_millis(500);
     while let Ok(Some(event)) = tokio::time::timeout_at(until, subscriber.events().next()).await {
         if matches!(event, Event::Media { header, .. } if header.seq >= first) {
             got += 1;

@@ -226,7 +226,7 @@ async fn killing_the_transit_node_reroutes_then_fails_closed_then_recovers() {
 
     // Kill London mid-stream; publish continuously and time the gap.
     let lon = fleet.fleet.take("uk-lon-1").expect("london runs");
-    let killed_at = tokio::time::Instant::now();
+    let killed_at = georelay::clock::timer_now();
     lon.kill().await;
     let mut seq = 1_000;
     let mut resumed = None;
@@ -280,7 +280,7 @@ async fn killing_the_transit_node_reroutes_then_fails_closed_then_recovers() {
 
     // London comes back: the far subscriber recovers without reconnecting.
     fleet.restart("uk-lon-1").await;
-    let restarted_at = tokio::time::Instant::now();
+    let restarted_at = georelay::clock::timer_now();
     let mut recovered = None;
     let mut seq = 10_000;
     while restarted_at.elapsed() < Duration::from_secs(10) {
@@ -297,7 +297,7 @@ async fn killing_the_transit_node_reroutes_then_fails_closed_then_recovers() {
 
     // The near subscriber moves back to the cheaper path through London:
     // London then forwards each packet twice (to us-iad-1 and eu-ams-1).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = georelay::clock::timer_now() + Duration::from_secs(5);
     let mut seq = 20_000;
     loop {
         let before = fleet.status("uk-lon-1").await.apps["globex-media"];
@@ -311,7 +311,7 @@ async fn killing_the_transit_node_reroutes_then_fails_closed_then_recovers() {
             break;
         }
         assert!(
-            tokio::time::Instant::now() < deadline,
+            georelay::clock::timer_now() < deadline,
             "London carries the stream to both subscribers again: {before:?} -> {after:?}"
         );
     }
@@ -591,7 +591,7 @@ fn spawn_publisher(
 ) -> tokio::task::JoinHandle<u64> {
     tokio::spawn(async move {
         let mut seq = 0u64;
-        let started = tokio::time::Instant::now();
+        let started = georelay::clock::timer_now();
         while !*stop.borrow() && started.elapsed() < Duration::from_secs(30) {
             if session.send_media(track, seq, seq, b"live").is_err() {
                 let _ = session.ensure_connected().await;
@@ -610,7 +610,7 @@ async fn until_media_after_reconnect(
     node: &str,
     limit: Duration,
 ) -> Duration {
-    let started = tokio::time::Instant::now();
+    let started = georelay::clock::timer_now();
     let mut reconnected = false;
     while started.elapsed() < limit {
         let Ok(Some(event)) =

@@ -53,7 +53,7 @@ fn files_containing(root: &Path, needle: &[u8], depth: usize, since: SystemTime)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_payload_is_found_in_no_file_and_no_log_line() {
     // File times have coarser resolution than the clock: start a second early.
-    let started = SystemTime::now() - Duration::from_secs(1);
+    let started = georelay::clock::wall_now() - Duration::from_secs(1);
     let canary = format!("CANARY-{:016x}-{:08x}", rand_u64(), std::process::id());
     let mut fleet = ServedFleet::configure(&metadata_on());
     fleet.serve_all("trace");
@@ -80,7 +80,7 @@ async fn a_canary_payload_is_found_in_no_file_and_no_log_line() {
         .await
         .expect("message");
     let mut delivered = 0;
-    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    let until = georelay::clock::timer_now() + Duration::from_secs(2);
     while let Ok(Some(event)) = tokio::time::timeout_at(until, subscriber.events().next()).await {
         match event {
             Event::Media { payload, .. } | Event::Message { payload, .. }

@@ -40,7 +40,7 @@ async fn separate_processes_with_certs_fail_over_when_the_transit_is_sigkilled()
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let mut received_before = 0;
-    let until = tokio::time::Instant::now() + Duration::from_millis(500);
+    let until = georelay::clock::timer_now() + Duration::from_millis(500);
     while let Ok(Some(event)) = tokio::time::timeout_at(until, subscriber.events().next()).await {
         if matches!(event, Event::Media { .. }) {
             received_before += 1;
@@ -61,7 +61,7 @@ async fn separate_processes_with_certs_fail_over_when_the_transit_is_sigkilled()
     // SIGKILL London: no CONNECTION_CLOSE reaches its peers; they notice by
     // the mesh idle timeout and re-route over the direct link.
     fleet.signal("uk-lon-1", "-KILL");
-    let killed = tokio::time::Instant::now();
+    let killed = georelay::clock::timer_now();
     let mut resumed = None;
     let first_after = seq;
     while killed.elapsed() < Duration::from_secs(15) {

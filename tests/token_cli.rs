@@ -47,10 +47,8 @@ fn token_cmd(config: &Path, args: &[&str], secret_env: Option<&str>) -> Output {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
+    use georelay::clock::Clock;
+    georelay::clock::SystemClock.now_unix_secs()
 }
 
 fn printed_token(output: &Output) -> String {

@@ -477,11 +477,11 @@ async fn run_sink(
     loop {
         if stopping(&shutdown) {
             let deadline =
-                *give_up_at.get_or_insert_with(|| tokio::time::Instant::now() + SHUTDOWN_GRACE);
+                *give_up_at.get_or_insert_with(|| crate::clock::timer_now() + SHUTDOWN_GRACE);
             if queue.len() == 0 {
                 return;
             }
-            if tokio::time::Instant::now() >= deadline {
+            if crate::clock::timer_now() >= deadline {
                 tracing::warn!(unsent = queue.len(), "metadata postgres sink gave up");
                 return;
             }

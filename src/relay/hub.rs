@@ -147,9 +147,10 @@ pub struct Hub {
     /// Drops at this node, by reason.
     pub drops: Arc<DropCounters>,
     next_session: AtomicU64,
+    deadline_moved: tokio::sync::Notify,
     rng: ring::rand::SystemRandom,
     clock: SharedClock,
-    started_ms: u64,
+    started: std::time::Instant,
     recorder: Recorder,
 }
 
@@ -164,10 +165,16 @@ impl std::fmt::Debug for Hub {
 impl Hub {
     /// The hub of node `me` under `policy`.
     pub fn new(me: NodeId, policy: Arc<Policy>, clock: SharedClock, recorder: Recorder) -> Self {
-        let started_ms = clock.now_unix_ms();
+        let started = crate::clock::monotonic_now();
+        let plane = Plane::new(
+            me.clone(),
+            Arc::clone(&policy),
+            started,
+            clock.now_unix_ms(),
+        );
         Self {
             inner: Mutex::new(Inner {
-                plane: Plane::new(me.clone(), Arc::clone(&policy)),
+                plane,
                 sessions: HashMap::new(),
                 channels: HashMap::new(),
                 peers: HashMap::new(),
@@ -181,9 +188,10 @@ impl Hub {
             counters: RwLock::new(BTreeMap::new()),
             drops: Arc::new(DropCounters::default()),
             next_session: AtomicU64::new(1),
+            deadline_moved: tokio::sync::Notify::new(),
             rng: ring::rand::SystemRandom::new(),
             clock,
-            started_ms,
+            started,
             recorder,
         }
     }
@@ -336,7 +344,7 @@ impl Hub {
                 subscribers,
             },
         );
-        let now = self.clock.now_unix_ms();
+        let now = crate::clock::monotonic_now();
         let actions = inner.plane.set_local_tracks(&key, tracks, now);
         self.apply(&mut inner, actions);
         Ok(track)
@@ -394,7 +402,7 @@ impl Hub {
             }
         }
         let tracks = channel.tracks.clone();
-        let now = self.clock.now_unix_ms();
+        let now = crate::clock::monotonic_now();
         let actions = inner.plane.set_local_tracks(key, tracks, now);
         self.apply(inner, actions);
     }
@@ -410,7 +418,7 @@ impl Hub {
             .subscribers
             .entry(session)
             .or_default();
-        let now = self.clock.now_unix_ms();
+        let now = crate::clock::monotonic_now();
         let mut actions = inner.plane.set_local_interest(&key, true, now);
         actions.push(Action::ChannelChanged(key));
         self.apply(&mut inner, actions);
@@ -433,7 +441,7 @@ impl Hub {
             return;
         }
         let interested = !channel.subscribers.is_empty();
-        let now = self.clock.now_unix_ms();
+        let now = crate::clock::monotonic_now();
         let mut actions = inner.plane.set_local_interest(key, interested, now);
         actions.push(Action::ChannelChanged(key.clone()));
         self.apply(inner, actions);
@@ -541,7 +549,7 @@ impl Hub {
         if let Some(old) = inner.peers.insert(peer.clone(), entry) {
             old.datagrams.close();
         }
-        let now = self.clock.now_unix_ms();
+        let now = crate::clock::monotonic_now();
         let actions = inner.plane.peer_up(peer, rtt, now);
         self.apply(&mut inner, actions);
         metrics::gauge!(m::MESH_LINKS_UP, m::LABEL_NODE => self.me.to_string())
@@ -562,7 +570,7 @@ impl Hub {
         if let Some(old) = inner.peers.remove(peer) {
             old.datagrams.close();
         }
-        let now = self.clock.now_unix_ms();
+        let now = crate::clock::monotonic_now();
         let actions = inner.plane.peer_down(peer, now);
         self.apply(&mut inner, actions);
         metrics::gauge!(m::MESH_LINKS_UP, m::LABEL_NODE => self.me.to_string())
@@ -572,13 +580,14 @@ impl Hub {
     /// A control frame from a peer.
     pub fn peer_msg(&self, peer: &NodeId, msg: super::plane::PeerMsg) {
         let mut inner = self.lock();
-        let now = self.clock.now_unix_ms();
+        let now = crate::clock::monotonic_now();
         let actions = inner.plane.on_peer_msg(peer, msg, now);
         self.apply(&mut inner, actions);
     }
 
-    /// Periodic work: measured RTTs, retries of failed routes.
-    pub fn tick(&self) {
+    /// Timer work due at `now` (see [`Hub::poll_timeout`]): measured RTTs,
+    /// subscription refresh and expiry, retries of failed routes.
+    pub fn tick(&self, now: std::time::Instant) {
         let mut inner = self.lock();
         let rtts: Vec<(NodeId, u64)> = inner
             .peers
@@ -588,26 +597,18 @@ impl Hub {
         for (peer, rtt) in rtts {
             inner.plane.peer_rtt(&peer, rtt);
         }
-        let now = self.clock.now_unix_ms();
         let actions = inner.plane.tick(now);
         self.apply(&mut inner, actions);
-        self.export_metrics();
-        // Reachability changes with the live topology: tell subscribers
-        // when it did.
-        let version = inner.plane.topology_version();
-        if version == inner.reachability_version {
-            return;
-        }
-        inner.reachability_version = version;
-        let keys: Vec<ChannelKey> = inner
-            .channels
-            .iter()
-            .filter(|(_, c)| !c.subscribers.is_empty())
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in keys {
-            self.notify_subscribers(&mut inner, &key);
-        }
+    }
+
+    /// When [`Hub::tick`] is next due (monotonic).
+    pub fn poll_timeout(&self) -> std::time::Instant {
+        self.lock().plane.poll_timeout()
+    }
+
+    /// Resolves when an input may have moved [`Hub::poll_timeout`] earlier.
+    pub async fn deadline_moved(&self) {
+        self.deadline_moved.notified().await;
     }
 
     // ----- reload -------------------------------------------------------------
@@ -619,7 +620,7 @@ impl Hub {
         let mut inner = self.lock();
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&policy);
         let before = inner.rerouted;
-        let now = self.clock.now_unix_ms();
+        let now = crate::clock::monotonic_now();
         let actions = inner.plane.set_policy(Arc::clone(&policy), now);
         self.apply(&mut inner, actions);
         // Sessions the new policy refuses: the app may no longer use this
@@ -723,7 +724,7 @@ impl Hub {
         StatusReport {
             node: self.me.to_string(),
             region: self.region().to_string(),
-            uptime_s: self.clock.now_unix_ms().saturating_sub(self.started_ms) / 1000,
+            uptime_s: self.started.elapsed().as_secs(),
             sessions: inner.sessions.len() as u64,
             apps,
             links,
@@ -874,6 +875,22 @@ impl Hub {
             self.rebuild(inner, &key);
             self.notify_subscribers(inner, &key);
         }
+        // Reachability changes with the live topology: tell subscribers
+        // when it did.
+        let version = inner.plane.topology_version();
+        if version != inner.reachability_version {
+            inner.reachability_version = version;
+            let keys: Vec<ChannelKey> = inner
+                .channels
+                .iter()
+                .filter(|(_, c)| !c.subscribers.is_empty())
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in keys {
+                self.notify_subscribers(inner, &key);
+            }
+        }
+        self.deadline_moved.notify_one();
     }
 
     /// Rebuilds the fast path of one channel from the plane's forwarding.

@@ -26,7 +26,7 @@ pub mod transport;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
@@ -41,9 +41,6 @@ use crate::tls::{FleetPki, TransportKind};
 
 use self::hub::Hub;
 use self::policy::{Policy, PolicyError};
-
-/// How often each node retries failed routes and refreshes RTTs.
-pub const TICK: Duration = Duration::from_millis(250);
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -240,7 +237,7 @@ impl RunningNode {
                 shutdown_rx.clone(),
             ));
         }
-        tasks.spawn(tick_loop(Arc::clone(&hub), shutdown_rx.clone()));
+        tasks.spawn(timer_loop(Arc::clone(&hub), shutdown_rx.clone()));
         let introspect = Arc::new(Introspect {
             hub: Arc::clone(&hub),
             reloader: options.reloader.clone(),
@@ -277,8 +274,8 @@ impl RunningNode {
             ErrorCode::ShuttingDown,
             "this node is shutting down; reconnect elsewhere",
         );
-        let deadline = Instant::now() + drain;
-        while self.hub.session_count() > 0 && Instant::now() < deadline {
+        let deadline = crate::clock::monotonic_now() + drain;
+        while self.hub.session_count() > 0 && crate::clock::monotonic_now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tracing::info!(node = %self.hub.me(), sessions, "node drained");
@@ -329,7 +326,7 @@ async fn accept_loop(
         let hub = Arc::clone(&hub);
         let limits = limits.clone();
         tokio::spawn(async move {
-            let started = Instant::now();
+            let started = crate::clock::monotonic_now();
             let Ok(conn) = incoming.await else {
                 return;
             };
@@ -349,12 +346,14 @@ async fn accept_loop(
     }
 }
 
-async fn tick_loop(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(TICK);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Runs the hub's timers: sleeps until the plane's next deadline
+/// ([`Hub::poll_timeout`]), or until an input moved it, then ticks.
+async fn timer_loop(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
     loop {
+        let deadline = tokio::time::Instant::from_std(hub.poll_timeout());
         tokio::select! {
-            _ = interval.tick() => hub.tick(),
+            _ = tokio::time::sleep_until(deadline) => hub.tick(crate::clock::monotonic_now()),
+            _ = hub.deadline_moved() => {}
             _ = shutdown.changed() => return,
         }
     }

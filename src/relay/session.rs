@@ -153,7 +153,7 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
                 },
             },
         );
-        let opened = tokio::time::Instant::now();
+        let opened = crate::clock::timer_now();
         tokio::spawn(run_datagram_writer(Arc::clone(&datagrams), conn.clone()));
         tokio::spawn(run_message_writer(
             messages_rx,
@@ -355,7 +355,7 @@ async fn read_datagrams(
     traffic: Arc<AppCounters>,
     jitter: SharedJitter,
 ) {
-    let started = tokio::time::Instant::now();
+    let started = crate::clock::timer_now();
     while let Ok(datagram) = conn.read_datagram().await {
         traffic.count_in(datagram.len());
         let Ok((header, header_len)) = crate::wire::MediaHeader::parse(&datagram) else {

@@ -15,7 +15,7 @@ pub async fn next_matching<T>(
     limit: Duration,
     mut pick: impl FnMut(Event) -> Option<T>,
 ) -> Option<T> {
-    let deadline = tokio::time::Instant::now() + limit;
+    let deadline = georelay::clock::timer_now() + limit;
     loop {
         let event = tokio::time::timeout_at(deadline, client.events().next())
             .await
@@ -40,7 +40,7 @@ pub async fn track_added(client: &mut Client) -> TrackInfo {
 /// `window`.
 pub async fn media_seqs(client: &mut Client, track: u64, window: Duration) -> BTreeSet<u64> {
     let mut seen = BTreeSet::new();
-    let deadline = tokio::time::Instant::now() + window;
+    let deadline = georelay::clock::timer_now() + window;
     while let Ok(Some(event)) = tokio::time::timeout_at(deadline, client.events().next()).await {
         if let Event::Media { header, .. } = event {
             if header.track == track {
@@ -53,7 +53,7 @@ pub async fn media_seqs(client: &mut Client, track: u64, window: Duration) -> BT
 
 /// How many media events of any track arrive within `window`.
 pub async fn media_within(client: &mut Client, window: Duration) -> usize {
-    let deadline = tokio::time::Instant::now() + window;
+    let deadline = georelay::clock::timer_now() + window;
     let mut count = 0;
     while let Ok(Some(event)) = tokio::time::timeout_at(deadline, client.events().next()).await {
         if matches!(event, Event::Media { .. }) {

@@ -229,7 +229,7 @@ impl TestFleet {
             .iter()
             .map(|n| n.hub.me().to_string())
             .collect();
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = georelay::clock::timer_now() + limit;
         loop {
             let ready = self.fleet.nodes.iter().all(|n| {
                 n.hub
@@ -243,7 +243,7 @@ impl TestFleet {
                 return;
             }
             assert!(
-                tokio::time::Instant::now() < deadline,
+                georelay::clock::timer_now() < deadline,
                 "mesh did not come up in {limit:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;

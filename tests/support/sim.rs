@@ -27,6 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use georelay::config::Fleet;
 use georelay::ids::{AppId, NodeId};
@@ -35,7 +36,8 @@ use georelay::relay::policy::Policy;
 use georelay::routing::{AllowedRegions, Topology};
 use georelay::wire::{TrackInfo, TrackKind};
 
-/// How often every node's `tick` runs (the relay's `relay::TICK`).
+/// How often the simulated drivers wake up: each node whose
+/// `Plane::poll_timeout` has passed is ticked then.
 pub const TICK_MS: u64 = 250;
 /// The simulated wall clock starts here (a Unix time in ms, as the relay's
 /// clock reports), so link-state sequence numbers look like production ones.
@@ -230,6 +232,11 @@ fn undirected(a: &NodeId, b: &NodeId) -> Link {
 /// N planes on simulated links: see the module docs.
 pub struct Mesh {
     now_ms: u64,
+    /// The monotonic instant of `START_MS`: planes see `base + (now - START)`.
+    base: Instant,
+    /// Per node, how far its wall clock is off the simulated time (ms; it
+    /// steps when a test says so). Planes read it only when they start.
+    wall_offset_ms: BTreeMap<NodeId, i64>,
     next_tick_ms: u64,
     latency: bool,
     policies: Vec<Arc<Policy>>,
@@ -254,6 +261,7 @@ impl Mesh {
     /// with one-way latency `rtt_ms / 2` per link.
     pub fn new(toml_text: &str) -> Self {
         let policy = policy_from_toml(toml_text);
+        let base = georelay::clock::monotonic_now();
         let planes = policy
             .fleet
             .nodes
@@ -261,7 +269,7 @@ impl Mesh {
             .map(|id| {
                 (
                     id.clone(),
-                    Some(Plane::new(id.clone(), Arc::clone(&policy))),
+                    Some(Plane::new(id.clone(), Arc::clone(&policy), base, START_MS)),
                 )
             })
             .collect();
@@ -273,6 +281,8 @@ impl Mesh {
             .collect();
         Self {
             now_ms: START_MS,
+            base,
+            wall_offset_ms: BTreeMap::new(),
             next_tick_ms: START_MS + TICK_MS,
             latency: true,
             policies: vec![policy],
@@ -577,7 +587,12 @@ impl Mesh {
         if self.is_alive(id.as_str()) {
             return;
         }
-        let plane = Plane::new(id.clone(), Arc::clone(self.policy()));
+        let plane = Plane::new(
+            id.clone(),
+            Arc::clone(self.policy()),
+            self.instant(),
+            self.wall_ms(&id),
+        );
         self.planes.insert(id.clone(), Some(plane));
         let links: Vec<Link> = self
             .configured
@@ -670,6 +685,24 @@ impl Mesh {
     }
 
     // ----- time -----------------------------------------------------------
+
+    /// The monotonic instant the planes see now.
+    pub fn instant(&self) -> Instant {
+        self.base + Duration::from_millis(self.now_ms - START_MS)
+    }
+
+    /// Node `id`'s wall clock now (Unix ms).
+    pub fn wall_ms(&self, id: &NodeId) -> u64 {
+        let offset = self.wall_offset_ms.get(id).copied().unwrap_or(0);
+        self.now_ms.saturating_add_signed(offset)
+    }
+
+    /// Steps node `id`'s wall clock by `by_ms` (negative: backwards), as an
+    /// NTP correction or a VM migration would. Its monotonic clock, which
+    /// the plane follows, does not move.
+    pub fn step_wall_clock(&mut self, id: &str, by_ms: i64) {
+        *self.wall_offset_ms.entry(node(id)).or_default() += by_ms;
+    }
 
     /// Lets `ms` of simulated time pass: delivers what arrives and ticks.
     pub fn advance(&mut self, ms: u64) {
@@ -794,7 +827,13 @@ impl Mesh {
         self.next_tick_ms += TICK_MS;
         let mut sent = 0;
         for id in self.nodes() {
-            let actions = self.with_plane(&id, |plane, now| plane.tick(now));
+            let actions = self.with_plane(&id, |plane, now| {
+                if plane.poll_timeout() <= now {
+                    plane.tick(now)
+                } else {
+                    Vec::new()
+                }
+            });
             sent += actions
                 .iter()
                 .filter(|a| matches!(a, Action::Send { .. }))
@@ -881,9 +920,9 @@ impl Mesh {
     fn with_plane(
         &mut self,
         id: &NodeId,
-        input: impl FnOnce(&mut Plane, u64) -> Vec<Action>,
+        input: impl FnOnce(&mut Plane, Instant) -> Vec<Action>,
     ) -> Vec<Action> {
-        let now = self.now_ms;
+        let now = self.instant();
         match self.planes.get_mut(id) {
             Some(Some(plane)) => input(plane, now),
             _ => Vec::new(),

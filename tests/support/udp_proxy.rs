@@ -175,7 +175,8 @@ async fn pump(
                 .fetch_add(1, Ordering::SeqCst);
             continue;
         }
-        let due = Instant::now() + Duration::from_micros(shared.delay_us.load(Ordering::SeqCst));
+        let due = georelay::clock::timer_now()
+            + Duration::from_micros(shared.delay_us.load(Ordering::SeqCst));
         if queue.try_send((due, packet, destination)).is_err() {
             shared
                 .counters
