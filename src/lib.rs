@@ -18,6 +18,8 @@
 //!
 //! Runtime (tokio + quinn):
 //! - [`tls`]: dev CA and node certificates, rustls configs, peer identity.
+//! - [`gate`]: the accept loop's bounds: per-address and total connection
+//!   counts, Retry under load, connections waiting for `HELLO`.
 //! - [`relay`]: the node: client endpoint, sessions, fan-out, mesh links.
 //! - [`admin`]: the per-node HTTP surface (`/metrics`, `/status`, ...).
 //! - [`client`]: the Rust SDK used by tests, loadgen and examples.
@@ -32,6 +34,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod gate;
 pub mod geo;
 pub mod ids;
 pub mod loadgen;

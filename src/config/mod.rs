@@ -307,7 +307,9 @@ pub struct PostgresConfig {
     pub local_store: bool,
 }
 
-/// `[limits]`: resource limits, all optional.
+/// `[limits]`: resource limits, all optional. Every resource a peer can make
+/// a node hold is bounded by one of these (docs/CONFIG.md lists the reason
+/// for each default).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Concurrent client sessions per node (default 10000).
@@ -322,6 +324,66 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// How long a draining node waits for sessions to move, ms (default 5000).
     pub drain_timeout_ms: u64,
+
+    // ---- QUIC transport of client connections ----
+    /// Bytes a client may have unread on one stream (default 256 KiB).
+    pub stream_receive_window_bytes: u32,
+    /// Bytes a client may have unread on all its streams (default 1 MiB).
+    pub connection_receive_window_bytes: u32,
+    /// Bytes the node keeps unacknowledged towards one client (default 1 MiB).
+    pub send_window_bytes: u32,
+    /// Bidirectional streams a client may open (default 2: the control
+    /// stream, plus the CONNECT stream of a WebTransport session).
+    pub max_bidi_streams: u32,
+    /// Unidirectional streams a client may have open (default 4: its message
+    /// stream, plus HTTP/3's control and QPACK streams under WebTransport).
+    pub max_uni_streams: u32,
+    /// Received datagram bytes waiting to be read (default 256 KiB).
+    pub datagram_receive_buffer_bytes: usize,
+    /// Datagram bytes queued towards one client; the oldest is dropped when
+    /// full (default 256 KiB).
+    pub datagram_send_buffer_bytes: usize,
+    /// A silent client connection is closed after this, ms (default 10000).
+    pub idle_timeout_ms: u64,
+    /// The node PINGs a client after this much silence, ms (default 1000).
+    pub keep_alive_ms: u64,
+
+    // ---- the accept loop ----
+    /// Handshakes not yet accepted or refused that the endpoint holds
+    /// (quinn `max_incoming`, default 1024).
+    pub max_incoming: usize,
+    /// Bytes buffered for one such handshake (quinn
+    /// `incoming_buffer_size`, default 65536).
+    pub incoming_buffer_size: u64,
+    /// Bytes buffered for all of them (quinn `incoming_buffer_size_total`,
+    /// default 8 MiB).
+    pub incoming_buffer_size_total: u64,
+    /// Connections past the handshake still waiting for `HELLO` (default 1024).
+    pub max_pending_hello: usize,
+    /// How long a connection may take from the end of its handshake to its
+    /// `HELLO`, ms (default 5000).
+    pub hello_timeout_ms: u64,
+    /// Connections (handshaking or open) from one source address: one IPv4
+    /// address or one IPv6 /64 (default 32).
+    pub max_connections_per_address: usize,
+    /// Connections (handshaking or open) in total (default 12000).
+    pub max_connections: usize,
+    /// Above this many handshakes from unvalidated addresses in progress,
+    /// new ones get a stateless Retry first (default 64).
+    pub retry_threshold: usize,
+    /// Always answer an unvalidated Initial with a Retry (default false).
+    pub retry_always: bool,
+    /// How long a Retry token is accepted, ms (default 5000).
+    pub retry_token_lifetime_ms: u64,
+
+    // ---- sessions and channels ----
+    /// Subscribers one channel may have on one node (default 1000).
+    pub max_subscribers_per_channel: usize,
+    /// Channels one app may have open on one node (default 10000).
+    pub max_channels_per_app: usize,
+    /// Largest media payload per datagram the node advertises and accepts,
+    /// bytes; the path's QUIC datagram size can lower it (default 1400).
+    pub max_datagram_payload_bytes: usize,
 }
 
 impl Default for Limits {
@@ -333,6 +395,28 @@ impl Default for Limits {
             mesh_queue_packets: 4096,
             max_message_bytes: 65_536,
             drain_timeout_ms: 5000,
+            stream_receive_window_bytes: 256 << 10,
+            connection_receive_window_bytes: 1 << 20,
+            send_window_bytes: 1 << 20,
+            max_bidi_streams: 2,
+            max_uni_streams: 4,
+            datagram_receive_buffer_bytes: 256 << 10,
+            datagram_send_buffer_bytes: 256 << 10,
+            idle_timeout_ms: 10_000,
+            keep_alive_ms: 1000,
+            max_incoming: 1024,
+            incoming_buffer_size: 64 << 10,
+            incoming_buffer_size_total: 8 << 20,
+            max_pending_hello: 1024,
+            hello_timeout_ms: 5000,
+            max_connections_per_address: 32,
+            max_connections: 12_000,
+            retry_threshold: 64,
+            retry_always: false,
+            retry_token_lifetime_ms: 5000,
+            max_subscribers_per_channel: 1000,
+            max_channels_per_app: 10_000,
+            max_datagram_payload_bytes: 1400,
         }
     }
 }

@@ -68,6 +68,28 @@ const LIMIT_KEYS: &[&str] = &[
     "mesh_queue_packets",
     "max_message_bytes",
     "drain_timeout_ms",
+    "stream_receive_window_bytes",
+    "connection_receive_window_bytes",
+    "send_window_bytes",
+    "max_bidi_streams",
+    "max_uni_streams",
+    "datagram_receive_buffer_bytes",
+    "datagram_send_buffer_bytes",
+    "idle_timeout_ms",
+    "keep_alive_ms",
+    "max_incoming",
+    "incoming_buffer_size",
+    "incoming_buffer_size_total",
+    "max_pending_hello",
+    "hello_timeout_ms",
+    "max_connections_per_address",
+    "max_connections",
+    "retry_threshold",
+    "retry_always",
+    "retry_token_lifetime_ms",
+    "max_subscribers_per_channel",
+    "max_channels_per_app",
+    "max_datagram_payload_bytes",
 ];
 
 /// Parses and validates config text.
@@ -1290,40 +1312,246 @@ impl Checker<'_> {
         let Some(table) = self.sub_table(root, "limits", Some(LIMIT_KEYS)) else {
             return limits;
         };
-        let count = |checker: &mut Self, key: &str, max: u64, slot: &mut usize| {
-            if let Some(n) = checker.integer(&table, key, 1, max) {
-                *slot = usize::try_from(n.value).unwrap_or(usize::MAX);
-            }
-        };
-        count(self, "max_sessions", 10_000_000, &mut limits.max_sessions);
-        count(
-            self,
+        self.limit(
+            &table,
+            "max_sessions",
+            1,
+            10_000_000,
+            &mut limits.max_sessions,
+        );
+        self.limit(
+            &table,
             "max_tracks_per_session",
+            1,
             1024,
             &mut limits.max_tracks_per_session,
         );
-        count(
-            self,
+        self.limit(
+            &table,
             "subscriber_queue_packets",
+            1,
             1 << 20,
             &mut limits.subscriber_queue_packets,
         );
-        count(
-            self,
+        self.limit(
+            &table,
             "mesh_queue_packets",
+            1,
             1 << 22,
             &mut limits.mesh_queue_packets,
         );
-        count(
-            self,
+        self.limit(
+            &table,
             "max_message_bytes",
+            1,
             16 << 20,
             &mut limits.max_message_bytes,
         );
-        if let Some(ms) = self.integer(&table, "drain_timeout_ms", 0, 600_000) {
-            limits.drain_timeout_ms = ms.value;
+        self.limit(
+            &table,
+            "drain_timeout_ms",
+            0,
+            600_000,
+            &mut limits.drain_timeout_ms,
+        );
+        self.limit(
+            &table,
+            "stream_receive_window_bytes",
+            16 << 10,
+            16 << 20,
+            &mut limits.stream_receive_window_bytes,
+        );
+        self.limit(
+            &table,
+            "connection_receive_window_bytes",
+            16 << 10,
+            64 << 20,
+            &mut limits.connection_receive_window_bytes,
+        );
+        self.limit(
+            &table,
+            "send_window_bytes",
+            16 << 10,
+            64 << 20,
+            &mut limits.send_window_bytes,
+        );
+        self.limit(
+            &table,
+            "max_bidi_streams",
+            1,
+            16,
+            &mut limits.max_bidi_streams,
+        );
+        self.limit(
+            &table,
+            "max_uni_streams",
+            1,
+            64,
+            &mut limits.max_uni_streams,
+        );
+        self.limit(
+            &table,
+            "datagram_receive_buffer_bytes",
+            1500,
+            16 << 20,
+            &mut limits.datagram_receive_buffer_bytes,
+        );
+        self.limit(
+            &table,
+            "datagram_send_buffer_bytes",
+            1500,
+            16 << 20,
+            &mut limits.datagram_send_buffer_bytes,
+        );
+        self.limit(
+            &table,
+            "idle_timeout_ms",
+            1000,
+            600_000,
+            &mut limits.idle_timeout_ms,
+        );
+        self.limit(
+            &table,
+            "keep_alive_ms",
+            100,
+            300_000,
+            &mut limits.keep_alive_ms,
+        );
+        self.limit(&table, "max_incoming", 1, 1 << 16, &mut limits.max_incoming);
+        self.limit(
+            &table,
+            "incoming_buffer_size",
+            1500,
+            10 << 20,
+            &mut limits.incoming_buffer_size,
+        );
+        self.limit(
+            &table,
+            "incoming_buffer_size_total",
+            1500,
+            1 << 30,
+            &mut limits.incoming_buffer_size_total,
+        );
+        self.limit(
+            &table,
+            "max_pending_hello",
+            1,
+            1 << 20,
+            &mut limits.max_pending_hello,
+        );
+        self.limit(
+            &table,
+            "hello_timeout_ms",
+            100,
+            60_000,
+            &mut limits.hello_timeout_ms,
+        );
+        self.limit(
+            &table,
+            "max_connections_per_address",
+            1,
+            1 << 20,
+            &mut limits.max_connections_per_address,
+        );
+        self.limit(
+            &table,
+            "max_connections",
+            1,
+            10_000_000,
+            &mut limits.max_connections,
+        );
+        self.limit(
+            &table,
+            "retry_threshold",
+            0,
+            1 << 20,
+            &mut limits.retry_threshold,
+        );
+        self.limit(
+            &table,
+            "retry_token_lifetime_ms",
+            1000,
+            60_000,
+            &mut limits.retry_token_lifetime_ms,
+        );
+        self.limit(
+            &table,
+            "max_subscribers_per_channel",
+            1,
+            1_000_000,
+            &mut limits.max_subscribers_per_channel,
+        );
+        self.limit(
+            &table,
+            "max_channels_per_app",
+            1,
+            10_000_000,
+            &mut limits.max_channels_per_app,
+        );
+        self.limit(
+            &table,
+            "max_datagram_payload_bytes",
+            64,
+            65_535,
+            &mut limits.max_datagram_payload_bytes,
+        );
+        if let Some(flag) = self.boolean(&table, "retry_always") {
+            limits.retry_always = flag;
         }
+        self.limit_relations(&table, &limits);
         limits
+    }
+
+    /// Sets `slot` from the integer at `key` when it is within `min..=max`.
+    fn limit<T: TryFrom<u64>>(
+        &mut self,
+        table: &TableView<'_, '_>,
+        key: &str,
+        min: u64,
+        max: u64,
+        slot: &mut T,
+    ) {
+        if let Some(n) = self.integer(table, key, min, max)
+            && let Ok(value) = T::try_from(n.value)
+        {
+            *slot = value;
+        }
+    }
+
+    /// Limits that only make sense against each other.
+    fn limit_relations(&mut self, table: &TableView<'_, '_>, limits: &Limits) {
+        let blame = |checker: &mut Self, key: &str, message: String| {
+            let span = table.key_span(key).unwrap_or(table.anchor.clone());
+            checker.report(&span, &table.child(key), message);
+        };
+        if limits.connection_receive_window_bytes < limits.stream_receive_window_bytes {
+            let message = format!(
+                "must be at least stream_receive_window_bytes ({})",
+                limits.stream_receive_window_bytes
+            );
+            blame(self, "connection_receive_window_bytes", message);
+        }
+        if limits.keep_alive_ms * 2 > limits.idle_timeout_ms {
+            let message = format!(
+                "must be at most half of idle_timeout_ms ({}), or the connection idles out between keep-alives",
+                limits.idle_timeout_ms
+            );
+            blame(self, "keep_alive_ms", message);
+        }
+        if limits.incoming_buffer_size_total < limits.incoming_buffer_size {
+            let message = format!(
+                "must be at least incoming_buffer_size ({})",
+                limits.incoming_buffer_size
+            );
+            blame(self, "incoming_buffer_size_total", message);
+        }
+        if limits.max_connections_per_address > limits.max_connections {
+            let message = format!(
+                "must be at most max_connections ({})",
+                limits.max_connections
+            );
+            blame(self, "max_connections_per_address", message);
+        }
     }
 
     // ---- warnings ----------------------------------------------------------

@@ -196,6 +196,7 @@ drain_timeout_ms = 0
             mesh_queue_packets: 128,
             max_message_bytes: 1024,
             drain_timeout_ms: 0,
+            ..Limits::default()
         }
     );
     // The fleet-wide retention is the default for apps.

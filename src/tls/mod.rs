@@ -33,7 +33,10 @@ use rustls::server::WebPkiClientVerifier;
 pub use dev_ca::{CLOCK_SKEW, CertValidity, DevCa};
 pub use fleet::FleetPki;
 pub use reload::{NodeTls, Rotation};
-pub use transport::{TransportKind, TransportLimits, transport_config};
+pub use transport::{
+    TransportKind, TransportLimits, apply_handshake_limits, client_transport_config,
+    transport_config,
+};
 
 use crate::error::ErrorCode;
 use crate::ids::NodeId;

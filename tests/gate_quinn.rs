@@ -1,0 +1,162 @@
+//! The accept gate ([`georelay::gate`]) driving a real quinn endpoint on
+//! loopback, the way the relay's accept loop will: Retry before accepting an
+//! unvalidated address, and the per-address cap refusing the (K+1)th
+//! connection while other addresses still get in.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use georelay::config::Limits;
+use georelay::gate::{AcceptGate, GateLimits, IncomingDecision};
+use georelay::ids::NodeId;
+use georelay::tls::{
+    FleetPki, NodeTls, apply_handshake_limits, client_config, client_transport_config,
+};
+use quinn::{ConnectionError, Endpoint};
+
+const STEP: Duration = Duration::from_secs(10);
+
+/// What the loop did, by decision.
+#[derive(Default)]
+struct Decisions {
+    accepted: AtomicUsize,
+    retried: AtomicUsize,
+    refused: AtomicUsize,
+}
+
+/// A node endpoint whose accept loop asks `gate`; accepted connections are
+/// kept open (with their slots) until the endpoint is dropped.
+fn serve(pki: &FleetPki, limits: &Limits, gate: AcceptGate) -> (Endpoint, Arc<Decisions>) {
+    let tls = NodeTls::new(&NodeId::new("node-a"), pki).expect("node TLS");
+    let mut config = tls
+        .server_config(Arc::new(client_transport_config(limits)))
+        .expect("server config");
+    apply_handshake_limits(&mut config, limits);
+    let endpoint =
+        Endpoint::server(config, SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind server");
+    let decisions = Arc::new(Decisions::default());
+    let accept_loop = endpoint.clone();
+    let seen = Arc::clone(&decisions);
+    tokio::spawn(async move {
+        while let Some(incoming) = accept_loop.accept().await {
+            match gate.on_incoming(
+                incoming.remote_address(),
+                incoming.remote_address_validated(),
+            ) {
+                IncomingDecision::Retry => {
+                    seen.retried.fetch_add(1, Ordering::SeqCst);
+                    incoming
+                        .retry()
+                        .expect("an unvalidated incoming can be retried");
+                }
+                IncomingDecision::Refuse(_) => {
+                    seen.refused.fetch_add(1, Ordering::SeqCst);
+                    incoming.refuse();
+                }
+                IncomingDecision::Accept(mut slot) => {
+                    seen.accepted.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(async move {
+                        let conn = incoming.await;
+                        slot.handshake_done();
+                        if let Ok(conn) = conn {
+                            let _ = conn.closed().await;
+                        }
+                        drop(slot);
+                    });
+                }
+            }
+        }
+    });
+    (endpoint, decisions)
+}
+
+async fn dial(
+    pki: &FleetPki,
+    server: SocketAddr,
+    from: [u8; 4],
+) -> Result<quinn::Connection, ConnectionError> {
+    let mut client = Endpoint::client(SocketAddr::from((from, 0))).expect("bind client");
+    let transport = Arc::new(client_transport_config(&Limits::default()));
+    client.set_default_client_config(client_config(pki.roots.clone(), transport).expect("config"));
+    let connecting = client.connect(server, "node-a").expect("connect");
+    tokio::time::timeout(STEP, connecting)
+        .await
+        .expect("handshake ends in time")
+}
+
+fn pki() -> FleetPki {
+    FleetPki::generate([(NodeId::new("node-a"), None)]).expect("pki")
+}
+
+#[tokio::test]
+async fn retry_always_validates_the_address_before_the_handshake() {
+    let pki = pki();
+    let limits = Limits {
+        retry_always: true,
+        ..Limits::default()
+    };
+    let gate = AcceptGate::new(GateLimits::from_limits(&limits));
+    let (server, decisions) = serve(&pki, &limits, gate.clone());
+    let conn = dial(&pki, server.local_addr().expect("addr"), [127, 0, 0, 1])
+        .await
+        .expect("connected after a Retry");
+    assert_eq!(decisions.retried.load(Ordering::SeqCst), 1);
+    assert_eq!(decisions.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        gate.stats().unvalidated_handshakes,
+        0,
+        "validated by the Retry"
+    );
+    assert_eq!(gate.stats().connections, 1);
+    drop(conn);
+}
+
+#[tokio::test]
+async fn the_per_address_cap_refuses_the_k_plus_first_connection() {
+    let pki = pki();
+    let limits = Limits {
+        max_connections_per_address: 3,
+        ..Limits::default()
+    };
+    let gate = AcceptGate::new(GateLimits::from_limits(&limits));
+    let (server, decisions) = serve(&pki, &limits, gate.clone());
+    let addr = server.local_addr().expect("addr");
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(
+            dial(&pki, addr, [127, 0, 0, 1])
+                .await
+                .expect("within the cap"),
+        );
+    }
+    let refused = dial(&pki, addr, [127, 0, 0, 1]).await;
+    assert!(
+        matches!(refused, Err(ConnectionError::ConnectionClosed(_))),
+        "refused with CONNECTION_REFUSED: {refused:?}"
+    );
+    assert_eq!(decisions.refused.load(Ordering::SeqCst), 1);
+    let other = dial(&pki, addr, [127, 0, 0, 2])
+        .await
+        .expect("another address gets in");
+    assert_eq!(gate.stats().sources, 2);
+
+    // When one connection ends, its address may connect again.
+    let first = held.remove(0);
+    first.close(0u32.into(), b"bye");
+    let freed = async {
+        while gate.stats().connections > 3 {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(STEP, freed)
+        .await
+        .expect("slot released");
+    held.push(
+        dial(&pki, addr, [127, 0, 0, 1])
+            .await
+            .expect("a slot was freed"),
+    );
+    drop((held, other));
+}
