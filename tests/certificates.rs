@@ -7,7 +7,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use georelay::config::Fleet;
 use georelay::ids::NodeId;
@@ -91,7 +91,7 @@ fn read_strictly(der: &[u8], what: &str) -> Strict {
 }
 
 fn now() -> Duration {
-    SystemTime::now()
+    georelay::clock::wall_now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
 }

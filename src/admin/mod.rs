@@ -12,9 +12,11 @@
 //! Any other path is 404; a known path with another method is 405. The
 //! relay supplies the data through [`NodeIntrospect`]; this module owns only
 //! HTTP, its authentication ([`AdminAuth`], see [`auth`]), the Prometheus
-//! recorder and the metric names.
+//! recorder and the metric names. `/metrics` also carries the process's own
+//! figures ([`process`]).
 
 pub mod auth;
+pub mod process;
 mod recorder;
 
 use std::collections::BTreeMap;
@@ -206,6 +208,7 @@ pub async fn serve(
 
 async fn get_metrics(State(state): State<AdminState>) -> Response {
     state.node.export_metrics();
+    process::collect();
     state.metrics.run_upkeep();
     (
         [(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],

@@ -101,6 +101,7 @@ fn build_and_install() -> PrometheusHandle {
         tracing::warn!(error = %err, "a metrics recorder was already installed; /metrics will be empty");
     }
     describe_metrics();
+    super::process::describe();
     handle.run_upkeep();
     handle
 }

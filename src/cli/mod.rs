@@ -72,6 +72,9 @@ enum Command {
     Certs(certs::CertsArgs),
     /// Synthetic SDK clients against a running fleet.
     Loadgen(loadgen::LoadgenArgs),
+    /// The bare quinn forwarder `loadgen --baseline` starts (internal).
+    #[command(hide = true)]
+    BaselineForwarder(loadgen::ForwarderArgs),
     /// Operational metadata tools.
     Metadata {
         #[command(subcommand)]
@@ -91,6 +94,7 @@ pub fn main() -> ExitCode {
         Command::Route(args) => route::run(args),
         Command::Certs(args) => certs::run(args),
         Command::Loadgen(args) => loadgen::run(args),
+        Command::BaselineForwarder(args) => loadgen::run_forwarder(args),
         Command::Metadata { command } => metadata::run(command),
     };
     match result {

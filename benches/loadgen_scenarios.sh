@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# The load scenarios of docs/BENCHMARKS.md, each run with `georelay loadgen
+# --baseline` so georelay and the bare quinn forwarder carry the same traffic
+# in the same invocation; rounds repeat every scenario so drift in a shared
+# machine's load hits both alike.
+#
+#   cargo build --release && benches/loadgen_scenarios.sh [ROUNDS] [SCENARIOS...]
+#
+# SCENARIOS (default: all): fanout rooms video mesh idle
+# Every loadgen summary is appended, one JSON line each, to
+# target/loadgen-scenarios/results.jsonl with the scenario name and round;
+# benches/loadgen_tables.py turns that file into the tables of the doc.
+#
+# Relays: `georelay serve --node` processes of a bench fleet written to a
+# temp dir (metadata off, max_sessions 20000): `solo` alone, and the chain
+# `hop-a -- hop-b -- hop-c` (links of 1 ms) in three processes, so each
+# node's CPU is its own and loadgen sums the distinct processes it reads.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds="${1:-3}"
+shift || true
+scenarios=("$@")
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout rooms video mesh idle)
+bin=target/release/georelay
+[ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 2; }
+out=target/loadgen-scenarios
+mkdir -p "$out"
+results="$out/results.jsonl"
+work="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+p=$((100 + RANDOM % 100)); q=$((RANDOM % 250))
+ip() { echo "127.$p.$q.$1"; }
+cat > "$work/regions.toml" <<TOML
+[geoip.overrides]
+"$(ip 200)/32" = "DE"
+[regions.eu]
+countries = ["DE"]
+[nodes.solo]
+region = "eu"
+listen = "$(ip 10):4433"
+admin = "$(ip 10):9090"
+[nodes.hop-a]
+region = "eu"
+listen = "$(ip 11):4433"
+admin = "$(ip 11):9090"
+[nodes.hop-b]
+region = "eu"
+listen = "$(ip 12):4433"
+admin = "$(ip 12):9090"
+[nodes.hop-c]
+region = "eu"
+listen = "$(ip 13):4433"
+admin = "$(ip 13):9090"
+[[links]]
+between = ["hop-a", "hop-b"]
+rtt_ms = 1
+[[links]]
+between = ["hop-b", "hop-c"]
+rtt_ms = 1
+[apps.bench]
+secret = "bench-secret"
+allow_regions = ["eu"]
+[limits]
+max_sessions = 20000
+[metadata]
+enabled = false
+TOML
+ulimit -n "$(ulimit -Hn)"
+for node in solo hop-a hop-b hop-c; do
+  RUST_LOG=warn "$bin" serve --node "$node" --config "$work/regions.toml" > "$work/$node.log" 2>&1 &
+  pids+=($!)
+done
+for i in 10 11 12 13; do
+  for _ in $(seq 200); do
+    curl -sf "$(ip $i):9090/readyz" > /dev/null 2>&1 && break
+    sleep 0.1
+  done
+done
+
+echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), load average $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$out/machine.txt"
+git rev-parse --short HEAD >> "$out/machine.txt"
+
+run() { # scenario round loadgen-args...
+  local scenario=$1 round=$2; shift 2
+  local summary
+  summary=$("$bin" loadgen --config "$work/regions.toml" --app bench --bind "$(ip 200)" --json "$@") || {
+    echo "{\"scenario\":\"$scenario\",\"round\":$round,\"failed\":true}" >> "$results"; return; }
+  jq -c --arg s "$scenario" --argjson r "$round" --arg a "$*" '. + {scenario: $s, round: $r, args: $a}' <<<"$summary" >> "$results"
+  jq -r --arg s "$scenario" '"\($s) round: georelay \(.received)/\(.expected) p99 \(.latency_us.p99) us, \(.relay_cpu_us_per_packet // "-") us/pkt; baseline \(.baseline.received // "-")/\(.baseline.expected // "-") \(.baseline.relay_cpu_us_per_packet // "-") us/pkt; ratio \(.ratio_cpu_per_packet // "-")"' <<<"$summary"
+}
+
+for round in $(seq "$rounds"); do
+  for scenario in "${scenarios[@]}"; do
+    case $scenario in
+      fanout)
+        for n in 1 10 50 200 500; do
+          run "fanout_1_to_$n" "$round" --node solo --subscribers "$n" --rate 1000 --size 1100 --duration 5 --baseline
+        done ;;
+      rooms)
+        for k in 2 5 10 20 40; do
+          run "audio_rooms_${k}x10" "$round" --node solo --profile audio --rooms "$k" --room-size 10 --duration 5 --baseline
+        done ;;
+      video)
+        run video_1_to_100 "$round" --node solo --profile video --subscribers 100 --duration 6 --baseline ;;
+      mesh)
+        run mesh_1_to_50_0_hops "$round" --pub-node hop-a --sub-node hop-a --subscribers 50 --rate 1000 --size 1100 --duration 5 --measure-node hop-a,hop-b,hop-c --baseline
+        run mesh_1_to_50_1_hop "$round" --pub-node hop-b --sub-node hop-a --subscribers 50 --rate 1000 --size 1100 --duration 5 --measure-node hop-a,hop-b,hop-c
+        run mesh_1_to_50_2_hops "$round" --pub-node hop-c --sub-node hop-a --subscribers 50 --rate 1000 --size 1100 --duration 5 --measure-node hop-a,hop-b,hop-c ;;
+      idle)
+        run idle_10000_sessions "$round" --node solo --idle 10000 --publishers 0 --subscribers 0 --duration 5 --setup-timeout 60 --baseline ;;
+      *) echo "unknown scenario $scenario" >&2; exit 2 ;;
+    esac
+  done
+done
+echo "results: $results"
