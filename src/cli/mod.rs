@@ -2,7 +2,8 @@
 //!
 //! Each subcommand lives in its own file and returns a [`CliResult`]; `main`
 //! turns it into the exit code of the contract: 0 on success, 2 on invalid
-//! input or config, 1 on a runtime failure.
+//! input or config, 1 on a runtime failure, 3 when `metadata audit` found a
+//! violation.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +27,9 @@ pub enum CliError {
     Invalid(String),
     /// A runtime failure: exit code 1.
     Runtime(anyhow::Error),
+    /// The command ran and found what it looks for (an audit violation):
+    /// exit code 3, with this summary on stderr.
+    Findings(String),
 }
 
 impl From<anyhow::Error> for CliError {
@@ -102,6 +106,10 @@ pub fn main() -> ExitCode {
         Err(CliError::Runtime(err)) => {
             eprintln!("error: {err:#}");
             ExitCode::from(1)
+        }
+        Err(CliError::Findings(summary)) => {
+            eprintln!("{summary}");
+            ExitCode::from(3)
         }
     }
 }
