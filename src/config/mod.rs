@@ -20,6 +20,7 @@ mod countries;
 mod diagnostic;
 mod parse;
 mod policy_version;
+mod pushed;
 mod secret;
 #[cfg(test)]
 mod tests;
@@ -28,6 +29,9 @@ pub use countries::is_assigned_country;
 pub use diagnostic::{ConfigErrors, Diagnostic};
 pub use policy_version::{
     BadPolicyVersion, CanonicalApp, CanonicalNode, CanonicalPolicy, PolicyVersion, RuleKind,
+};
+pub use pushed::{
+    MAX_PUSHED_CONFIG_BYTES, PushedConfigError, REQUEST_BODY_NAME, apply_pushed_config,
 };
 pub use secret::{AppSecretError, Secret, SecretError, SecretSource};
 
