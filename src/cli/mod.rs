@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod certs;
 mod check;
+mod fleet;
 mod geo;
 mod loadgen;
 mod metadata;
@@ -81,6 +82,11 @@ enum Command {
         #[command(subcommand)]
         command: metadata::MetadataCommand,
     },
+    /// Operate a multi-host fleet through the nodes' admin API.
+    Fleet {
+        #[command(subcommand)]
+        command: fleet::FleetCommand,
+    },
 }
 
 /// Parses the command line, runs the subcommand and maps the result to the
@@ -96,6 +102,7 @@ pub fn main() -> ExitCode {
         Command::Certs(args) => certs::run(args),
         Command::Loadgen(args) => loadgen::run(args),
         Command::Metadata { command } => metadata::run(command),
+        Command::Fleet { command } => fleet::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
