@@ -872,9 +872,10 @@ allow_regions = ["eu"]
     fn clean_events(fleet: &Fleet) -> Vec<Event> {
         let (recorder, mut receiver) = Recorder::channel(10_000);
         let mut fra =
-            TrafficRecorder::start(recorder.clone(), fleet, &NodeId::from("eu-fra-1"), T0);
+            TrafficRecorder::start(recorder.clone(), fleet, &NodeId::from("eu-fra-1"), T0).unwrap();
         let mut lon =
-            TrafficRecorder::start(recorder, fleet, &NodeId::from("uk-lon-1"), T0 + 2 * MINUTE);
+            TrafficRecorder::start(recorder, fleet, &NodeId::from("uk-lon-1"), T0 + 2 * MINUTE)
+                .unwrap();
         let key = TrafficKey {
             app: AppId::from("acme"),
             direction: Direction::In,

@@ -62,6 +62,9 @@ pub enum MetadataError {
         /// The variable's name.
         env: String,
     },
+    /// Traffic records were started for a node the fleet does not have.
+    #[error("node {0} is not in the fleet config")]
+    UnknownNode(String),
     /// The writer task has already stopped.
     #[error("metadata writer is not running")]
     WriterGone,

@@ -113,7 +113,8 @@ pub(crate) fn record_fixture(recorder: &Recorder, fleet: &Fleet, start_ms: u64) 
     ];
     for (node, node_flows) in flows {
         let mut traffic =
-            TrafficRecorder::start(recorder.clone(), fleet, &NodeId::from(node), start_ms);
+            TrafficRecorder::start(recorder.clone(), fleet, &NodeId::from(node), start_ms)
+                .expect("a node of the fleet");
         for minute in 1..=10u64 {
             let snapshot: TrafficSnapshot = node_flows
                 .iter()
