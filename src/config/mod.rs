@@ -21,6 +21,7 @@ mod diagnostic;
 mod jwt_key;
 mod parse;
 mod policy_version;
+mod pushed;
 mod secret;
 #[cfg(test)]
 mod tests;
@@ -30,6 +31,9 @@ pub use diagnostic::{ConfigErrors, Diagnostic};
 pub use jwt_key::{JwtKeyAlgorithm, JwtPublicKey};
 pub use policy_version::{
     BadPolicyVersion, CanonicalApp, CanonicalNode, CanonicalPolicy, PolicyVersion, RuleKind,
+};
+pub use pushed::{
+    MAX_PUSHED_CONFIG_BYTES, PushedConfigError, REQUEST_BODY_NAME, apply_pushed_config,
 };
 pub use secret::{AppSecretError, Secret, SecretError, SecretSource};
 
@@ -268,8 +272,12 @@ pub struct MetadataConfig {
     pub ip_retention_days: u16,
     /// Fleet-wide metadata retention and the default for apps: 1..=30 (default 30).
     pub retention_days: u16,
-    /// Optional PostgreSQL sink.
+    /// Optional PostgreSQL sink: the fleet store, and the settings every
+    /// PostgreSQL store uses.
     pub postgres: Option<PostgresConfig>,
+    /// `[metadata.regions.<id>]`: a PostgreSQL store per region. A node of
+    /// such a region writes only there, never to the fleet store.
+    pub regions: BTreeMap<RegionId, RegionStore>,
     /// Lock payload buffers in memory so media never reaches swap (default false).
     pub mlock: bool,
 }
@@ -306,6 +314,46 @@ pub struct PostgresConfig {
     /// Keep the local SQLite store too (default true).
     pub local_store: bool,
 }
+
+/// `[metadata.regions.<id>]`: where one region's metadata is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionStore {
+    /// Name of the environment variable holding the region's connection
+    /// string.
+    pub dsn_env: String,
+}
+
+impl MetadataConfig {
+    /// The environment variable naming the PostgreSQL store of `region`'s
+    /// nodes: the region's own store if configured, else the fleet store.
+    pub fn store_env_for(&self, region: &RegionId) -> Option<&str> {
+        match self.regions.get(region) {
+            Some(store) => Some(&store.dsn_env),
+            None => self.postgres.as_ref().map(|pg| pg.dsn_env.as_str()),
+        }
+    }
+
+    /// Events buffered per PostgreSQL store while it is unreachable.
+    pub fn postgres_buffer_events(&self) -> usize {
+        self.postgres
+            .as_ref()
+            .map_or(DEFAULT_POSTGRES_BUFFER_EVENTS, |pg| pg.buffer_events)
+    }
+
+    /// Whether the local SQLite store is kept (`[metadata.postgres]
+    /// local_store`, default true).
+    pub fn local_store(&self) -> bool {
+        self.postgres.as_ref().is_none_or(|pg| pg.local_store)
+    }
+
+    /// Whether any PostgreSQL store is configured.
+    pub fn has_postgres(&self) -> bool {
+        self.postgres.is_some() || !self.regions.is_empty()
+    }
+}
+
+/// The default of `[metadata.postgres] buffer_events`.
+pub const DEFAULT_POSTGRES_BUFFER_EVENTS: usize = 100_000;
 
 /// `[limits]`: resource limits, all optional. Every resource a peer can make
 /// a node hold is bounded by one of these (docs/CONFIG.md lists the reason
@@ -436,6 +484,7 @@ impl MetadataConfig {
             ip_retention_days: 7,
             retention_days: 30,
             postgres: None,
+            regions: BTreeMap::new(),
             mlock: false,
         }
     }

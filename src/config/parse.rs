@@ -15,9 +15,10 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::{
-    AdminConfig, AdminTokenSource, App, ClientCountryRule, ConfigErrors, Diagnostic, Fleet,
-    GeoipConfig, IpMode, JwtPublicKey, Limits, Link, MAX_FULL_IP_RETENTION_DAYS,
-    MAX_RETENTION_DAYS, MetadataConfig, Node, PostgresConfig, Region, RegionPolicy, SecretSource,
+    AdminConfig, AdminTokenSource, App, ClientCountryRule, ConfigErrors,
+    DEFAULT_POSTGRES_BUFFER_EVENTS, Diagnostic, Fleet, GeoipConfig, IpMode, JwtPublicKey, Limits,
+    Link, MAX_FULL_IP_RETENTION_DAYS, MAX_RETENTION_DAYS, MetadataConfig, Node, PostgresConfig,
+    Region, RegionPolicy, RegionStore, SecretSource,
     TlsConfig, UnknownCountry, config_dir_of, is_assigned_country,
 };
 use crate::ids::{AppId, CountryCode, NodeId, RegionId};
@@ -58,8 +59,10 @@ const METADATA_KEYS: &[&str] = &[
     "ip_retention_days",
     "retention_days",
     "postgres",
+    "regions",
     "mlock",
 ];
+const REGION_STORE_KEYS: &[&str] = &["dsn_env"];
 const POSTGRES_KEYS: &[&str] = &["dsn_env", "buffer_events", "local_store"];
 const LIMIT_KEYS: &[&str] = &[
     "max_sessions",
@@ -247,9 +250,10 @@ impl Checker<'_> {
     }
 
     fn fleet(&mut self, root: &TableView<'_, '_>) -> Fleet {
-        let metadata = self.metadata(root);
+        let mut metadata = self.metadata(root);
         let regions = self.regions(root);
         let nodes = self.nodes(root, &regions);
+        metadata.regions = self.metadata_regions(root, &regions, &nodes, &metadata);
         let links = self.links(root, &nodes);
         let apps = self.apps(root, &regions, metadata.retention_days);
         let geoip = self.geoip(root);
@@ -1249,6 +1253,71 @@ impl Checker<'_> {
         metadata
     }
 
+    /// `[metadata.regions.<id>]`, read after the regions so that its keys
+    /// can be checked against them.
+    fn metadata_regions(
+        &mut self,
+        root: &TableView<'_, '_>,
+        regions: &BTreeMap<RegionId, Region>,
+        nodes: &BTreeMap<NodeId, Node>,
+        metadata: &MetadataConfig,
+    ) -> BTreeMap<RegionId, RegionStore> {
+        let mut stores = BTreeMap::new();
+        let Some(parent) = root
+            .get("metadata")
+            .and_then(|value| match value.get_ref() {
+                DeValue::Table(table) => Some(TableView::new(table, "metadata".into(), 0..0)),
+                _ => None,
+            })
+        else {
+            return stores;
+        };
+        let Some(table) = self.sub_table(&parent, "regions", None) else {
+            return stores;
+        };
+        for (key, key_span, value) in &table.entries {
+            let path = table.child(key);
+            let reference = At {
+                value: *key,
+                span: key_span.clone(),
+                path: path.clone(),
+            };
+            let known = self.reference(&reference, Reference::Region, regions.contains_key(*key));
+            let Some(store) = self.as_table(value, path, key_span.clone(), Some(REGION_STORE_KEYS))
+            else {
+                continue;
+            };
+            let Some(dsn_env) = self.required_string(&store, "dsn_env") else {
+                continue;
+            };
+            if !is_env_var_name(dsn_env.value) {
+                let message = format!("\"{}\" is not an environment variable name", dsn_env.value);
+                self.report(&dsn_env.span, &dsn_env.path, message);
+                continue;
+            }
+            if known {
+                stores.insert(
+                    RegionId::new(*key),
+                    RegionStore {
+                        dsn_env: dsn_env.value.to_owned(),
+                    },
+                );
+            }
+        }
+        if !stores.is_empty() && metadata.postgres.is_none() {
+            let regions_with_nodes: BTreeSet<&RegionId> =
+                nodes.values().map(|node| &node.region).collect();
+            for region in regions_with_nodes {
+                if !stores.contains_key(region) {
+                    self.warnings.push(format!(
+                        "region \"{region}\" has nodes but no metadata store: its metadata stays on each node (add [metadata.regions.{region}] or [metadata.postgres])"
+                    ));
+                }
+            }
+        }
+        stores
+    }
+
     fn postgres(&mut self, table: &TableView<'_, '_>) -> Option<PostgresConfig> {
         let dsn_env = self.required_string(table, "dsn_env");
         if let Some(dsn_env) = &dsn_env
@@ -1259,7 +1328,7 @@ impl Checker<'_> {
         }
         let buffer_events = self
             .integer(table, "buffer_events", 1, 10_000_000)
-            .map_or(100_000, |n| n.value);
+            .map_or(DEFAULT_POSTGRES_BUFFER_EVENTS as u64, |n| n.value);
         let local_store = self.boolean(table, "local_store").unwrap_or(true);
         Some(PostgresConfig {
             dsn_env: dsn_env?.value.to_owned(),

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{CanonicalPolicy, Fleet, PolicyVersion};
 use crate::ids::{AppId, NodeId, RegionId};
+use crate::metadata::MetadataError;
 use crate::metadata::day::UtcDay;
 use crate::metadata::event::{Event, EventKind};
 use crate::metadata::recorder::Recorder;
@@ -138,11 +139,17 @@ pub struct TrafficRecorder {
 impl TrafficRecorder {
     /// Starts recording for `node` of `fleet` at `now_ms` (Unix ms, from the
     /// node's clock): records the policy now in force. The first interval
-    /// starts now, from counters at zero.
-    pub fn start(recorder: Recorder, fleet: &Fleet, node: &NodeId, now_ms: u64) -> Self {
+    /// starts now, from counters at zero. Fails if `fleet` has no such node.
+    pub fn start(
+        recorder: Recorder,
+        fleet: &Fleet,
+        node: &NodeId,
+        now_ms: u64,
+    ) -> Result<Self, MetadataError> {
         let region = fleet
             .node(node.as_str())
-            .map_or_else(|| RegionId::from(""), |node| node.region.clone());
+            .map(|node| node.region.clone())
+            .ok_or_else(|| MetadataError::UnknownNode(node.to_string()))?;
         let policy = fleet.canonical_policy();
         let mut traffic = Self {
             recorder,
@@ -155,7 +162,7 @@ impl TrafficRecorder {
             policy_recorded_on: None,
         };
         traffic.record_policy(now_ms);
-        traffic
+        Ok(traffic)
     }
 
     /// The policy version the records carry now.
@@ -313,9 +320,13 @@ allow_regions = ["eu", "uk"]
     fn intervals_record_the_difference_markers_and_the_policy() {
         let fleet = fleet(FLEET);
         let (recorder, mut receiver) = Recorder::channel(100);
+        assert!(matches!(
+            TrafficRecorder::start(recorder.clone(), &fleet, &NodeId::from("mars-1"), 0),
+            Err(MetadataError::UnknownNode(node)) if node == "mars-1"
+        ));
         let t0 = 20_000 * DAY_MS + 1000;
         let node = NodeId::from("eu-fra-1");
-        let mut traffic = TrafficRecorder::start(recorder, &fleet, &node, t0);
+        let mut traffic = TrafficRecorder::start(recorder, &fleet, &node, t0).unwrap();
         let started = drain(&mut receiver);
         assert_eq!(started.len(), 1);
         assert!(
@@ -425,7 +436,7 @@ allow_regions = ["eu", "uk"]
         let (recorder, mut receiver) = Recorder::channel(100);
         let t0 = 20_000 * DAY_MS;
         let node = NodeId::from("eu-fra-1");
-        let mut traffic = TrafficRecorder::start(recorder, &old, &node, t0);
+        let mut traffic = TrafficRecorder::start(recorder, &old, &node, t0).unwrap();
         drain(&mut receiver);
         let cumulative = TrafficSnapshot::from([(
             key(
