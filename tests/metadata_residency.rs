@@ -13,7 +13,7 @@ mod metadata_common;
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use audit_common::{APP, FLEET, sqlite_config, violating_record, write_fixture};
 use georelay::clock::{Clock, SystemClock};
@@ -106,7 +106,7 @@ async fn eu_rows_stay_in_the_eu_database_and_merged_reports_match() {
         eprintln!("skipping: GEORELAY_TEST_PG_DSN is not set (source .ci/postgres.sh)");
         return;
     };
-    let nanos = SystemTime::now()
+    let nanos = georelay::clock::wall_now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();

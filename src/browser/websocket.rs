@@ -636,7 +636,7 @@ async fn write_loop<S>(
                 {
                     let mut pending = pings.lock().unwrap_or_else(|e| e.into_inner());
                     pending.retain(|seq, _| seq + 8 > ping_seq);
-                    pending.insert(ping_seq, tokio::time::Instant::now());
+                    pending.insert(ping_seq, crate::clock::timer_now());
                 }
                 if sink.send(Message::Ping(Bytes::copy_from_slice(&ping_seq.to_be_bytes()))).await.is_err() {
                     shared.set_close(WsClose::Lost("write failed".into()));

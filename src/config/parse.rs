@@ -18,8 +18,8 @@ use super::{
     AdminConfig, AdminTokenSource, App, ClientCountryRule, ConfigErrors,
     DEFAULT_POSTGRES_BUFFER_EVENTS, Diagnostic, Fleet, GeoipConfig, IpMode, JwtPublicKey, Limits,
     Link, MAX_FULL_IP_RETENTION_DAYS, MAX_RETENTION_DAYS, MetadataConfig, Node, PostgresConfig,
-    Region, RegionPolicy, RegionStore, SecretSource,
-    TlsConfig, UnknownCountry, config_dir_of, is_assigned_country,
+    Region, RegionPolicy, RegionStore, SecretSource, TlsConfig, UnknownCountry, config_dir_of,
+    is_assigned_country,
 };
 use crate::ids::{AppId, CountryCode, NodeId, RegionId};
 
