@@ -641,21 +641,25 @@ impl NodeCore {
     }
 
     /// What local subscribers of `key` are told: unavailable while an
-    /// allowed node or origin cannot be reached; active with the origins
-    /// whose media path is established once every visible origin's is.
+    /// origin of the channel's tracks cannot be reached (or, before any
+    /// track is visible, any allowed node: its publishers could not be
+    /// heard); active with the origins whose media path is established once
+    /// every visible origin's is.
     fn path_state(&self, key: &ChannelKey, visible: &[(NodeId, TrackInfo)]) -> PathState {
-        let reach = self.plane.reachability(key);
-        if !reach.unreachable.is_empty() {
-            let detail: Vec<String> = reach
-                .unreachable
-                .iter()
-                .map(|(n, r)| format!("{n} ({r})"))
-                .collect();
+        let origins: BTreeSet<NodeId> = visible.iter().map(|(o, _)| o.clone()).collect();
+        let detail: Vec<String> = self
+            .plane
+            .reachability(key)
+            .unreachable
+            .iter()
+            .filter(|(n, _)| origins.is_empty() || origins.contains(n))
+            .map(|(n, r)| format!("{n} ({r})"))
+            .collect();
+        if !detail.is_empty() {
             return PathState::Unavailable {
                 message: format!("no allowed route to: {}", detail.join("; ")),
             };
         }
-        let origins: BTreeSet<NodeId> = visible.iter().map(|(o, _)| o.clone()).collect();
         if origins.is_empty() {
             return PathState::Pending;
         }
