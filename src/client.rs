@@ -171,7 +171,10 @@ pub enum Event {
         /// The payload.
         payload: Bytes,
     },
-    /// The subscription failed closed or recovered.
+    /// `SUBSCRIPTION_STATE`: `active` once the media path from the
+    /// publishers' nodes is established (again for each new publisher's
+    /// node, and after every recovery): media sent from then on arrives;
+    /// `unavailable` (`ROUTE_UNAVAILABLE`) while no allowed path exists.
     State(SubscriptionState),
     /// A [`Session`] lost its node and is connected again, to `node`; its
     /// tracks were re-announced (with new keys) and its subscription restored.

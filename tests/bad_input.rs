@@ -201,7 +201,12 @@ async fn malformed_frames_wrong_versions_and_oversize_input_get_clear_codes() {
     let before = fleet.status(NODE).await.drops["too_large"];
     conn.send_datagram(datagram.freeze())
         .expect("QUIC itself accepts it");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    support::events::until(
+        Duration::from_secs(5),
+        "the oversize datagram is counted",
+        || async { fleet.status(NODE).await.drops["too_large"] > before },
+    )
+    .await;
     assert_eq!(
         fleet.status(NODE).await.drops["too_large"],
         before + 1,

@@ -85,7 +85,11 @@ async fn sessions_tracks_quality_and_decisions_are_recorded() {
     let status = fleet.status("eu-fra-1").await.apps["acme-health"];
     publisher.close().await;
     subscriber.close().await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let hub = &fleet.fleet.node("eu-fra-1").expect("node").hub;
+    support::events::until(Duration::from_secs(5), "both sessions ended", || async {
+        hub.session_count() == 0
+    })
+    .await;
     let dir = fleet.dir.path().join("metadata");
     fleet.fleet.shutdown().await;
     fleet.metadata.shutdown().await.expect("metadata flushed");

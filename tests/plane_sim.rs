@@ -279,7 +279,7 @@ fn failover_moves_to_the_direct_link_then_fails_closed_then_recovers() {
     let failed_decision = mesh
         .decisions()
         .iter()
-        .any(|d| d.at_ms >= cut_at && d.node.as_str() == AMS && d.outcome.is_err());
+        .any(|d| d.at_ms >= cut_at && d.node.as_str() == AMS && d.outcome.is_unavailable());
     assert!(
         failed_decision,
         "ams must record ROUTE_UNAVAILABLE: {:#?}",
@@ -513,7 +513,7 @@ fn all_served(mesh: &Mesh, key: &ChannelKey, subscribers: &[&str], tracks: &[u64
             .into_iter()
             .map(|(_, t)| t.track)
             .collect();
-        media.reaches(at) && seen == tracks.iter().copied().collect()
+        media.reaches(at) && seen == tracks.iter().map(|t| sim::track_key(key, *t)).collect()
     })
 }
 

@@ -141,8 +141,18 @@ async fn a_sigkilled_server_keeps_every_flushed_event_and_its_store_opens() {
             .expect("admitted");
         client.close().await;
     }
-    // Longer than the flush interval (100 ms): everything so far is flushed.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Every session's opened and closed events are flushed (the writer's
+    // counter on /metrics says so).
+    let admin = fleet.addr("eu-fra-1", 9090);
+    support::events::until(
+        Duration::from_secs(10),
+        "every event flushed",
+        || async move {
+            let metrics = support::fleet::http_get(admin, "/metrics").await;
+            written(&metrics) >= 2 * SESSIONS as u64
+        },
+    )
+    .await;
     fleet.signal("serve", "-KILL");
     fleet.wait_exit("serve", Duration::from_secs(5)).await;
 
@@ -166,4 +176,13 @@ fn rand_u64() -> u64 {
     let mut b = [0u8; 8];
     ring::rand::SystemRandom::new().fill(&mut b).expect("rand");
     u64::from_le_bytes(b)
+}
+
+/// The metadata writer's count of events written, from `/metrics` text.
+fn written(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(georelay::metadata::recorder::WRITTEN_METRIC))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }

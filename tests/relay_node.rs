@@ -278,11 +278,18 @@ async fn late_joiner_is_told_of_existing_tracks_then_gets_media() {
         .announce(TrackKind::Video, true, "cam")
         .await
         .expect("announce cam");
-    // Media before anyone listens goes nowhere.
+    // Media before anyone listens goes nowhere (the relay has counted it
+    // in before the late subscriber joins).
+    let before = traffic(&fleet.status(node).await, "acme-health").packets_in;
     for seq in 0..20 {
         publisher.send_media(mic, seq, 0, b"early").expect("send");
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    support::events::until(
+        Duration::from_secs(5),
+        "the early media reached the relay",
+        || async { traffic(&fleet.status(node).await, "acme-health").packets_in >= before + 20 },
+    )
+    .await;
 
     let mut late = fleet
         .connect(
@@ -408,8 +415,14 @@ async fn unsubscribe_stops_delivery_to_that_subscriber_only() {
 
     leaving.unsubscribe().await.expect("unsubscribe");
     // The relay handles UNSUBSCRIBE on the control stream; the media comes on
-    // another connection, so give the frame time to land first.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // another connection, so wait until the track's route lost the receiver.
+    let hub = &fleet.fleet.node(node).expect("node").hub;
+    support::events::until(
+        Duration::from_secs(5),
+        "the route dropped the leaver",
+        || async { hub.routes().route(track).map(|r| r.fanout()) == Some(1) },
+    )
+    .await;
     for seq in BATCH..2 * BATCH {
         publisher
             .send_media(track, seq, seq, b"after")

@@ -19,10 +19,14 @@ use crate::metadata::EventKind;
 use crate::wire::stream::{FrameReader, Outbound, close_with, run_control_writer};
 use crate::wire::{ErrorFrame, Frame, PROTOCOL_VERSION, PeerHello};
 
-use super::fanout::{DatagramQueue, MessageQueue, run_datagram_writer, run_message_writer};
-use super::hub::{CONTROL_QUEUE, Hub, PeerEntry};
+use super::core::PeerEntry;
+use super::fanout::{DatagramQueue, MessageQueue};
+use super::hub::{CONTROL_QUEUE, Hub};
 use super::plane::PeerMsg;
+use super::routes::{Receiver, Sender};
 use super::session::read_messages;
+use super::transport::QueuedControl;
+use super::writers::{run_datagram_writer, run_message_writer};
 
 /// First wait before redialing a peer; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -127,10 +131,11 @@ pub async fn run_link(
     hub.peer_up(
         peer.clone(),
         PeerEntry {
-            control: control.clone(),
-            datagrams,
-            messages,
-            conn: conn.clone(),
+            control: Arc::new(QueuedControl::new(control.clone(), conn.clone())),
+            receiver: Receiver {
+                datagrams,
+                messages,
+            },
         },
     );
 
@@ -138,7 +143,7 @@ pub async fn run_link(
         let (hub, conn, peer) = (Arc::clone(&hub), conn.clone(), peer.clone());
         tokio::spawn(async move {
             while let Ok(datagram) = conn.read_datagram().await {
-                hub.peer_datagram(&peer, datagram);
+                hub.routes().peer_datagram(&peer, datagram);
             }
         })
     };
@@ -151,7 +156,9 @@ pub async fn run_link(
                     recv,
                     conn.clone(),
                     max_message_bytes,
-                    move |track, payload| hub.message(None, Some(&peer), track, payload),
+                    move |track, payload| {
+                        hub.routes().message(Sender::Peer(&peer), track, payload);
+                    },
                 ));
             }
         })

@@ -1,27 +1,42 @@
 //! The relay node at runtime (tokio + quinn): one QUIC endpoint for SDK
 //! clients and mesh peers, the admin HTTP server, the mesh dialers and the
-//! periodic tick, all stopped together by [`RunningNode::shutdown`].
+//! timer loop, all stopped together by [`RunningNode::shutdown`].
 //!
+//! Sans-IO (deterministic, unit-tested, driven with a monotonic `now`):
 //! - [`policy`]: the policy snapshot (validated fleet, keys, geo).
-//! - [`admission`]: the sans-IO admission checks.
-//! - [`plane`]: the sans-IO mesh control plane (channel directory, routes).
-//! - [`hub`]: the node's shared state and the per-track fast path.
+//! - [`admission`]: the admission checks of a client.
+//! - [`plane`]: the mesh control plane (link state, announcements, routes).
+//! - [`directory`]: the local channel directory (ownership, subscribers,
+//!   what each subscriber was told).
+//! - [`routes`]: the media fast path (route table, forwarding, rebuild).
+//! - [`core`]: one node's relay logic over the three, behind the
+//!   [`core::Control`] trait for connections.
 //! - [`fanout`]: bounded drop-oldest queues and per-app counters.
 //! - [`quality`]: interarrival jitter of publishers' media.
+//!
+//! Drivers (tokio + quinn):
+//! - [`hub`]: the node's shared state: a mutex around the core, the clock,
+//!   metrics and metadata.
+//! - [`transport`]: what the relay needs from a client connection (native
+//!   QUIC, WebTransport, WebSocket).
+//! - [`writers`]: the tasks that drain a receiver's queues into its
+//!   connection.
 //! - [`session`]: one client connection.
 //! - [`mesh`]: mesh links.
-//! - [`transport`]: what the relay needs from a connection (native QUIC,
-//!   WebTransport, WebSocket).
 
 pub mod admission;
+pub mod core;
+pub mod directory;
 pub mod fanout;
 pub mod hub;
 pub mod mesh;
 pub mod plane;
 pub mod policy;
 pub mod quality;
+pub mod routes;
 pub mod session;
 pub mod transport;
+pub mod writers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -352,7 +367,7 @@ async fn timer_loop(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let deadline = tokio::time::Instant::from_std(hub.poll_timeout());
         tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => hub.tick(crate::clock::monotonic_now()),
+            _ = tokio::time::sleep_until(deadline) => hub.tick(),
             _ = hub.deadline_moved() => {}
             _ = shutdown.changed() => return,
         }

@@ -198,13 +198,13 @@ impl TestFleet {
             reloader: None,
         };
         // The killed node's sockets may take a moment to be released.
-        for _ in 0..50 {
+        for _ in 0..250 {
             match georelay::relay::RunningNode::start(options.clone()).await {
                 Ok(running) => {
                     self.fleet.nodes.push(running);
                     return;
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
         panic!("{node} could not be restarted within 5 s");
@@ -238,8 +238,6 @@ impl TestFleet {
                     .all(|peer| !running.iter().any(|r| r == peer.as_str()))
             });
             if ready {
-                // Let link state flood one more round.
-                tokio::time::sleep(Duration::from_millis(300)).await;
                 return;
             }
             assert!(

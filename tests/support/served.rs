@@ -353,9 +353,9 @@ impl ServedFleet {
     }
 
     /// A subscriber on `to` and a publisher on `from` of `app`/`channel`,
-    /// once the subscriber has seen the publisher's track (plus 300 ms for
-    /// the subscription to settle along the path). Returns (publisher,
-    /// track, subscriber).
+    /// once the subscriber has seen the publisher's track and its
+    /// subscription is `active` (the path is established). Returns
+    /// (publisher, track, subscriber).
     pub async fn pub_sub(
         &self,
         app: &str,
@@ -383,8 +383,7 @@ impl ServedFleet {
             .announce(TrackKind::Video, false, "cam")
             .await
             .expect("announce");
-        super::events::track_added(&mut subscriber).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        super::events::track_ready(&mut subscriber).await;
         (publisher, track, subscriber)
     }
 

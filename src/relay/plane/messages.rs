@@ -43,6 +43,9 @@ pub enum PeerMsg {
         code: ErrorCode,
         message: String,
     },
+    /// The sender's subscription for `origin`'s tracks is established up to
+    /// the origin: media can flow from it to the receiver.
+    SubscribeOk { key: ChannelKey, origin: NodeId },
 }
 
 impl PeerMsg {
@@ -53,7 +56,8 @@ impl PeerMsg {
             PeerMsg::Announce { key, .. }
             | PeerMsg::Subscribe { key, .. }
             | PeerMsg::Unsubscribe { key, .. }
-            | PeerMsg::SubscribeError { key, .. } => Some(&key.0),
+            | PeerMsg::SubscribeError { key, .. }
+            | PeerMsg::SubscribeOk { key, .. } => Some(&key.0),
         }
     }
 
@@ -82,6 +86,10 @@ impl PeerMsg {
                 path: s.path.into_iter().map(NodeId::new).collect(),
             },
             Frame::MeshUnsubscribe(r) => PeerMsg::Unsubscribe {
+                key: (AppId::new(r.app), r.channel),
+                origin: NodeId::new(r.origin),
+            },
+            Frame::MeshSubscribeOk(r) => PeerMsg::SubscribeOk {
                 key: (AppId::new(r.app), r.channel),
                 origin: NodeId::new(r.origin),
             },
@@ -133,6 +141,11 @@ impl From<PeerMsg> for Frame {
                 channel: key.1,
                 origin: origin.to_string(),
             }),
+            PeerMsg::SubscribeOk { key, origin } => Frame::MeshSubscribeOk(ChannelRef {
+                app: key.0.to_string(),
+                channel: key.1,
+                origin: origin.to_string(),
+            }),
             PeerMsg::SubscribeError {
                 key,
                 origin,
@@ -177,6 +190,10 @@ mod tests {
                 path: vec![NodeId::new("a"), NodeId::new("b"), NodeId::new("c")],
             },
             PeerMsg::Unsubscribe {
+                key: key(),
+                origin: NodeId::new("c"),
+            },
+            PeerMsg::SubscribeOk {
                 key: key(),
                 origin: NodeId::new("c"),
             },

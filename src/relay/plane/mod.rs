@@ -73,8 +73,42 @@ pub enum Action {
     Decision {
         key: ChannelKey,
         origin: NodeId,
-        outcome: Result<Vec<NodeId>, String>,
+        outcome: RouteOutcome,
     },
+    /// A peer sent something it must never send (a frame of an app that is
+    /// not allowed here, or a malformed source route); it was dropped.
+    Violation {
+        peer: NodeId,
+        app: AppId,
+        what: Violation,
+    },
+}
+
+/// The outcome of choosing a path to an origin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteOutcome {
+    /// This node subscribes along this path (this node first, the origin
+    /// last).
+    Chosen(Vec<NodeId>),
+    /// No allowed path exists right now: the routing core's reason.
+    Unavailable(crate::routing::NoRoute),
+}
+
+impl RouteOutcome {
+    /// Whether no allowed path exists.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, RouteOutcome::Unavailable(_))
+    }
+}
+
+/// What a peer sent that it must never send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// An announcement of a channel of an app not allowed here, or from an
+    /// origin not allowed for the app.
+    Announce,
+    /// A subscription for an app not allowed here or at the peer.
+    Subscribe,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -94,6 +128,19 @@ struct Upstream {
     peer: NodeId,
     /// This node first, the origin last.
     path: Vec<NodeId>,
+    /// Whether the peer said the path is established up to the origin
+    /// (`SubscribeOk`).
+    confirmed: bool,
+}
+
+impl Upstream {
+    fn new(peer: NodeId, path: Vec<NodeId>) -> Self {
+        Self {
+            peer,
+            path,
+            confirmed: false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -353,6 +400,9 @@ impl Plane {
             }
             PeerMsg::Unsubscribe { key, origin } => {
                 self.on_unsubscribe(from, key, origin, now, &mut actions)
+            }
+            PeerMsg::SubscribeOk { key, origin } => {
+                self.on_subscribe_ok(from, key, origin, &mut actions)
             }
             PeerMsg::SubscribeError {
                 key,
@@ -692,6 +742,23 @@ impl Plane {
         out
     }
 
+    /// The origins of a channel whose media path to this node is
+    /// established: this node when it has local tracks, and every remote
+    /// origin whose upstream confirmed the path (`SubscribeOk`).
+    pub fn established(&self, key: &ChannelKey) -> BTreeSet<NodeId> {
+        let Some(channel) = self.channels.get(key) else {
+            return BTreeSet::new();
+        };
+        let local = (!channel.local.is_empty()).then(|| self.me.clone());
+        channel
+            .upstream
+            .iter()
+            .filter(|(_, up)| up.confirmed)
+            .map(|(origin, _)| origin.clone())
+            .chain(local)
+            .collect()
+    }
+
     /// What local subscribers of a channel are told about reachability:
     /// allowed nodes that no allowed path reaches, and origins whose route
     /// failed.
@@ -778,13 +845,7 @@ impl Plane {
     /// Sends `msg` (which concerns an app) only if the peer is connected and
     /// allowed for that app.
     fn send_if_allowed_peer(&self, peer: &NodeId, msg: PeerMsg, actions: &mut Vec<Action>) {
-        let app = match &msg {
-            PeerMsg::LinkState { .. } => None,
-            PeerMsg::Announce { key, .. }
-            | PeerMsg::Subscribe { key, .. }
-            | PeerMsg::Unsubscribe { key, .. }
-            | PeerMsg::SubscribeError { key, .. } => Some(&key.0),
-        };
+        let app = msg.app();
         let allowed = app.is_none_or(|app| self.peer_allowed(app, peer));
         if allowed && self.peers.contains_key(peer) {
             actions.push(Action::Send {
@@ -906,7 +967,11 @@ impl Plane {
         if !self.me_allowed(&key.0) || !self.policy.node_allowed(&key.0, &origin) {
             // A peer must never send this; drop it without keeping the name.
             self.violations += 1;
-            tracing::warn!(peer = %from, app = %key.0, "dropped an announcement for an app not allowed here");
+            actions.push(Action::Violation {
+                peer: from.clone(),
+                app: key.0,
+                what: Violation::Announce,
+            });
             return;
         }
         if origin == self.me {
@@ -978,7 +1043,6 @@ impl Plane {
         message: String,
         actions: &mut Vec<Action>,
     ) {
-        tracing::debug!(peer = %to, app = %key.0, %message, "refused a mesh subscription");
         self.send_if_allowed_peer(
             to,
             PeerMsg::SubscribeError {
@@ -1002,7 +1066,11 @@ impl Plane {
     ) {
         if !self.me_allowed(&key.0) || !self.peer_allowed(&key.0, from) {
             self.violations += 1;
-            tracing::warn!(peer = %from, app = %key.0, "dropped a subscription for an app not allowed here");
+            actions.push(Action::Violation {
+                peer: from.clone(),
+                app: key.0,
+                what: Violation::Subscribe,
+            });
             return;
         }
         self.remember(&key);
@@ -1030,6 +1098,7 @@ impl Plane {
             .map(|d| d.refreshed = now)
             .is_some();
         if refreshed {
+            self.ack_if_established(from, &key, &origin, actions);
             return;
         }
         let entry = Downstream {
@@ -1041,7 +1110,7 @@ impl Plane {
             let channel = self.channels.entry(key.clone()).or_default();
             channel
                 .downstream
-                .entry(origin)
+                .entry(origin.clone())
                 .or_default()
                 .insert(from.clone(), entry);
             if channel.local.is_empty() {
@@ -1051,6 +1120,7 @@ impl Plane {
             }
             let msg = self.local_announce(&key, &self.channels[&key]);
             self.send_if_allowed_peer(from, msg, actions);
+            self.ack_if_established(from, &key, &origin, actions);
             actions.push(Action::ChannelChanged(key));
             return;
         }
@@ -1073,13 +1143,9 @@ impl Plane {
                 return;
             }
             channel.failed.remove(&origin);
-            channel.upstream.insert(
-                origin.clone(),
-                Upstream {
-                    peer: next.clone(),
-                    path: remainder,
-                },
-            );
+            channel
+                .upstream
+                .insert(origin.clone(), Upstream::new(next.clone(), remainder));
             self.send_if_allowed_peer(
                 &next,
                 PeerMsg::Subscribe {
@@ -1093,9 +1159,67 @@ impl Plane {
         if let Some(channel) = self.channels.get_mut(&key) {
             channel
                 .downstream
-                .entry(origin)
+                .entry(origin.clone())
                 .or_default()
                 .insert(from.clone(), entry);
+        }
+        self.ack_if_established(from, &key, &origin, actions);
+        actions.push(Action::ChannelChanged(key));
+    }
+
+    /// Tells `to` that its subscription for `origin` is established, if
+    /// this node is the origin or its own upstream confirmed the path.
+    fn ack_if_established(
+        &self,
+        to: &NodeId,
+        key: &ChannelKey,
+        origin: &NodeId,
+        actions: &mut Vec<Action>,
+    ) {
+        let established = origin == &self.me
+            || self
+                .channels
+                .get(key)
+                .and_then(|c| c.upstream.get(origin))
+                .is_some_and(|up| up.confirmed);
+        if established {
+            self.send_if_allowed_peer(
+                to,
+                PeerMsg::SubscribeOk {
+                    key: key.clone(),
+                    origin: origin.clone(),
+                },
+                actions,
+            );
+        }
+    }
+
+    /// The upstream for `origin` confirmed the path: media can flow. The
+    /// downstream peers waiting on it hear it in turn.
+    fn on_subscribe_ok(
+        &mut self,
+        from: &NodeId,
+        key: ChannelKey,
+        origin: NodeId,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(channel) = self.channels.get_mut(&key) else {
+            return;
+        };
+        let Some(up) = channel.upstream.get_mut(&origin) else {
+            return;
+        };
+        if &up.peer != from || up.confirmed {
+            return;
+        }
+        up.confirmed = true;
+        let downstream: Vec<NodeId> = channel
+            .downstream
+            .get(&origin)
+            .map(|d| d.keys().cloned().collect())
+            .unwrap_or_default();
+        for peer in &downstream {
+            self.ack_if_established(peer, &key, &origin, actions);
         }
         actions.push(Action::ChannelChanged(key));
     }
@@ -1253,13 +1377,9 @@ impl Plane {
                     let path = route.path.clone();
                     if let Some(channel) = self.channels.get_mut(key) {
                         channel.failed.remove(&origin);
-                        channel.upstream.insert(
-                            origin.clone(),
-                            Upstream {
-                                peer: next.clone(),
-                                path: path.clone(),
-                            },
-                        );
+                        channel
+                            .upstream
+                            .insert(origin.clone(), Upstream::new(next.clone(), path.clone()));
                     }
                     self.send_if_allowed_peer(
                         &next,
@@ -1273,7 +1393,7 @@ impl Plane {
                     actions.push(Action::Decision {
                         key: key.clone(),
                         origin: origin.clone(),
-                        outcome: Ok(path),
+                        outcome: RouteOutcome::Chosen(path),
                     });
                     changed = true;
                 }
@@ -1294,7 +1414,7 @@ impl Plane {
                         actions.push(Action::Decision {
                             key: key.clone(),
                             origin: origin.clone(),
-                            outcome: Err(reason),
+                            outcome: RouteOutcome::Unavailable(no_route),
                         });
                         changed = true;
                     }
@@ -1349,10 +1469,7 @@ impl Plane {
         if let Some(channel) = self.channels.get_mut(key) {
             channel.upstream.insert(
                 origin.clone(),
-                Upstream {
-                    peer: next.clone(),
-                    path: route.path.clone(),
-                },
+                Upstream::new(next.clone(), route.path.clone()),
             );
         }
         self.send_if_allowed_peer(
@@ -1375,7 +1492,7 @@ impl Plane {
         actions.push(Action::Decision {
             key: key.clone(),
             origin: origin.clone(),
-            outcome: Ok(route.path),
+            outcome: RouteOutcome::Chosen(route.path),
         });
         true
     }
