@@ -94,7 +94,17 @@ try {
       failed = true;
     }
   }
-  console.log(JSON.stringify({ chromium: await browser.version(), runs }, null, 2));
+  // The demo page loads (module graph, SDK import) without a script error.
+  const demo = await browser.newPage();
+  const errors = [];
+  demo.on("pageerror", (err) => errors.push(err.message));
+  await demo.goto(`http://127.0.0.1:${http.address().port}/demo/index.html`);
+  const demoNodes = await demo.waitForFunction(() => document.querySelectorAll("#node option").length, {
+    timeout: 10000,
+  });
+  const demoLoaded = { nodes: await demoNodes.jsonValue(), errors };
+  if (demoLoaded.nodes !== 6 || errors.length > 0) failed = true;
+  console.log(JSON.stringify({ chromium: await browser.version(), runs, demoLoaded }, null, 2));
 } catch (err) {
   failed = true;
   console.error(err);
