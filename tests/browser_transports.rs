@@ -471,7 +471,9 @@ async fn bad_fallback_input_closes_with_the_georelay_code() {
         b"\x03\x05",          // and finishes
         b"\x02\x05\x01",      // stream 5 again
     ];
-    let cases: [(Vec<&[u8]>, Option<&str>, u8); 4] = [
+    // Binary messages, then a text message if any, and the expected code.
+    type Case<'a> = (Vec<&'a [u8]>, Option<&'a str>, u8);
+    let cases: [Case<'_>; 4] = [
         (vec![b"\x09"], None, 6),
         (vec![], Some("hello"), 6),
         (vec![&[0u8; 70_000][..]], None, 7),
