@@ -1,11 +1,11 @@
 //! Signed client tokens: minting, verification, and the per-app key ring.
 //!
 //! A token binds an app, a channel, a user, a role and an expiry. Two formats
-//! are accepted, told apart by the token text: the compact `gr1` format
-//! (below) and standard JWTs ([`jwt`]: `HS256` under the app's secret, or
-//! `ES256`/`EdDSA` under a public key configured for the app). A `gr1` token
-//! is signed with HMAC-SHA256 under the app's secret; its format is specified
-//! byte by byte in `docs/TOKENS.md`:
+//! are accepted, told apart by the token text ([`verify`]): the compact `gr1`
+//! format (below) and standard JWTs ([`mint_jwt`]; `HS256` under the app's
+//! secret, or `ES256`/`EdDSA` under a public key configured for the app). A
+//! `gr1` token is signed with HMAC-SHA256 under the app's secret; its format
+//! is specified byte by byte in `docs/TOKENS.md`:
 //!
 //! ```text
 //! gr1.<base64url-nopad(payload)>.<base64url-nopad(HMAC-SHA256(key, "gr1." + payload_b64))>

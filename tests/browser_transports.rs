@@ -466,14 +466,30 @@ async fn a_slow_client_loses_the_oldest_media_instead_of_delaying_it() {
 
 #[tokio::test]
 async fn bad_fallback_input_closes_with_the_georelay_code() {
-    let cases: [(Message, u8); 3] = [
-        (Message::Binary(Bytes::from_static(b"\x09")), 6),
-        (Message::Text("hello".into()), 6),
-        (Message::Binary(Bytes::from(vec![0u8; 70_000])), 7),
+    let reused = [
+        &b"\x02\x05\x01"[..], // stream 5 opens
+        b"\x03\x05",          // and finishes
+        b"\x02\x05\x01",      // stream 5 again
     ];
-    for (bad, code) in cases {
+    // Binary messages, then a text message if any, and the expected code.
+    type Case<'a> = (Vec<&'a [u8]>, Option<&'a str>, u8);
+    let cases: [Case<'_>; 4] = [
+        (vec![b"\x09"], None, 6),
+        (vec![], Some("hello"), 6),
+        (vec![&[0u8; 70_000][..]], None, 7),
+        (reused.to_vec(), None, 6),
+    ];
+    for (binary, text, code) in cases {
         let (_certs, session, mut client) = session_pair(WsConfig::default()).await;
-        client.send(bad).await.expect("send");
+        for message in binary {
+            client
+                .send(Message::Binary(Bytes::copy_from_slice(message)))
+                .await
+                .expect("send");
+        }
+        if let Some(text) = text {
+            client.send(Message::Text(text.into())).await.expect("send");
+        }
         let close = next_binary(&mut client).await;
         assert_eq!(&close[..2], &[0x04, code]);
         assert!(

@@ -267,7 +267,13 @@ fn raw_header_alg(token: &str) -> Option<String> {
         .ok()?;
     let value: serde_json::Value = serde_json::from_slice(&json).ok()?;
     let alg = value.get("alg")?.as_str()?;
-    Some(alg.chars().take(32).collect())
+    // Echoed into messages and logs: short, printable ASCII only.
+    Some(
+        alg.chars()
+            .filter(char::is_ascii_graphic)
+            .take(32)
+            .collect(),
+    )
 }
 
 /// Reads `iss` without checking the signature: it only chooses the key.

@@ -568,6 +568,7 @@ where
             control: control_tx,
             incoming: incoming_tx,
             streams: HashMap::new(),
+            next_new_stream: 0,
             stream_queue: config.stream_queue,
         },
         config.idle_timeout,
@@ -663,6 +664,9 @@ struct Inbound {
     control: mpsc::Sender<Bytes>,
     incoming: mpsc::Sender<WsRecvStream>,
     streams: HashMap<u64, mpsc::Sender<Bytes>>,
+    /// One more than the highest stream id opened so far: ids are never
+    /// reused.
+    next_new_stream: u64,
     stream_queue: usize,
 }
 
@@ -687,6 +691,10 @@ impl Inbound {
                 let (id, used) = stream_id(rest)?;
                 let data = body.slice(used..);
                 if !self.streams.contains_key(&id) {
+                    if id < self.next_new_stream {
+                        return Err(Violation(ErrorCode::ProtocolViolation, "stream id reused"));
+                    }
+                    self.next_new_stream = id + 1;
                     if self.streams.len() >= WS_MAX_INCOMING_STREAMS {
                         return Err(Violation(ErrorCode::LimitExceeded, "too many streams"));
                     }
@@ -774,14 +782,21 @@ async fn read_loop<S>(
             Ok(Some(Ok(message))) => message,
         };
         match message {
-            Message::Binary(bytes) => match inbound.handle(&shared, bytes).await {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(violation) => {
-                    fail(&shared, violation);
-                    return;
+            Message::Binary(bytes) => {
+                // Handing bytes on may wait (backpressure); a close ends it.
+                let handled = tokio::select! {
+                    handled = inbound.handle(&shared, bytes) => handled,
+                    () = wait_closed(&mut close) => return,
+                };
+                match handled {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(violation) => {
+                        fail(&shared, violation);
+                        return;
+                    }
                 }
-            },
+            }
             Message::Text(_) => {
                 fail(
                     &shared,

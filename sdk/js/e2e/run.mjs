@@ -79,22 +79,40 @@ try {
   await page.goto(`http://127.0.0.1:${http.address().port}/e2e/page.html`);
   await page.waitForFunction(() => window.ready === true, { timeout: 10000 });
   const runs = {};
-  for (const transport of ["webtransport", "websocket"]) {
-    runs[transport] = await page.evaluate((config) => window.runEcho(config), {
+  // webtransport and websocket: each transport forced; auto-fallback: the
+  // SDK's own choice when WebTransport fails (here: a pinned hash that does
+  // not match, so the QUIC handshake is refused) must be the WebSocket.
+  const scenarios = [
+    ["webtransport", "webtransport", ports.certificate_sha256, "webtransport"],
+    ["websocket", "websocket", ports.certificate_sha256, "websocket"],
+    ["auto-fallback", "auto", "00".repeat(32), "websocket"],
+  ];
+  for (const [name, transport, certificateHash, expected] of scenarios) {
+    runs[name] = await page.evaluate((config) => window.runEcho(config), {
       target: { node: "echo", addr: ports.webtransport },
       webSocketAddr: ports.websocket,
-      certificateHash: ports.certificate_sha256,
+      certificateHash,
       transport,
       count: 500,
       messages: 20,
     });
-    const run = runs[transport];
+    const run = runs[name];
     run.delivery = run.received / run.sent;
-    if (run.transport !== transport || run.delivery < 0.99 || run.messagesReceived !== run.messagesSent || !run.messagesInOrder) {
+    if (run.transport !== expected || run.delivery < 0.99 || run.messagesReceived !== run.messagesSent || !run.messagesInOrder) {
       failed = true;
     }
   }
-  console.log(JSON.stringify({ chromium: await browser.version(), runs }, null, 2));
+  // The demo page loads (module graph, SDK import) without a script error.
+  const demo = await browser.newPage();
+  const errors = [];
+  demo.on("pageerror", (err) => errors.push(err.message));
+  await demo.goto(`http://127.0.0.1:${http.address().port}/demo/index.html`);
+  const demoNodes = await demo.waitForFunction(() => document.querySelectorAll("#node option").length, {
+    timeout: 10000,
+  });
+  const demoLoaded = { nodes: await demoNodes.jsonValue(), errors };
+  if (demoLoaded.nodes !== 6 || errors.length > 0) failed = true;
+  console.log(JSON.stringify({ chromium: await browser.version(), runs, demoLoaded }, null, 2));
 } catch (err) {
   failed = true;
   console.error(err);

@@ -144,6 +144,8 @@ export class WebSocketConnection implements Transport {
   private readonly control = new AsyncQueue<Uint8Array>();
   private readonly streams = new Map<bigint, AsyncQueue<Uint8Array>>();
   private nextStreamId = 0n;
+  /** One more than the highest incoming stream id so far (ids are never reused). */
+  private nextIncomingId = 0n;
   private closeInfo: CloseInfo | undefined;
   private resolveClosed!: (info: CloseInfo) => void;
 
@@ -178,6 +180,11 @@ export class WebSocketConnection implements Transport {
       case "stream": {
         let stream = this.streams.get(message.streamId);
         if (!stream) {
+          if (message.streamId < this.nextIncomingId) {
+            this.fail(new WireError("PROTOCOL_VIOLATION", "stream id reused"));
+            return;
+          }
+          this.nextIncomingId = message.streamId + 1n;
           if (this.streams.size >= WS_MAX_INCOMING_STREAMS) {
             this.fail(new WireError("LIMIT_EXCEEDED", "too many streams"));
             return;
@@ -191,6 +198,7 @@ export class WebSocketConnection implements Transport {
       }
       case "stream-fin":
         this.streams.get(message.streamId)?.end();
+        this.streams.delete(message.streamId);
         return;
       case "close":
         this.closeInfo = { code: message.code, reason: message.reason };

@@ -136,6 +136,15 @@ test("a malformed or text message closes the fallback with PROTOCOL_VIOLATION", 
   }
 });
 
+test("a reused stream id is PROTOCOL_VIOLATION", async () => {
+  const socket = new FakeSocket();
+  const conn = new WebSocketConnection(socket);
+  socket.deliver({ kind: "stream", streamId: 3n, bytes: Uint8Array.of(1) });
+  socket.deliver({ kind: "stream-fin", streamId: 3n });
+  socket.deliver({ kind: "stream", streamId: 3n, bytes: Uint8Array.of(1) });
+  assert.equal((await conn.closed).code, 6);
+});
+
 test("too many incoming streams is LIMIT_EXCEEDED", async () => {
   const socket = new FakeSocket();
   const conn = new WebSocketConnection(socket);
