@@ -1,7 +1,10 @@
 //! The accept gate ([`georelay::gate`]) driving a real quinn endpoint on
 //! loopback, the way the relay's accept loop will: Retry before accepting an
-//! unvalidated address, and the per-address cap refusing the (K+1)th
-//! connection while other addresses still get in.
+//! unvalidated address, the per-address cap refusing the (K+1)th
+//! connection while other addresses still get in, and a flood of 5,000
+//! Initials from 250 addresses answered with Retries beyond the threshold.
+
+mod faults;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -159,4 +162,95 @@ async fn the_per_address_cap_refuses_the_k_plus_first_connection() {
             .expect("a slot was freed"),
     );
     drop((held, other));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_initials_gets_retries_beyond_the_threshold_and_clients_still_connect() {
+    let pki = pki();
+    let limits = Limits::default();
+    let gate = AcceptGate::new(GateLimits::from_limits(&limits));
+    let (server, decisions) = serve(&pki, &limits, gate.clone());
+    let addr = server.local_addr().expect("addr");
+    let rss_before = faults::flood::peak_rss_bytes();
+
+    // Sample the handshakes from unvalidated addresses while flooding.
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let gate = gate.clone();
+        let sampling = Arc::clone(&sampling);
+        tokio::spawn(async move {
+            let mut most = 0;
+            while sampling.load(Ordering::SeqCst) {
+                most = most.max(gate.stats().unvalidated_handshakes);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            most
+        })
+    };
+    let transport = Arc::new(client_transport_config(&limits));
+    let client = client_config(pki.roots.clone(), transport).expect("client config");
+    let octet = 240 + (std::process::id() % 16) as u8;
+    let report = faults::flood::flood(
+        addr,
+        "node-a",
+        client,
+        (octet, 7),
+        250,
+        5000,
+        Duration::from_secs(5),
+    )
+    .await;
+    // A real client during the backlog of unanswered handshakes.
+    let started = std::time::Instant::now();
+    let conn = dial(&pki, addr, [127, 0, 0, 1])
+        .await
+        .expect("a real client connects");
+    let connect_time = started.elapsed();
+    sampling.store(false, Ordering::SeqCst);
+    let most_unvalidated = sampler.await.expect("sampler");
+    let rss_after = faults::flood::peak_rss_bytes();
+    println!(
+        "flood: {} Initials from {} addresses in {:?}: {} Retries, {} other replies, \
+         {} B out, {} B back (amplification {:.3}); unvalidated handshakes at most {} \
+         (threshold {}); the gate saw {} and retried {}, accepted {}; a real client connected \
+         in {:?}; peak RSS {} -> {} MiB",
+        report.initials,
+        report.sources,
+        report.elapsed,
+        report.retries,
+        report.other_packets,
+        report.bytes_out,
+        report.bytes_in,
+        report.amplification(),
+        most_unvalidated,
+        limits.retry_threshold,
+        decisions.accepted.load(Ordering::SeqCst)
+            + decisions.retried.load(Ordering::SeqCst)
+            + decisions.refused.load(Ordering::SeqCst),
+        decisions.retried.load(Ordering::SeqCst),
+        decisions.accepted.load(Ordering::SeqCst),
+        connect_time,
+        rss_before >> 20,
+        rss_after >> 20,
+    );
+    assert_eq!(report.initials, 5000);
+    assert!(
+        most_unvalidated <= limits.retry_threshold,
+        "{most_unvalidated}"
+    );
+    // Beyond the threshold the gate answers with Retry only; loopback UDP
+    // under a flood may drop a few datagrams on the way, nothing more.
+    let retried = decisions.retried.load(Ordering::SeqCst) as u64;
+    assert_eq!(
+        decisions.accepted.load(Ordering::SeqCst) as u64,
+        limits.retry_threshold as u64 + 1,
+        "only the threshold's worth of flood handshakes, and the real client"
+    );
+    assert!(retried >= 4900 - limits.retry_threshold as u64, "{retried}");
+    assert!(
+        report.retries * 100 >= retried * 98,
+        "{report:?} vs {retried}"
+    );
+    assert!(report.amplification() <= 3.0, "RFC 9000 8.1: {report:?}");
+    drop(conn);
 }

@@ -47,8 +47,7 @@ struct Replies {
 
 /// Sends `initials` Initials to `target` (server name `server_name`, TLS
 /// config `client`) from `sources` addresses `127.<a>.<b>.<1..=sources>`,
-/// then counts replies until every Initial got at least one, or `linger`
-/// passed.
+/// then counts replies until none arrived for 200 ms, or `linger` passed.
 pub async fn flood(
     target: SocketAddr,
     server_name: &str,
@@ -123,10 +122,15 @@ pub async fn flood(
     }
     report.elapsed = started.elapsed();
     let answered = async {
-        while replies.retries.load(Ordering::Relaxed) + replies.other.load(Ordering::Relaxed)
-            < report.initials
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut seen = u64::MAX;
+        loop {
+            let now =
+                replies.retries.load(Ordering::Relaxed) + replies.other.load(Ordering::Relaxed);
+            if now == seen {
+                return;
+            }
+            seen = now;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
     let _ = tokio::time::timeout(linger, answered).await;
