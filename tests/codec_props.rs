@@ -99,15 +99,22 @@ fn frame() -> impl Strategy<Value = Frame> {
                     .collect(),
             })
         ),
-        (name(), name(), name(), any::<u32>(), vec(track_info(), 0..64)).prop_map(
-            |(app, channel, origin, seq, tracks)| Frame::ChannelAnnounce(ChannelAnnounce {
-                app,
-                channel,
-                origin,
-                seq: u64::from(seq),
-                tracks,
-            })
-        ),
+        (
+            name(),
+            name(),
+            name(),
+            any::<u32>(),
+            vec(track_info(), 0..64)
+        )
+            .prop_map(
+                |(app, channel, origin, seq, tracks)| Frame::ChannelAnnounce(ChannelAnnounce {
+                    app,
+                    channel,
+                    origin,
+                    seq: u64::from(seq),
+                    tracks,
+                })
+            ),
         (name(), name(), name(), vec(name(), 0..=16)).prop_map(|(app, channel, origin, path)| {
             Frame::MeshSubscribe(MeshSubscribe {
                 app,
@@ -149,15 +156,24 @@ fn decode_in_pieces(bytes: &[u8], split: usize) -> Result<Vec<Frame>, georelay::
 }
 
 fn claims() -> impl Strategy<Value = Claims> {
-    (name(), "[ -~]{1,40}", "[a-zA-Z0-9@._-]{1,40}", any::<bool>(), any::<u32>()).prop_map(
-        |(app, channel, user, publish, expires)| Claims {
+    (
+        name(),
+        "[ -~]{1,40}",
+        "[a-zA-Z0-9@._-]{1,40}",
+        any::<bool>(),
+        any::<u32>(),
+    )
+        .prop_map(|(app, channel, user, publish, expires)| Claims {
             app: AppId::new(app),
             channel,
             user,
-            role: if publish { Role::Publish } else { Role::Subscribe },
+            role: if publish {
+                Role::Publish
+            } else {
+                Role::Subscribe
+            },
             expires_at: u64::from(expires) + 1,
-        },
-    )
+        })
 }
 
 proptest! {

@@ -246,7 +246,8 @@ async fn a_flood_of_initials_gets_retries_beyond_the_threshold_and_clients_still
         limits.retry_threshold as u64 + 1,
         "only the threshold's worth of flood handshakes, and the real client"
     );
-    assert!(retried >= 4900 - limits.retry_threshold as u64, "{retried}");
+    assert_eq!(decisions.refused.load(Ordering::SeqCst), 0);
+    assert!(retried >= 4500, "most Initials reached the gate: {retried}");
     assert!(
         report.retries * 100 >= retried * 98,
         "{report:?} vs {retried}"
