@@ -232,6 +232,28 @@ impl SqliteStore {
         since_ms: u64,
         app: Option<&AppId>,
     ) -> Result<Vec<Event>, StoreError> {
+        self.read_matching(since_ms, app, None)
+    }
+
+    /// Every stored event of these kinds (e.g. `traffic`, see
+    /// [`crate::metadata::EventKind::name`]) at or after `since_ms`, in time
+    /// order. Other rows are not decoded.
+    pub fn read_events_of_kinds(
+        &self,
+        since_ms: u64,
+        kinds: &[&str],
+    ) -> Result<Vec<Event>, StoreError> {
+        self.read_matching(since_ms, None, Some(kinds))
+    }
+
+    fn read_matching(
+        &self,
+        since_ms: u64,
+        app: Option<&AppId>,
+        kinds: Option<&[&str]>,
+    ) -> Result<Vec<Event>, StoreError> {
+        // `,kind1,kind2,`: a row matches when `,its kind,` is inside.
+        let kinds = kinds.map(|kinds| format!(",{},", kinds.join(",")));
         let mut inner = self.lock();
         let days = list_days(&inner.dir)?;
         let since = i64::try_from(since_ms).unwrap_or(i64::MAX);
@@ -249,11 +271,12 @@ impl SqliteStore {
                 .prepare_cached(
                     "SELECT id, at_ms, node, region, app, client_ip, detail FROM events
                      WHERE at_ms >= ?1 AND (?2 IS NULL OR app = ?2)
+                       AND (?3 IS NULL OR instr(?3, ',' || kind || ',') > 0)
                      ORDER BY at_ms, id",
                 )
                 .map_err(sqlite)?;
             let mut rows = query
-                .query(params![since, app.map(AppId::as_str)])
+                .query(params![since, app.map(AppId::as_str), kinds.as_deref()])
                 .map_err(sqlite)?;
             while let Some(row) = rows.next().map_err(sqlite)? {
                 let row_id: i64 = row.get(0).map_err(sqlite)?;
@@ -554,6 +577,24 @@ mod tests {
         assert_eq!(
             store.read_events(0, Some(&AppId::from("b"))).unwrap(),
             events[2..]
+        );
+        assert_eq!(
+            store
+                .read_events_of_kinds(0, &["session_opened", "link_up"])
+                .unwrap(),
+            events
+        );
+        assert!(
+            store
+                .read_events_of_kinds(0, &["traffic"])
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .read_events_of_kinds(0, &["session"])
+                .unwrap()
+                .is_empty()
         );
     }
 
