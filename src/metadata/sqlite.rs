@@ -681,6 +681,46 @@ mod tests {
     }
 
     #[test]
+    fn traffic_records_follow_their_app_retention_and_markers_the_fleet() {
+        use crate::metadata::traffic::{Direction, TrafficPeer};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let version = "0123456789abcdef".parse().unwrap();
+        let at = UtcDay::of_unix_ms(NOW).start_ms() + 1000;
+        let traffic = |app: &str| Event {
+            at_ms: at,
+            node: NodeId::from("eu-fra-1"),
+            region: RegionId::from("eu"),
+            app: Some(AppId::from(app)),
+            kind: EventKind::Traffic {
+                interval_ms: 60_000,
+                direction: Direction::Out,
+                peer: TrafficPeer::Clients,
+                packets: 1,
+                bytes: 100,
+                policy_version: version,
+            },
+        };
+        let marker = Event {
+            app: None,
+            kind: EventKind::TrafficInterval {
+                interval_ms: 60_000,
+                policy_version: version,
+            },
+            ..traffic("none")
+        };
+        let events = vec![traffic("short"), traffic("long"), marker];
+        store.write_batch(&events).unwrap();
+        let policy = RetentionPolicy::new(30, 1, BTreeMap::from([(AppId::from("short"), 1)]));
+        let report = store.sweep(at + DAY_MS + 1, &policy).unwrap();
+        assert_eq!(report.rows_deleted, 1);
+        let left = store
+            .read_events_of_kinds(0, &["traffic", "traffic_interval"])
+            .unwrap();
+        assert_eq!(left, events[1..]);
+    }
+
+    #[test]
     fn unrelated_files_are_ignored() {
         assert_eq!(
             day_of_file_name("events-2026-11-23.sqlite"),
