@@ -206,8 +206,11 @@ fn run_audit(args: AuditArgs) -> CliResult {
     for store in &stores {
         match store {
             Store::Sqlite(dir) => {
-                let events =
-                    read_sqlite(dir, query.policies_since_ms(), None).map_err(CliError::Runtime)?;
+                let events = SqliteStore::open_existing(dir)
+                    .and_then(|store| {
+                        store.read_events_of_kinds(query.policies_since_ms(), &AUDITED_KINDS)
+                    })
+                    .with_context(|| format!("reading the metadata store at {}", dir.display()))?;
                 inputs.merge(AuditInputs::from_events(&events, &query));
                 connections.push(Source::Events(events));
             }
@@ -263,6 +266,9 @@ fn run_audit(args: AuditArgs) -> CliResult {
     }
     Ok(())
 }
+
+/// The event kinds the audit reads.
+const AUDITED_KINDS: [&str; 3] = ["traffic", "traffic_interval", "policy"];
 
 /// A store kept open between the audit's two passes.
 enum Source {

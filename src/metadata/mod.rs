@@ -46,7 +46,8 @@ pub use retention::{RetentionPolicy, SweepReport, app_retention_days};
 pub use sqlite::{SqliteStore, StoreError};
 pub use sweeper::Sweeper;
 pub use traffic::{
-    Direction, TrafficCounts, TrafficKey, TrafficPeer, TrafficRecorder, TrafficSnapshot,
+    Direction, TrafficCounter, TrafficCounts, TrafficKey, TrafficMeter, TrafficPeer,
+    TrafficRecorder, TrafficSnapshot,
 };
 
 /// A failure to start or stop metadata collection.

@@ -13,12 +13,21 @@
 //! the first interval of each UTC day (so each day file or partition holds
 //! the policies its records refer to, whatever the retention removed).
 //!
+//! [`TrafficMeter`] is a ready-made home for those cumulative counters: the
+//! relay asks it once for the [`TrafficCounter`] of a key (when a session
+//! or link learns its app and peer) and keeps the handle; counting a packet
+//! is then two relaxed atomic additions, and [`TrafficMeter::snapshot`]
+//! gives the snapshot. Keys come from the config (apps, node ids) plus
+//! `clients`, so the meter is bounded by the config's size.
+//!
 //! Everything goes through the non-blocking [`Recorder`]: the same stores,
 //! batching, per-app retention and sweeper as every other event. A record
 //! holds counts only: there is no field that could hold a payload byte.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
@@ -120,6 +129,54 @@ pub struct TrafficCounts {
 
 /// The relay's cumulative counters (since the node started) at one moment.
 pub type TrafficSnapshot = BTreeMap<TrafficKey, TrafficCounts>;
+
+/// One cumulative counter of packets and bytes, shared by the tasks that
+/// count and the one that snapshots.
+#[derive(Debug, Default)]
+pub struct TrafficCounter {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl TrafficCounter {
+    /// Counts one packet of `bytes` bytes.
+    pub fn add(&self, bytes: usize) {
+        self.packets.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> TrafficCounts {
+        TrafficCounts {
+            packets: self.packets.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The relay's cumulative traffic counters of one node, by key.
+#[derive(Debug, Default)]
+pub struct TrafficMeter {
+    counters: Mutex<BTreeMap<TrafficKey, Arc<TrafficCounter>>>,
+}
+
+impl TrafficMeter {
+    /// The counter of `key`, created at zero the first time. Keep the
+    /// handle: counting through it takes no lock.
+    pub fn counter(&self, key: TrafficKey) -> Arc<TrafficCounter> {
+        let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(counters.entry(key).or_default())
+    }
+
+    /// Every counter's value now, for [`TrafficRecorder::record_interval`].
+    pub fn snapshot(&self) -> TrafficSnapshot {
+        let counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        counters
+            .iter()
+            .map(|(key, counter)| (key.clone(), counter.counts()))
+            .collect()
+    }
+}
 
 /// Turns the relay's cumulative counters into traffic records, one
 /// interval at a time. One per node; not shared between tasks (wrap it in
@@ -303,6 +360,27 @@ allow_regions = ["eu", "uk"]
             events.push(event);
         }
         events
+    }
+
+    #[test]
+    fn the_meter_counts_through_shared_handles() {
+        let meter = TrafficMeter::default();
+        let from_clients = key("acme", Direction::In, TrafficPeer::Clients);
+        let counter = meter.counter(from_clients.clone());
+        let same = meter.counter(from_clients.clone());
+        std::thread::scope(|scope| {
+            for handle in [&counter, &same] {
+                scope.spawn(move || {
+                    for _ in 0..1000 {
+                        handle.add(100);
+                    }
+                });
+            }
+        });
+        meter.counter(key("acme", Direction::Out, TrafficPeer::Clients));
+        let snapshot = meter.snapshot();
+        assert_eq!(snapshot.len(), 2);
+        assert_eq!(snapshot[&from_clients], counts(2000, 200_000));
     }
 
     #[test]
