@@ -20,7 +20,7 @@ mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use georelay::auth::{Role, TokenKey};
 use georelay::config::Limits;
@@ -82,7 +82,7 @@ fn real_initial(fleet: &TestFleet, target: SocketAddr) -> Vec<u8> {
         false,
         None,
     );
-    let now = std::time::Instant::now();
+    let now = georelay::clock::monotonic_now();
     let (_, mut conn) = endpoint
         .connect(now, config, target, "eu-fra-1")
         .expect("client connection");
@@ -266,7 +266,7 @@ async fn transit_node_kills_fail_over_within_a_measured_bound() {
             .await
             .unwrap_or_else(|_| panic!("round {round}: media back through London"));
         let london = fleet.fleet.take("uk-lon-1").expect("london runs");
-        let killed = Instant::now();
+        let killed = georelay::clock::monotonic_now();
         london.kill().await;
         let first_after = seq + 1;
         let resumed = async {
@@ -314,7 +314,7 @@ async fn connections_that_never_send_hello_are_all_closed() {
         })
         .collect();
     let endpoints = faults::peers::endpoints(&sources, &fleet.pki.roots);
-    let started = Instant::now();
+    let started = georelay::clock::monotonic_now();
     let silent =
         faults::peers::never_hello(&endpoints, fleet.node_addr("eu-fra-1"), "eu-fra-1", 200).await;
     let handshakes = started.elapsed();

@@ -201,7 +201,7 @@ async fn a_flood_of_initials_gets_retries_beyond_the_threshold_and_clients_still
     )
     .await;
     // A real client during the backlog of unanswered handshakes.
-    let started = std::time::Instant::now();
+    let started = georelay::clock::monotonic_now();
     let conn = dial(&pki, addr, [127, 0, 0, 1])
         .await
         .expect("a real client connects");
@@ -308,7 +308,7 @@ fn retry_tokens_are_refused_once_expired_or_from_another_address() {
     let server_addr: SocketAddr = "127.0.0.1:4433".parse().expect("addr");
     let client_addr: SocketAddr = "127.0.0.1:50000".parse().expect("addr");
     let thief_addr: SocketAddr = "127.0.0.2:50000".parse().expect("addr");
-    let now = std::time::Instant::now();
+    let now = georelay::clock::monotonic_now();
     let mut buf = Vec::new();
 
     // Every datagram is handed to the server endpoint as it would arrive.

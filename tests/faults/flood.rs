@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::UdpSocket;
 
@@ -97,10 +97,10 @@ pub async fn flood(
         sources: sockets.len(),
         ..FloodReport::default()
     };
-    let started = Instant::now();
+    let started = georelay::clock::monotonic_now();
     let mut datagram = Vec::with_capacity(1500);
     for n in 0..initials {
-        let now = Instant::now();
+        let now = georelay::clock::monotonic_now();
         let (_, mut conn) = endpoint
             .connect(now, client.clone(), target, server_name)
             .expect("a client connection");

@@ -41,7 +41,7 @@ pub async fn never_hello(
         let name = server_name.to_owned();
         handshakes.spawn(async move {
             let conn = endpoint.connect(node, &name).ok()?.await.ok()?;
-            Some((conn, Instant::now()))
+            Some((conn, georelay::clock::monotonic_now()))
         });
     }
     let mut connections = Vec::new();
