@@ -23,7 +23,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use georelay::client::Target;
 use georelay::ids::AppId;
@@ -417,9 +417,12 @@ fn start_relay(config: &Path) -> Relay {
 
 /// Waits (at most 30 s) for the dev CA file and `/readyz` 200.
 fn wait_ready(admin: SocketAddr, ca: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = georelay::clock::monotonic_now() + Duration::from_secs(30);
     loop {
-        assert!(Instant::now() < deadline, "relay not ready within 30 s");
+        assert!(
+            georelay::clock::monotonic_now() < deadline,
+            "relay not ready within 30 s"
+        );
         if ca.exists() && http_get(admin, "/readyz").starts_with("HTTP/1.1 200") {
             return;
         }

@@ -24,9 +24,12 @@ use georelay::clock::SystemClock;
 use georelay::config::Fleet;
 use georelay::ids::{AppId, NodeId};
 use georelay::metadata::Recorder;
+use georelay::relay::core::SessionEntry;
 use georelay::relay::fanout::{DatagramQueue, MessageQueue, Queued};
-use georelay::relay::hub::{Hub, Outbound, SessionEntry};
+use georelay::relay::hub::Hub;
 use georelay::relay::policy::Policy;
+use georelay::relay::routes::Receiver as Queues;
+use georelay::wire::stream::Outbound;
 use georelay::wire::{Announce, MediaHeader, TrackKind};
 use tokio::sync::mpsc::Receiver;
 
@@ -44,6 +47,27 @@ allow_regions = ["eu"]
 enabled = false
 "#;
 
+/// A session's control handle without a connection behind it: frames go on
+/// the bounded queue a control writer would drain.
+#[derive(Debug)]
+struct Unconnected(tokio::sync::mpsc::Sender<Outbound>);
+
+impl georelay::relay::core::Control for Unconnected {
+    fn send(&self, out: Outbound) -> bool {
+        self.0.try_send(out).is_ok()
+    }
+
+    fn abort(&self, _code: georelay::error::ErrorCode, _reason: &str) {}
+
+    fn connection_id(&self) -> usize {
+        0
+    }
+
+    fn rtt(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+}
+
 /// The receiving ends a session's writers would hold; kept alive for the run.
 type Writers = (Receiver<Outbound>, Receiver<Queued>);
 
@@ -51,17 +75,24 @@ fn session(hub: &Hub, publish: bool) -> (u64, Arc<DatagramQueue>, Writers) {
     let (control, control_rx) = tokio::sync::mpsc::channel(1024);
     let queue = Arc::new(DatagramQueue::new(1024, Arc::clone(&hub.drops)));
     let (messages, messages_rx) = MessageQueue::new(16, Arc::clone(&hub.drops));
-    let id = hub.add_session(SessionEntry {
-        app: AppId::new("bench"),
-        channel: "room".into(),
-        user: if publish { "pub".into() } else { "sub".into() },
-        can_publish: publish,
-        client_region: None,
-        client_country: None,
-        control,
-        datagrams: Arc::clone(&queue),
-        messages,
-    });
+    let id = hub
+        .add_session(
+            SessionEntry {
+                app: AppId::new("bench"),
+                channel: "room".into(),
+                user: if publish { "pub".into() } else { "sub".into() },
+                can_publish: publish,
+                client_region: None,
+                client_country: None,
+                control: Arc::new(Unconnected(control)),
+                receiver: Queues {
+                    datagrams: Arc::clone(&queue),
+                    messages,
+                },
+            },
+            usize::MAX,
+        )
+        .expect("session");
     (id, queue, (control_rx, messages_rx))
 }
 
@@ -96,7 +127,8 @@ fn hub_run(packets: u64, fanout: usize) -> u64 {
     let datagram = datagram(track);
     let mut delivered = 0;
     for _ in 0..packets {
-        hub.client_datagram(publisher, track, datagram.clone());
+        hub.routes()
+            .client_datagram(publisher, track, datagram.clone());
         for queue in &queues {
             if let Some(Some(_)) = queue.pop().now_or_never() {
                 delivered += 1;

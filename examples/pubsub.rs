@@ -23,7 +23,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -96,7 +96,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut options = ClientOptions::new(Arc::new(roots));
     options.bind = args.bind;
     let join_as = |user: &str, role: Role| -> anyhow::Result<Join> {
-        let expires_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 600;
+        let expires_at = georelay::clock::wall_now()
+            .duration_since(UNIX_EPOCH)?
+            .as_secs()
+            + 600;
         let claims = Claims {
             app: AppId::new(args.app.as_str()),
             channel: args.channel.clone(),
@@ -144,7 +147,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("subscriber was told of track {track:#x}");
 
     // Receive while publishing, so that latency is the relay's, not ours.
-    let started = Instant::now();
+    let started = georelay::clock::monotonic_now();
     let count = args.count;
     let receiving = tokio::spawn(async move {
         let outcome = receive(&mut subscriber, track, count, &started).await;
@@ -186,7 +189,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 /// Waits (up to 5 s) until the subscriber is told of `track`.
 async fn wait_for_track(subscriber: &mut Client, track: u64) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = georelay::clock::timer_now() + Duration::from_secs(5);
     loop {
         match tokio::time::timeout_at(deadline, subscriber.events().next()).await {
             Ok(Some(Event::TrackAdded(info))) if info.track == track => return Ok(()),

@@ -1,8 +1,11 @@
 //! Signed client tokens: minting, verification, and the per-app key ring.
 //!
-//! A token binds an app, a channel, a user, a role and an expiry, signed with
-//! HMAC-SHA256 under the app's secret. The format is specified byte by byte in
-//! `docs/TOKENS.md`:
+//! A token binds an app, a channel, a user, a role and an expiry. Two formats
+//! are accepted, told apart by the token text ([`verify`]): the compact `gr1`
+//! format (below) and standard JWTs ([`mint_jwt`]; `HS256` under the app's
+//! secret, or `ES256`/`EdDSA` under a public key configured for the app). A
+//! `gr1` token is signed with HMAC-SHA256 under the app's secret; its format
+//! is specified byte by byte in `docs/TOKENS.md`:
 //!
 //! ```text
 //! gr1.<base64url-nopad(payload)>.<base64url-nopad(HMAC-SHA256(key, "gr1." + payload_b64))>
@@ -22,9 +25,13 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
 
-use crate::config::{AppSecretError, Fleet};
+use crate::config::{AppSecretError, Fleet, JwtKeyAlgorithm, JwtPublicKey};
 use crate::error::ErrorCode;
 use crate::ids::AppId;
+
+mod jwt;
+
+pub use jwt::{JWT_AUDIENCE, JWT_LEEWAY_SECS, JwtSigningKey, mint_jwt};
 
 /// The version prefix: the first dot-separated part of every token.
 pub const TOKEN_VERSION: &str = "gr1";
@@ -123,15 +130,35 @@ impl Claims {
     }
 }
 
-/// An app's HMAC-SHA256 key. `Debug` never prints it.
+/// An app's token keys: its secret (for `gr1` and `HS256` JWTs) and,
+/// optionally, the public key that verifies its `ES256`/`EdDSA` JWTs.
+/// `Debug` never prints them.
 #[derive(Clone)]
-pub struct TokenKey(hmac::Key);
+pub struct TokenKey {
+    hmac: hmac::Key,
+    jwt_secret: jsonwebtoken::DecodingKey,
+    public: Option<(JwtKeyAlgorithm, jsonwebtoken::DecodingKey)>,
+}
 
 impl TokenKey {
     /// A key from the app's secret bytes (any length; HMAC hashes keys longer
     /// than 64 bytes).
     pub fn new(secret: &[u8]) -> Self {
-        Self(hmac::Key::new(hmac::HMAC_SHA256, secret))
+        Self {
+            hmac: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            jwt_secret: jsonwebtoken::DecodingKey::from_secret(secret),
+            public: None,
+        }
+    }
+
+    /// Adds the public key that verifies the app's asymmetric JWTs.
+    pub fn with_public_key(mut self, key: &JwtPublicKey) -> Self {
+        let decoding = match key.algorithm {
+            JwtKeyAlgorithm::Es256 => jsonwebtoken::DecodingKey::from_ec_der(&key.raw),
+            JwtKeyAlgorithm::EdDsa => jsonwebtoken::DecodingKey::from_ed_der(&key.raw),
+        };
+        self.public = Some((key.algorithm, decoding));
+        self
     }
 }
 
@@ -170,6 +197,21 @@ pub enum TokenError {
     /// The token names an app this fleet does not have (or has no key for).
     #[error("token is for unknown app {0}")]
     UnknownApp(AppId),
+    /// A JWT whose `alg` is refused: `none`, an algorithm georelay does not
+    /// accept, or `ES256`/`EdDSA` for an app without that public key.
+    #[error("JWT algorithm refused: {0}")]
+    AlgorithmNotAllowed(String),
+    /// A JWT whose `aud` does not name `"georelay"`.
+    #[error("JWT audience is not \"georelay\"")]
+    WrongAudience,
+    /// A JWT used before its `nbf` (beyond the clock-skew leeway).
+    #[error("token not valid before {not_before} (now {now})")]
+    NotYetValid {
+        /// The token's `nbf`, unix seconds.
+        not_before: u64,
+        /// The verifier's clock, unix seconds.
+        now: u64,
+    },
 }
 
 impl TokenError {
@@ -193,19 +235,41 @@ pub fn mint(claims: &Claims, key: &TokenKey) -> String {
 
     let mut token = format!("{TOKEN_VERSION}.");
     URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
-    let tag = hmac::sign(&key.0, token.as_bytes());
+    let tag = hmac::sign(&key.hmac, token.as_bytes());
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(tag.as_ref(), &mut token);
     token
 }
 
-/// Checks a token and returns its claims.
+/// Checks a token of either format and returns its claims. A token whose
+/// first dot-separated part is `gr1` is a `gr1` token; anything else is
+/// read as a JWT.
 ///
-/// In order: shape and bounds (`Malformed`), the app's key (`UnknownApp`),
-/// the signature, compared in constant time (`BadSignature`), the app the
-/// caller requires, if any (`WrongApp`), and the expiry: a token is refused
-/// from `expires_at` on (`Expired`).
+/// `gr1`, in order: shape and bounds (`Malformed`), the app's key
+/// (`UnknownApp`), the signature, compared in constant time
+/// (`BadSignature`), the app the caller requires, if any (`WrongApp`), and
+/// the expiry: a token is refused from `expires_at` on (`Expired`).
+///
+/// JWT, in order: the header's `alg` (`AlgorithmNotAllowed` unless `HS256`,
+/// or `ES256`/`EdDSA` with that key configured for the app), `iss` names an
+/// app with a key (`UnknownApp`), the signature (`BadSignature`), `aud`
+/// (`WrongAudience`), the required claims (`Malformed`), the app the caller
+/// requires (`WrongApp`), the field bounds (`Malformed`), `exp` and `nbf`
+/// with [`JWT_LEEWAY_SECS`] of leeway (`Expired`, `NotYetValid`).
 pub fn verify(
+    token: &str,
+    keys: &dyn Fn(&AppId) -> Option<TokenKey>,
+    expected_app: Option<&AppId>,
+    now_unix: u64,
+) -> Result<Claims, TokenError> {
+    if token.split('.').next() == Some(TOKEN_VERSION) {
+        verify_gr1(token, keys, expected_app, now_unix)
+    } else {
+        jwt::verify_jwt(token, keys, expected_app, now_unix)
+    }
+}
+
+fn verify_gr1(
     token: &str,
     keys: &dyn Fn(&AppId) -> Option<TokenKey>,
     expected_app: Option<&AppId>,
@@ -235,7 +299,7 @@ pub fn verify(
     let claims = decode_payload(&payload)?;
 
     let key = keys(&claims.app).ok_or_else(|| TokenError::UnknownApp(claims.app.clone()))?;
-    hmac::verify(&key.0, signed.as_bytes(), &tag).map_err(|_| TokenError::BadSignature)?;
+    hmac::verify(&key.hmac, signed.as_bytes(), &tag).map_err(|_| TokenError::BadSignature)?;
 
     if let Some(expected) = expected_app
         && *expected != claims.app
@@ -354,13 +418,17 @@ pub struct Keyring {
 }
 
 impl Keyring {
-    /// Resolves every app's secret. Fails on the first app whose secret
+    /// Resolves every app's secret and attaches its JWT public key. Fails on the first app whose secret
     /// cannot be read, naming the app and the variable or file.
     pub fn from_fleet(fleet: &Fleet) -> Result<Self, AppSecretError> {
         let mut keys = std::collections::BTreeMap::new();
         for (id, app) in &fleet.apps {
             let secret = app.resolve_secret()?;
-            keys.insert(id.clone(), TokenKey::new(secret.as_bytes()));
+            let mut key = TokenKey::new(secret.as_bytes());
+            if let Some(public) = &app.jwt_public_key {
+                key = key.with_public_key(public);
+            }
+            keys.insert(id.clone(), key);
         }
         Ok(Self { keys })
     }

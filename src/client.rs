@@ -27,7 +27,7 @@ use rustls::RootCertStore;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ErrorCode;
-use crate::relay::stream::FrameReader;
+use crate::wire::stream::{CLOSE_GRACE, FrameReader};
 use crate::wire::{
     Announce, ErrorFrame, Frame, Hello, MediaHeader, MessageDecoder, PROTOCOL_VERSION, SdkInfo,
     SubscriptionState, TrackInfo, TrackKind, Welcome,
@@ -171,7 +171,10 @@ pub enum Event {
         /// The payload.
         payload: Bytes,
     },
-    /// The subscription failed closed or recovered.
+    /// `SUBSCRIPTION_STATE`: `active` once the media path from the
+    /// publishers' nodes is established (again for each new publisher's
+    /// node, and after every recovery): media sent from then on arrives;
+    /// `unavailable` (`ROUTE_UNAVAILABLE`) while no allowed path exists.
     State(SubscriptionState),
     /// A [`Session`] lost its node and is connected again, to `node`; its
     /// tracks were re-announced (with new keys) and its subscription restored.
@@ -287,7 +290,7 @@ impl Client {
         conn: quinn::Connection,
         welcome: Welcome,
         send: quinn::SendStream,
-        reader: FrameReader,
+        reader: FrameReader<quinn::RecvStream>,
         redirects: usize,
     ) -> Client {
         let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
@@ -465,12 +468,11 @@ impl Client {
     }
 
     /// Leaves cleanly: sends `GOODBYE`, lets the relay close the connection
-    /// (at most [`crate::relay::stream::CLOSE_GRACE`]), then closes and waits
+    /// (at most [`CLOSE_GRACE`]), then closes and waits
     /// briefly for the close to reach the relay.
     pub async fn close(self) {
         if self.send_frame(Frame::Goodbye).await.is_ok() {
-            let _ =
-                tokio::time::timeout(crate::relay::stream::CLOSE_GRACE, self.conn.closed()).await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, self.conn.closed()).await;
         }
         self.conn.close(0u32.into(), b"bye");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
@@ -489,7 +491,12 @@ impl Client {
     }
 }
 
-type Attempt = (quinn::Connection, Welcome, quinn::SendStream, FrameReader);
+type Attempt = (
+    quinn::Connection,
+    Welcome,
+    quinn::SendStream,
+    FrameReader<quinn::RecvStream>,
+);
 
 async fn attempt(
     endpoint: &quinn::Endpoint,
@@ -570,7 +577,7 @@ async fn write_control(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Frame
 }
 
 async fn read_control(
-    mut reader: FrameReader,
+    mut reader: FrameReader<quinn::RecvStream>,
     conn: quinn::Connection,
     events: mpsc::Sender<Event>,
     pending: Pending,

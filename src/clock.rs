@@ -1,8 +1,11 @@
-//! The one place that reads the wall clock.
+//! The one place that reads clocks (`clippy.toml` bans the reads elsewhere).
 //!
-//! Token expiry, metadata timestamps and the retention sweeper take a
-//! [`Clock`] so that tests can drive them with a [`ManualClock`]. Relay timers
-//! use `tokio::time`, which tests pause and advance instead.
+//! - The wall clock ([`Clock`]) is only for what leaves the node: token
+//!   expiry, metadata timestamps, log lines, the start of sequence numbers.
+//!   Tests drive it with a [`ManualClock`].
+//! - The monotonic clock ([`monotonic_now`], [`timer_now`]) drives every
+//!   timer of the relay core: the driver reads it and hands `now` to the
+//!   sans-IO parts, so a wall-clock step never stops media.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +30,7 @@ pub type SharedClock = Arc<dyn Clock>;
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods)]
     fn now_unix_ms(&self) -> u64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -65,4 +69,24 @@ impl Clock for ManualClock {
     fn now_unix_ms(&self) -> u64 {
         self.now_ms.load(Ordering::SeqCst)
     }
+}
+
+/// The monotonic clock the relay core's timers follow: it never steps when
+/// the wall clock is corrected (NTP, VM migration, an operator).
+#[allow(clippy::disallowed_methods)]
+pub fn monotonic_now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+/// tokio's monotonic clock, for deadlines of tokio timers: it honours
+/// `tokio::time::pause` in tests.
+#[allow(clippy::disallowed_methods)]
+pub fn timer_now() -> tokio::time::Instant {
+    tokio::time::Instant::now()
+}
+
+/// The wall clock as a `SystemTime`, for comparing with file times.
+#[allow(clippy::disallowed_methods)]
+pub fn wall_now() -> std::time::SystemTime {
+    SystemTime::now()
 }

@@ -11,14 +11,18 @@
 //! - [`clock`]: the only module that reads the wall clock.
 //! - [`config`]: `regions.toml` parsing and validation into a [`config::Fleet`].
 //! - [`geo`]: IP address → country → region (MaxMind DB + overrides).
-//! - [`auth`]: signed client tokens.
+//! - [`auth`]: signed client tokens (`gr1` and standard JWTs).
 //! - [`routing`]: the sans-IO geofenced routing core: cheapest allowed paths,
 //!   redirect targets. One core serves `route`, admission and the mesh.
 //! - [`wire`]: the `georelay/1` and `georelay-mesh/1` codecs.
 //!
 //! Runtime (tokio + quinn):
 //! - [`tls`]: dev CA and node certificates, rustls configs, peer identity.
+//! - [`gate`]: the accept loop's bounds: per-address and total connection
+//!   counts, Retry under load, connections waiting for `HELLO`.
 //! - [`relay`]: the node: client endpoint, sessions, fan-out, mesh links.
+//! - [`browser`]: WebTransport sessions, the browser development certificate
+//!   and the WebSocket fallback, for web clients.
 //! - [`admin`]: the per-node HTTP surface (`/metrics`, `/status`, ...).
 //! - [`client`]: the Rust SDK used by tests, loadgen and examples.
 //! - [`loadgen`]: synthetic SDK clients with exact loss and latency accounting.
@@ -27,11 +31,13 @@
 
 pub mod admin;
 pub mod auth;
+pub mod browser;
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod gate;
 pub mod geo;
 pub mod ids;
 pub mod loadgen;

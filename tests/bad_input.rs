@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use georelay::auth::Role;
 use georelay::client::{Client, Event};
 use georelay::error::ErrorCode;
-use georelay::relay::stream::FrameReader;
+use georelay::wire::stream::FrameReader;
 use georelay::wire::{Announce, Frame, Hello, MediaHeader, SdkInfo, TrackKind};
 use support::fleet::{FleetSpec, TestFleet};
 
@@ -28,7 +28,7 @@ async fn raw(
     quinn::Endpoint,
     quinn::Connection,
     quinn::SendStream,
-    FrameReader,
+    FrameReader<quinn::RecvStream>,
 ) {
     let transport = Arc::new(georelay::tls::transport_config(
         georelay::tls::TransportKind::Client,
@@ -102,7 +102,7 @@ async fn still_served(publisher: &Client, track: u64, subscriber: &mut Client, f
         publisher.send_media(track, seq, seq, b"ok").expect("send");
     }
     let mut got = 0;
-    let until = tokio::time::Instant::now() + Duration::from_millis(500);
+    let until = georelay::clock::timer_now() + Duration::from_millis(500);
     while let Ok(Some(event)) = tokio::time::timeout_at(until, subscriber.events().next()).await {
         if matches!(event, Event::Media { header, .. } if header.seq >= first) {
             got += 1;
@@ -201,7 +201,12 @@ async fn malformed_frames_wrong_versions_and_oversize_input_get_clear_codes() {
     let before = fleet.status(NODE).await.drops["too_large"];
     conn.send_datagram(datagram.freeze())
         .expect("QUIC itself accepts it");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    support::events::until(
+        Duration::from_secs(5),
+        "the oversize datagram is counted",
+        || async { fleet.status(NODE).await.drops["too_large"] > before },
+    )
+    .await;
     assert_eq!(
         fleet.status(NODE).await.drops["too_large"],
         before + 1,

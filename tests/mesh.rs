@@ -54,8 +54,7 @@ async fn publisher_and_subscriber(
         Some(track),
         "the remote track is announced to the subscriber"
     );
-    // Let the subscription settle along the path.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    support::events::active(&mut subscriber).await;
     (publisher, track, subscriber)
 }
 
@@ -209,7 +208,7 @@ async fn killing_the_transit_node_reroutes_then_fails_closed_then_recovers() {
         .await
         .is_some()
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    support::events::active(&mut far).await;
     send_burst(&publisher, track, 0, 100).await;
     assert!(
         media_seqs(&mut near, track, Duration::from_millis(500))
@@ -226,7 +225,7 @@ async fn killing_the_transit_node_reroutes_then_fails_closed_then_recovers() {
 
     // Kill London mid-stream; publish continuously and time the gap.
     let lon = fleet.fleet.take("uk-lon-1").expect("london runs");
-    let killed_at = tokio::time::Instant::now();
+    let killed_at = georelay::clock::timer_now();
     lon.kill().await;
     let mut seq = 1_000;
     let mut resumed = None;
@@ -280,7 +279,7 @@ async fn killing_the_transit_node_reroutes_then_fails_closed_then_recovers() {
 
     // London comes back: the far subscriber recovers without reconnecting.
     fleet.restart("uk-lon-1").await;
-    let restarted_at = tokio::time::Instant::now();
+    let restarted_at = georelay::clock::timer_now();
     let mut recovered = None;
     let mut seq = 10_000;
     while restarted_at.elapsed() < Duration::from_secs(10) {
@@ -297,13 +296,13 @@ async fn killing_the_transit_node_reroutes_then_fails_closed_then_recovers() {
 
     // The near subscriber moves back to the cheaper path through London:
     // London then forwards each packet twice (to us-iad-1 and eu-ams-1).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = georelay::clock::timer_now() + Duration::from_secs(5);
     let mut seq = 20_000;
     loop {
         let before = fleet.status("uk-lon-1").await.apps["globex-media"];
         send_burst(&publisher, track, seq, 20).await;
         seq += 20;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let after = fleet.status("uk-lon-1").await.apps["globex-media"];
         if after.packets_in - before.packets_in >= 20
             && after.packets_out - before.packets_out >= 40
@@ -311,7 +310,7 @@ async fn killing_the_transit_node_reroutes_then_fails_closed_then_recovers() {
             break;
         }
         assert!(
-            tokio::time::Instant::now() < deadline,
+            georelay::clock::timer_now() < deadline,
             "London carries the stream to both subscribers again: {before:?} -> {after:?}"
         );
     }
@@ -398,7 +397,7 @@ async fn a_redirect_from_a_disallowed_node_lands_on_an_allowed_one_and_delivers(
         .await
         .is_some()
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    support::events::active(&mut subscriber).await;
     send_burst(&publisher, track, 0, 500).await;
     let seen = media_seqs(&mut subscriber, track, Duration::from_millis(800)).await;
     assert!(
@@ -458,8 +457,8 @@ async fn the_transit_node_forwards_each_packet_once_to_twenty_subscribers() {
             .await
             .is_some()
         );
+        support::events::active(sub).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     const PACKETS: u64 = 200;
     send_burst(&publisher, track, 0, PACKETS).await;
     for sub in &mut subscribers {
@@ -504,7 +503,7 @@ async fn removing_a_region_mid_stream_revokes_sessions_and_stops_transit() {
         .await
         .expect("london viewer");
     lon_viewer.subscribe().await.expect("subscribe");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    support::events::track_ready(&mut lon_viewer).await;
     send_burst(&publisher, track, 0, 100).await;
     assert!(
         media_seqs(&mut ams_viewer, track, Duration::from_millis(400))
@@ -591,7 +590,7 @@ fn spawn_publisher(
 ) -> tokio::task::JoinHandle<u64> {
     tokio::spawn(async move {
         let mut seq = 0u64;
-        let started = tokio::time::Instant::now();
+        let started = georelay::clock::timer_now();
         while !*stop.borrow() && started.elapsed() < Duration::from_secs(30) {
             if session.send_media(track, seq, seq, b"live").is_err() {
                 let _ = session.ensure_connected().await;
@@ -610,7 +609,7 @@ async fn until_media_after_reconnect(
     node: &str,
     limit: Duration,
 ) -> Duration {
-    let started = tokio::time::Instant::now();
+    let started = georelay::clock::timer_now();
     let mut reconnected = false;
     while started.elapsed() < limit {
         let Ok(Some(event)) =
@@ -661,8 +660,18 @@ async fn when_a_node_dies_its_clients_reconnect_through_the_sdk_and_resume() {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let publishing = spawn_publisher(publisher, track, stop_rx);
 
-    // The subscriber's node dies: it reconnects to Frankfurt and resumes.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Media flows first; then the subscriber's node dies: it reconnects to
+    // Frankfurt and resumes.
+    let first = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(event) = subscriber.next_event().await {
+            if matches!(event, Event::Media { .. }) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(first, Ok(true), "media flows before the node dies");
     fleet.fleet.take("eu-ams-1").expect("ams").kill().await;
     let took =
         until_media_after_reconnect(&mut subscriber, "eu-fra-1", Duration::from_secs(10)).await;

@@ -9,7 +9,7 @@
 mod metadata_common;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use georelay::clock::{ManualClock, SharedClock};
 use georelay::config::{MetadataConfig, PostgresConfig};
@@ -41,7 +41,7 @@ impl Schema {
             eprintln!("skipping: GEORELAY_TEST_PG_DSN is not set (source .ci/postgres.sh)");
             return None;
         };
-        let nanos = SystemTime::now()
+        let nanos = georelay::clock::wall_now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .subsec_nanos();

@@ -64,7 +64,7 @@ async fn sessions_tracks_quality_and_decisions_are_recorded() {
         .await
         .expect("announce");
     // 2.5 s of 50 pps spans at least two 1 s quality samples.
-    let started = tokio::time::Instant::now();
+    let started = georelay::clock::timer_now();
     let mut seq = 0;
     while started.elapsed() < Duration::from_millis(2_500) {
         let now_us = started.elapsed().as_micros() as u64;
@@ -75,7 +75,7 @@ async fn sessions_tracks_quality_and_decisions_are_recorded() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut received = 0;
-    let until = tokio::time::Instant::now() + Duration::from_millis(300);
+    let until = georelay::clock::timer_now() + Duration::from_millis(300);
     while let Ok(Some(event)) = tokio::time::timeout_at(until, subscriber.events().next()).await {
         if matches!(event, Event::Media { .. }) {
             received += 1;
@@ -85,7 +85,11 @@ async fn sessions_tracks_quality_and_decisions_are_recorded() {
     let status = fleet.status("eu-fra-1").await.apps["acme-health"];
     publisher.close().await;
     subscriber.close().await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let hub = &fleet.fleet.node("eu-fra-1").expect("node").hub;
+    support::events::until(Duration::from_secs(5), "both sessions ended", || async {
+        hub.session_count() == 0
+    })
+    .await;
     let dir = fleet.dir.path().join("metadata");
     fleet.fleet.shutdown().await;
     fleet.metadata.shutdown().await.expect("metadata flushed");

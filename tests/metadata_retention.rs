@@ -197,8 +197,8 @@ async fn periodic_sweeps_follow_the_clock() {
 
     manual.set(T0 + 32 * DAY_MS);
     let mut swept = false;
-    for _ in 0..60 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
         if store.days().unwrap().is_empty() {
             swept = true;
             break;

@@ -279,7 +279,7 @@ fn failover_moves_to_the_direct_link_then_fails_closed_then_recovers() {
     let failed_decision = mesh
         .decisions()
         .iter()
-        .any(|d| d.at_ms >= cut_at && d.node.as_str() == AMS && d.outcome.is_err());
+        .any(|d| d.at_ms >= cut_at && d.node.as_str() == AMS && d.outcome.is_unavailable());
     assert!(
         failed_decision,
         "ams must record ROUTE_UNAVAILABLE: {:#?}",
@@ -498,6 +498,94 @@ fn reload_forgets_a_channel_name_that_a_local_client_used_before() {
     );
 }
 
+// ----- wall-clock steps -----------------------------------------------------
+
+const TWO_MINUTES_MS: i64 = 120_000;
+
+/// Whether every subscriber node gets the origin's media and sees exactly
+/// `tracks` of it.
+fn all_served(mesh: &Mesh, key: &ChannelKey, subscribers: &[&str], tracks: &[u64]) -> bool {
+    let media = mesh.media(key, FRA);
+    subscribers.iter().all(|at| {
+        let seen: BTreeSet<u64> = mesh
+            .plane(at)
+            .tracks(key)
+            .into_iter()
+            .map(|(_, t)| t.track)
+            .collect();
+        media.reaches(at) && seen == tracks.iter().map(|t| sim::track_key(key, *t)).collect()
+    })
+}
+
+/// Runs `ms` of simulated time, checking every driver wake-up that media
+/// still reaches every subscriber; returns the wake-ups where it did not.
+fn outage_ticks(mesh: &mut Mesh, ms: u64, key: &ChannelKey, subscribers: &[&str]) -> u32 {
+    let mut missed = 0;
+    for _ in 0..ms / sim::TICK_MS {
+        mesh.advance(sim::TICK_MS);
+        if !all_served(mesh, key, subscribers, &[1]) {
+            missed += 1;
+        }
+    }
+    missed
+}
+
+#[test]
+fn wall_clock_steps_of_two_minutes_on_the_transit_and_the_origin_keep_every_subscriber_served() {
+    let mut mesh = example_mesh();
+    let key = channel("globex-media", "live");
+    let subscribers = [AMS, IAD, SFO];
+    mesh.publish(FRA, &key, &[1]);
+    for at in subscribers {
+        mesh.subscribe(at, &key);
+    }
+    mesh.run_until_quiet();
+    assert!(all_served(&mesh, &key, &subscribers, &[1]));
+
+    // London (transit to all three) and Frankfurt (the origin) step back
+    // two minutes, stay there for longer than a downstream subscription
+    // lives, then step forward again.
+    mesh.step_wall_clock(LON, -TWO_MINUTES_MS);
+    mesh.step_wall_clock(FRA, -TWO_MINUTES_MS);
+    let missed_back = outage_ticks(&mut mesh, 20_000, &key, &subscribers);
+    mesh.step_wall_clock(LON, TWO_MINUTES_MS);
+    mesh.step_wall_clock(FRA, TWO_MINUTES_MS);
+    let missed_forward = outage_ticks(&mut mesh, 20_000, &key, &subscribers);
+    assert_eq!(
+        (missed_back, missed_forward),
+        (0, 0),
+        "wake-ups without media after the backward and the forward step"
+    );
+}
+
+#[test]
+fn an_origin_restarted_with_its_wall_clock_two_minutes_behind_still_replaces_its_tracks() {
+    let mut mesh = example_mesh();
+    let key = channel("globex-media", "live");
+    mesh.publish(FRA, &key, &[1]);
+    mesh.subscribe(AMS, &key);
+    mesh.subscribe(IAD, &key);
+    mesh.run_until_quiet();
+    assert!(all_served(&mesh, &key, &[AMS, IAD], &[1]));
+
+    // Frankfurt's clock steps back, then the process restarts: the sequence
+    // numbers of its new run start two minutes below those its peers hold.
+    mesh.step_wall_clock(FRA, -TWO_MINUTES_MS);
+    mesh.kill(FRA);
+    mesh.run_until_quiet();
+    mesh.restart_empty(FRA);
+    mesh.publish(FRA, &key, &[2]);
+    let served = mesh.run_until(10_000, |m| all_served(m, &key, &[AMS, IAD], &[2]));
+    assert!(
+        served.is_some(),
+        "the new run's track replaces the old one everywhere: ams sees {:?}, iad sees {:?}",
+        mesh.plane(AMS).tracks(&key),
+        mesh.plane(IAD).tracks(&key)
+    );
+    mesh.run_until_quiet();
+    assert!(all_served(&mesh, &key, &[AMS, IAD], &[2]));
+}
+
 #[test]
 fn a_restarted_origin_whose_publishers_left_withdraws_their_tracks() {
     let mut mesh = example_mesh();
@@ -539,7 +627,9 @@ fn a_subscription_in_flight_across_revoke_and_restore_leaves_no_orphan_forwardin
     mesh.set_policy(&example_toml(APPS));
     mesh.run_until_quiet();
     // Subscriptions are soft state: one nobody refreshes expires.
-    mesh.advance(georelay::relay::plane::EXPIRE_MS + 2 * georelay::relay::plane::REFRESH_MS);
+    mesh.advance(
+        (georelay::relay::plane::EXPIRE + 2 * georelay::relay::plane::REFRESH).as_millis() as u64,
+    );
     mesh.run_until_quiet();
 
     // The revoked subscriber is gone, so nothing may be forwarded to ams.
@@ -581,7 +671,7 @@ fn tracks_of_an_origin_that_never_returns_are_forgotten_after_the_expiry() {
             .any(|(n, _)| n.as_str() == IAD)
     );
     // ...a long one forgets them.
-    mesh.advance(georelay::relay::plane::ORIGIN_EXPIRY_MS);
+    mesh.advance(georelay::relay::plane::ORIGIN_EXPIRY.as_millis() as u64);
     mesh.run_until_quiet();
     assert!(
         mesh.plane(AMS).tracks(&key).is_empty(),

@@ -53,7 +53,7 @@ fn files_containing(root: &Path, needle: &[u8], depth: usize, since: SystemTime)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_payload_is_found_in_no_file_and_no_log_line() {
     // File times have coarser resolution than the clock: start a second early.
-    let started = SystemTime::now() - Duration::from_secs(1);
+    let started = georelay::clock::wall_now() - Duration::from_secs(1);
     let canary = format!("CANARY-{:016x}-{:08x}", rand_u64(), std::process::id());
     let mut fleet = ServedFleet::configure(&metadata_on());
     fleet.serve_all("trace");
@@ -80,7 +80,7 @@ async fn a_canary_payload_is_found_in_no_file_and_no_log_line() {
         .await
         .expect("message");
     let mut delivered = 0;
-    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    let until = georelay::clock::timer_now() + Duration::from_secs(2);
     while let Ok(Some(event)) = tokio::time::timeout_at(until, subscriber.events().next()).await {
         match event {
             Event::Media { payload, .. } | Event::Message { payload, .. }
@@ -141,8 +141,18 @@ async fn a_sigkilled_server_keeps_every_flushed_event_and_its_store_opens() {
             .expect("admitted");
         client.close().await;
     }
-    // Longer than the flush interval (100 ms): everything so far is flushed.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Every session's opened and closed events are flushed (the writer's
+    // counter on /metrics says so).
+    let admin = fleet.addr("eu-fra-1", 9090);
+    support::events::until(
+        Duration::from_secs(10),
+        "every event flushed",
+        || async move {
+            let metrics = support::fleet::http_get(admin, "/metrics").await;
+            written(&metrics) >= 2 * SESSIONS as u64
+        },
+    )
+    .await;
     fleet.signal("serve", "-KILL");
     fleet.wait_exit("serve", Duration::from_secs(5)).await;
 
@@ -166,4 +176,13 @@ fn rand_u64() -> u64 {
     let mut b = [0u8; 8];
     ring::rand::SystemRandom::new().fill(&mut b).expect("rand");
     u64::from_le_bytes(b)
+}
+
+/// The metadata writer's count of events written, from `/metrics` text.
+fn written(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(georelay::metadata::recorder::WRITTEN_METRIC))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }

@@ -24,7 +24,6 @@ async fn separate_processes_with_certs_fail_over_when_the_transit_is_sigkilled()
     fleet
         .wait_links("eu-ams-1", &["eu-fra-1", "uk-lon-1"])
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let (publisher, track, mut subscriber) = fleet
         .pub_sub("globex-media", "tv", "eu-fra-1", "eu-ams-1")
@@ -40,7 +39,7 @@ async fn separate_processes_with_certs_fail_over_when_the_transit_is_sigkilled()
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let mut received_before = 0;
-    let until = tokio::time::Instant::now() + Duration::from_millis(500);
+    let until = georelay::clock::timer_now() + Duration::from_millis(500);
     while let Ok(Some(event)) = tokio::time::timeout_at(until, subscriber.events().next()).await {
         if matches!(event, Event::Media { .. }) {
             received_before += 1;
@@ -61,7 +60,7 @@ async fn separate_processes_with_certs_fail_over_when_the_transit_is_sigkilled()
     // SIGKILL London: no CONNECTION_CLOSE reaches its peers; they notice by
     // the mesh idle timeout and re-route over the direct link.
     fleet.signal("uk-lon-1", "-KILL");
-    let killed = tokio::time::Instant::now();
+    let killed = georelay::clock::timer_now();
     let mut resumed = None;
     let first_after = seq;
     while killed.elapsed() < Duration::from_secs(15) {
@@ -166,12 +165,13 @@ async fn serve_marks_itself_not_dumpable() {
     };
     // Control: an ordinary process of user 65534 owns its /proc entries.
     let mut control = as_nobody("sleep").arg("5").spawn().expect("setpriv sleep");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        proc_owner(control.id()),
-        65534,
-        "the check can tell a dumpable process"
-    );
+    let pid = control.id();
+    support::events::until(
+        Duration::from_secs(5),
+        "the check can tell a dumpable process (setpriv dropped to 65534)",
+        || async move { proc_owner(pid) == 65534 },
+    )
+    .await;
     let _ = control.kill();
     let _ = control.wait();
 

@@ -80,9 +80,9 @@ async fn media_and_messages_reach_three_subscribers() {
     for sub in &mut subscribers {
         let mut seen = std::collections::BTreeSet::new();
         let mut message = None;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let deadline = georelay::clock::timer_now() + Duration::from_secs(5);
         while (seen.len() < PACKETS as usize || message.is_none())
-            && tokio::time::Instant::now() < deadline
+            && georelay::clock::timer_now() < deadline
         {
             match tokio::time::timeout_at(deadline, sub.events().next()).await {
                 Ok(Some(Event::Media { header, payload })) => {
@@ -130,7 +130,7 @@ async fn receive_media(
     want: usize,
     limit: Duration,
 ) -> (BTreeSet<u64>, Vec<u64>) {
-    let deadline = tokio::time::Instant::now() + limit;
+    let deadline = georelay::clock::timer_now() + limit;
     let mut seen = BTreeSet::new();
     let mut other_tracks = Vec::new();
     while seen.len() < want {
@@ -216,7 +216,7 @@ fn join(app: &str, channel: &str, token: String) -> Join {
 /// Connects and expects a refusal, which must come promptly (a clean close,
 /// never a hang until the connect timeout).
 async fn refused(options: &ClientOptions, targets: &[Target], join: &Join) -> ClientError {
-    let started = std::time::Instant::now();
+    let started = georelay::clock::monotonic_now();
     let result = Client::connect(options, targets, join).await;
     let elapsed = started.elapsed();
     let err = match result {
@@ -240,14 +240,14 @@ fn redirect_of(err: &ClientError) -> Vec<Target> {
 
 /// Waits until `node` reports `sessions` open sessions (up to 3 s).
 async fn wait_sessions(fleet: &TestFleet, node: &str, sessions: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let deadline = georelay::clock::timer_now() + Duration::from_secs(3);
     loop {
         let status = fleet.status(node).await;
         if status.sessions == sessions {
             return;
         }
         assert!(
-            tokio::time::Instant::now() < deadline,
+            georelay::clock::timer_now() < deadline,
             "{node} has {} sessions, expected {sessions}",
             status.sessions
         );
@@ -278,11 +278,18 @@ async fn late_joiner_is_told_of_existing_tracks_then_gets_media() {
         .announce(TrackKind::Video, true, "cam")
         .await
         .expect("announce cam");
-    // Media before anyone listens goes nowhere.
+    // Media before anyone listens goes nowhere (the relay has counted it
+    // in before the late subscriber joins).
+    let before = traffic(&fleet.status(node).await, "acme-health").packets_in;
     for seq in 0..20 {
         publisher.send_media(mic, seq, 0, b"early").expect("send");
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    support::events::until(
+        Duration::from_secs(5),
+        "the early media reached the relay",
+        || async { traffic(&fleet.status(node).await, "acme-health").packets_in >= before + 20 },
+    )
+    .await;
 
     let mut late = fleet
         .connect(
@@ -408,8 +415,14 @@ async fn unsubscribe_stops_delivery_to_that_subscriber_only() {
 
     leaving.unsubscribe().await.expect("unsubscribe");
     // The relay handles UNSUBSCRIBE on the control stream; the media comes on
-    // another connection, so give the frame time to land first.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // another connection, so wait until the track's route lost the receiver.
+    let hub = &fleet.fleet.node(node).expect("node").hub;
+    support::events::until(
+        Duration::from_secs(5),
+        "the route dropped the leaver",
+        || async { hub.routes().route(track).map(|r| r.fanout()) == Some(1) },
+    )
+    .await;
     for seq in BATCH..2 * BATCH {
         publisher
             .send_media(track, seq, seq, b"after")
@@ -508,7 +521,7 @@ async fn a_stalled_subscriber_is_dropped_not_waited_for() {
     proxy.pause();
     const PACKETS: u64 = 1_000;
     let payload = vec![0x5a; 1_000];
-    let started = std::time::Instant::now();
+    let started = georelay::clock::monotonic_now();
     send_paced(&publisher, track, 0..PACKETS, 500, |_| payload.clone()).await;
     let sending = started.elapsed();
     assert!(
@@ -807,10 +820,10 @@ async fn status_counts_each_apps_packets_and_bytes_exactly() {
             bytes_in += framed.len() as u64;
         }
         for sub in &mut subs {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            let deadline = georelay::clock::timer_now() + Duration::from_secs(5);
             let (mut media, mut received_messages) = (0, 0);
             while (media < packets || received_messages < messages)
-                && tokio::time::Instant::now() < deadline
+                && georelay::clock::timer_now() < deadline
             {
                 match tokio::time::timeout_at(deadline, sub.events().next()).await {
                     Ok(Some(Event::Media { .. })) => media += 1,
@@ -923,9 +936,9 @@ async fn metrics_count_media_by_app_and_refusals_by_code() {
             .send_media(12345, seq, 0, b"no such track")
             .expect("send");
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let deadline = georelay::clock::timer_now() + Duration::from_secs(3);
     while drops(&fleet.status(node).await, "unknown_track") < UNKNOWN
-        && tokio::time::Instant::now() < deadline
+        && georelay::clock::timer_now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -1053,10 +1066,10 @@ async fn media_for_a_track_the_sender_does_not_own_is_dropped_and_counted() {
             .send_media(track, 10_000 + seq, 0, b"someone else's track")
             .expect("send");
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let deadline = georelay::clock::timer_now() + Duration::from_secs(3);
     let counted = loop {
         let counted = drops(&fleet.status(node).await, "unknown_track") - before;
-        if counted >= 2 * FORGED || tokio::time::Instant::now() >= deadline {
+        if counted >= 2 * FORGED || georelay::clock::timer_now() >= deadline {
             break counted;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -1127,7 +1140,7 @@ async fn udp_proxy_forwards_delays_and_drops_while_paused() {
     assert_eq!(&buf[..len], b"pong");
 
     proxy.set_delay(Duration::from_millis(150));
-    let sent = std::time::Instant::now();
+    let sent = georelay::clock::monotonic_now();
     client.send_to(b"slow", proxy.addr()).await.expect("send");
     let (len, _) = tokio::time::timeout(limit, server.recv_from(&mut buf))
         .await

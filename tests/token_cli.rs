@@ -47,10 +47,8 @@ fn token_cmd(config: &Path, args: &[&str], secret_env: Option<&str>) -> Output {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
+    use georelay::clock::Clock;
+    georelay::clock::SystemClock.now_unix_secs()
 }
 
 fn printed_token(output: &Output) -> String {
@@ -204,5 +202,132 @@ fn invalid_input_exits_2_with_a_reason() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(mentions), "{args:?}: {stderr}");
         assert!(output.stdout.is_empty(), "{args:?}");
+    }
+}
+
+fn jwt_fleet(dir: &Path, public_pem: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("keys")).unwrap_or_else(|err| panic!("{err}"));
+    std::fs::write(dir.join("keys/app.pub.pem"), public_pem).unwrap_or_else(|err| panic!("{err}"));
+    let config = r#"
+[regions.eu]
+countries = ["DE"]
+
+[nodes.eu-1]
+region = "eu"
+listen = "127.10.0.1:4433"
+admin = "127.10.0.1:9090"
+
+[apps.inline-app]
+secret = "inline-dev-secret"
+allow_regions = ["eu"]
+jwt_public_key_file = "keys/app.pub.pem"
+"#;
+    let path = dir.join("regions.toml");
+    std::fs::write(&path, config).unwrap_or_else(|err| panic!("{err}"));
+    path
+}
+
+const JWT_ARGS: [&str; 10] = [
+    "--app",
+    "inline-app",
+    "--channel",
+    "room-1",
+    "--user",
+    "bob",
+    "--role",
+    "publish",
+    "--format",
+    "jwt",
+];
+
+#[test]
+fn format_jwt_prints_an_hs256_jwt_that_the_fleet_admits() {
+    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let config = write_fleet(dir.path());
+    let token = printed_token(&token_cmd(&config, &JWT_ARGS, None));
+    let header = token.split('.').next().unwrap_or_default();
+    assert!(token.starts_with("eyJ"), "{token}");
+    let decoded = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
+        .unwrap_or_default();
+    assert!(String::from_utf8_lossy(&decoded).contains("\"HS256\""));
+
+    let key = TokenKey::new(b"inline-dev-secret");
+    let app = AppId::new("inline-app");
+    let claims = auth::verify(&token, &|_| Some(key.clone()), Some(&app), unix_now())
+        .unwrap_or_else(|err| panic!("{err}: {token}"));
+    assert_eq!(
+        (claims.channel.as_str(), claims.user.as_str(), claims.role),
+        ("room-1", "bob", Role::Publish)
+    );
+}
+
+#[test]
+fn format_jwt_with_a_private_key_signs_es256_and_eddsa_that_the_public_key_verifies() {
+    for (algorithm, alg) in [
+        (&rcgen::PKCS_ECDSA_P256_SHA256, "ES256"),
+        (&rcgen::PKCS_ED25519, "EdDSA"),
+    ] {
+        let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+        let pair = rcgen::KeyPair::generate_for(algorithm).unwrap_or_else(|err| panic!("{err}"));
+        let config = jwt_fleet(dir.path(), &pair.public_key_pem());
+        let private = dir.path().join("app.key.pem");
+        std::fs::write(&private, pair.serialize_pem()).unwrap_or_else(|err| panic!("{err}"));
+        let mut args = JWT_ARGS.to_vec();
+        args.extend(["--key", private.to_str().unwrap_or_default()]);
+        let token = printed_token(&token_cmd(&config, &args, None));
+        let header = token.split('.').next().unwrap_or_default();
+        let decoded =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
+                .unwrap_or_default();
+        assert!(String::from_utf8_lossy(&decoded).contains(alg), "{alg}");
+
+        let fleet = georelay::config::Fleet::load(&config).unwrap_or_else(|err| panic!("{err}"));
+        let ring = auth::Keyring::from_fleet(&fleet).unwrap_or_else(|err| panic!("{err}"));
+        let claims = ring
+            .verify(&token, None, unix_now())
+            .unwrap_or_else(|err| panic!("{alg}: {err}"));
+        assert_eq!(claims.user, "bob");
+
+        // The same key signs nothing the app's secret alone would admit.
+        let without_key = auth::Keyring::from_keys([(
+            AppId::new("inline-app"),
+            TokenKey::new(b"inline-dev-secret"),
+        )]);
+        assert!(matches!(
+            without_key.verify(&token, None, unix_now()),
+            Err(TokenError::AlgorithmNotAllowed(_))
+        ));
+    }
+}
+
+#[test]
+fn a_bad_key_file_or_key_without_jwt_exits_2() {
+    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let config = write_fleet(dir.path());
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "nope").unwrap_or_else(|err| panic!("{err}"));
+    let garbage = garbage.to_str().unwrap_or_default();
+    let mut with_key = JWT_ARGS.to_vec();
+    with_key.extend(["--key", garbage]);
+    let gr1_with_key = [
+        "--app",
+        "inline-app",
+        "--channel",
+        "c",
+        "--user",
+        "u",
+        "--role",
+        "publish",
+        "--key",
+        garbage,
+    ];
+    for (args, mentions) in [
+        (&with_key[..], "PRIVATE KEY"),
+        (&gr1_with_key[..], "--format jwt"),
+    ] {
+        let output = token_cmd(&config, args, None);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(mentions), "{stderr}");
     }
 }

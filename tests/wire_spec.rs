@@ -9,8 +9,9 @@ use bytes::BytesMut;
 use georelay::error::ErrorCode;
 use georelay::wire::frame::type_name;
 use georelay::wire::{
-    ErrorFrame, Frame, Hello, MediaHeader, MessageDecoder, SdkInfo, Target, Welcome, decode_frame,
-    encode_message, encode_message_stream_header,
+    ChannelRef, ErrorFrame, Frame, Hello, MediaHeader, MessageDecoder, SdkInfo, SubscriptionState,
+    SubscriptionStatus, Target, Welcome, decode_frame, encode_message,
+    encode_message_stream_header,
 };
 
 const TOKEN: &str = "gr1.AAthY21lLWhlYWx0aAAGcm9vbS0xAAVhbGljZQIAAAAAaE7hgA.IT8iEseYh4PoiS2NaJ-KFPfN-SI5wDb958h-CXH0sGY";
@@ -91,6 +92,22 @@ fn spec_frames() -> Vec<(&'static str, Frame)> {
                 ..ErrorFrame::new(ErrorCode::GeofenceRedirect, "app not allowed here")
             }),
         ),
+        (
+            "subscription-state-active",
+            Frame::SubscriptionState(SubscriptionState {
+                state: SubscriptionStatus::Active,
+                code: 0,
+                message: "media path established from eu-fra-1".into(),
+            }),
+        ),
+        (
+            "mesh-subscribe-ok",
+            Frame::MeshSubscribeOk(ChannelRef {
+                app: "acme-health".into(),
+                channel: "room-1".into(),
+                origin: "eu-fra-1".into(),
+            }),
+        ),
     ]
 }
 
@@ -103,7 +120,9 @@ fn the_spec_has_exactly_the_tested_examples() {
             "error-redirect",
             "hello",
             "media-datagram",
+            "mesh-subscribe-ok",
             "message-stream",
+            "subscription-state-active",
             "welcome"
         ]
     );
@@ -176,7 +195,7 @@ fn table_rows(spec: &str, first_cell: impl Fn(&str) -> bool) -> Vec<Vec<String>>
 fn frame_type_table_matches_the_codec() {
     let spec = spec();
     let rows = table_rows(&spec, |cell| cell.starts_with("`0x"));
-    assert_eq!(rows.len(), 18, "one row per frame type");
+    assert_eq!(rows.len(), 19, "one row per frame type");
     for row in rows {
         let number = u64::from_str_radix(row[0].trim_matches('`').trim_start_matches("0x"), 16)
             .expect("hex type");

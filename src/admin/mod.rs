@@ -6,14 +6,16 @@
 //! | `GET /healthz`        | 200 `ok` while the process runs                       |
 //! | `GET /readyz`         | 200 or 503, JSON [`Readiness`] with the reasons       |
 //! | `GET /status`         | JSON [`StatusReport`] (DESIGN.md, "Admin HTTP")       |
-//! | `POST /reload`        | 200 [`ReloadReport`], or 400 with validation errors   |
+//! | `POST /reload`        | 200 [`ReloadReport`], or 400 with validation errors; 401 without the admin token |
 //! | `GET /debug/channels` | JSON list of [`ChannelSeen`]                          |
 //!
 //! Any other path is 404; a known path with another method is 405. The
 //! relay supplies the data through [`NodeIntrospect`]; this module owns only
-//! HTTP, the Prometheus recorder and the metric names. `/metrics` also
-//! carries the process's own figures ([`process`]).
+//! HTTP, its authentication ([`AdminAuth`], see [`auth`]), the Prometheus
+//! recorder and the metric names. `/metrics` also carries the process's own
+//! figures ([`process`]).
 
+pub mod auth;
 pub mod process;
 mod recorder;
 
@@ -30,6 +32,7 @@ use futures_util::future::BoxFuture;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 
+pub use self::auth::{AdminAuth, AdminAuthError, AdminToken, check_admin_exposure};
 pub use self::recorder::{HANDSHAKE_BUCKETS_SECONDS, install_metrics_recorder, metric_names};
 
 /// The content type of the Prometheus text exposition format.
@@ -136,8 +139,20 @@ struct AdminState {
     metrics: PrometheusHandle,
 }
 
-/// The admin routes over `node`, rendering metrics from `metrics`.
+/// The admin routes over `node`, rendering metrics from `metrics`, without
+/// a token: reads are open and mutating endpoints are served only when the
+/// listener is on loopback. Nodes with `[admin]` configured use
+/// [`router_with_auth`].
 pub fn router(node: Arc<dyn NodeIntrospect>, metrics: PrometheusHandle) -> Router {
+    router_with_auth(node, metrics, AdminAuth::without_token())
+}
+
+/// The admin routes over `node`, each request checked by `auth` first.
+pub fn router_with_auth(
+    node: Arc<dyn NodeIntrospect>,
+    metrics: PrometheusHandle,
+    auth: AdminAuth,
+) -> Router {
     Router::new()
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(get_healthz))
@@ -146,16 +161,26 @@ pub fn router(node: Arc<dyn NodeIntrospect>, metrics: PrometheusHandle) -> Route
         .route("/reload", post(post_reload))
         .route("/debug/channels", get(get_debug_channels))
         .with_state(AdminState { node, metrics })
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            auth::require_auth,
+        ))
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then finishes
 /// the requests in flight. While serving it also runs the metrics
-/// recorder's upkeep, which bounds histogram memory between scrapes.
+/// recorder's upkeep, which bounds histogram memory between scrapes. Every
+/// request learns whether the listener is on loopback (the rule for
+/// mutating endpoints without a token).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let loopback = listener
+        .local_addr()
+        .map(|addr| addr.ip().to_canonical().is_loopback())?;
+    let router = router.layer(axum::Extension(auth::ListenerIsLoopback(loopback)));
     let (stop_upkeep, upkeep_stopped) = tokio::sync::oneshot::channel::<()>();
     let upkeep = recorder::installed_handle().map(|handle| {
         tokio::spawn(async move {

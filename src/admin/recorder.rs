@@ -28,11 +28,12 @@ pub mod metric_names {
     /// Connections or requests refused (counter), labels `node`, `code`
     /// (a stable error code name such as `GEOFENCE_DENIED`).
     pub const REFUSALS_TOTAL: &str = "georelay_refusals_total";
-    /// Time from accepting a connection to its admission (histogram,
-    /// seconds), label `node`.
+    /// QUIC handshake time, from the accept loop taking the connection to
+    /// the handshake's end (histogram, seconds), label `node`.
     pub const HANDSHAKE_DURATION_SECONDS: &str = "georelay_handshake_duration_seconds";
     /// Geofence decisions (counter), labels `node`, `app`, `decision`
-    /// (admit, redirect, deny, route, no_route, revoke).
+    /// (`admitted`, `redirected`, `denied`, `route_chosen`,
+    /// `route_unavailable`, `revoked`).
     pub const GEOFENCE_DECISIONS_TOTAL: &str = "georelay_geofence_decisions_total";
     /// Mesh links currently up (gauge), label `node`.
     pub const MESH_LINKS_UP: &str = "georelay_mesh_links_up";
@@ -147,7 +148,7 @@ fn describe_metrics() {
     describe_histogram!(
         HANDSHAKE_DURATION_SECONDS,
         Unit::Seconds,
-        "Time from accepting a connection to admitting its session"
+        "QUIC handshake time of accepted connections"
     );
     describe_counter!(
         GEOFENCE_DECISIONS_TOTAL,

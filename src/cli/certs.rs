@@ -15,8 +15,9 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::{CliError, CliResult, ConfigArg};
+use crate::clock::SystemClock;
 use crate::config::Fleet;
-use crate::tls::DevCa;
+use crate::tls::{CertValidity, DevCa};
 
 /// Arguments of `georelay certs`.
 #[derive(Debug, Args)]
@@ -43,7 +44,9 @@ struct OutFile {
 pub(super) fn run(args: CertsArgs) -> CliResult {
     let config_path = &args.config.config;
     let fleet = Fleet::load(config_path).map_err(|errors| CliError::Invalid(errors.to_string()))?;
-    let ca = DevCa::generate().context("generating the CA")?;
+    let validity = CertValidity::from_config(&fleet.tls);
+    let ca = DevCa::generate_with(std::sync::Arc::new(SystemClock), validity)
+        .context("generating the CA")?;
     let mut files = vec![
         OutFile {
             name: "ca.pem".to_owned(),

@@ -2,7 +2,8 @@
 //!
 //! Each subcommand lives in its own file and returns a [`CliResult`]; `main`
 //! turns it into the exit code of the contract: 0 on success, 2 on invalid
-//! input or config, 1 on a runtime failure.
+//! input or config, 1 on a runtime failure, 3 when `metadata audit` found a
+//! violation.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod certs;
 mod check;
+mod fleet;
 mod geo;
 mod loadgen;
 mod metadata;
@@ -26,6 +28,9 @@ pub enum CliError {
     Invalid(String),
     /// A runtime failure: exit code 1.
     Runtime(anyhow::Error),
+    /// The command ran and found what it looks for (an audit violation):
+    /// exit code 3, with this summary on stderr.
+    Findings(String),
 }
 
 impl From<anyhow::Error> for CliError {
@@ -80,6 +85,11 @@ enum Command {
         #[command(subcommand)]
         command: metadata::MetadataCommand,
     },
+    /// Operate a multi-host fleet through the nodes' admin API.
+    Fleet {
+        #[command(subcommand)]
+        command: fleet::FleetCommand,
+    },
 }
 
 /// Parses the command line, runs the subcommand and maps the result to the
@@ -96,6 +106,7 @@ pub fn main() -> ExitCode {
         Command::Loadgen(args) => loadgen::run(args),
         Command::BaselineForwarder(args) => loadgen::run_forwarder(args),
         Command::Metadata { command } => metadata::run(command),
+        Command::Fleet { command } => fleet::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -106,6 +117,10 @@ pub fn main() -> ExitCode {
         Err(CliError::Runtime(err)) => {
             eprintln!("error: {err:#}");
             ExitCode::from(1)
+        }
+        Err(CliError::Findings(summary)) => {
+            eprintln!("{summary}");
+            ExitCode::from(3)
         }
     }
 }

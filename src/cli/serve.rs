@@ -59,6 +59,8 @@ pub(super) fn run(args: ServeArgs) -> CliResult {
         }
         None => Vec::new(),
     };
+    crate::admin::check_admin_exposure(&policy.fleet, &ids)
+        .map_err(|err| CliError::Invalid(err.to_string()))?;
     if policy.fleet.metadata.mlock {
         rustix::mm::mlockall(rustix::mm::MlockAllFlags::CURRENT | rustix::mm::MlockAllFlags::FUTURE).map_err(|err| {
             CliError::Runtime(anyhow::anyhow!(

@@ -18,13 +18,23 @@ use crate::ids::{AppId, CountryCode, NodeId, RegionId};
 
 mod countries;
 mod diagnostic;
+mod jwt_key;
 mod parse;
+mod policy_version;
+mod pushed;
 mod secret;
 #[cfg(test)]
 mod tests;
 
 pub use countries::is_assigned_country;
 pub use diagnostic::{ConfigErrors, Diagnostic};
+pub use jwt_key::{JwtKeyAlgorithm, JwtPublicKey};
+pub use policy_version::{
+    BadPolicyVersion, CanonicalApp, CanonicalNode, CanonicalPolicy, PolicyVersion, RuleKind,
+};
+pub use pushed::{
+    MAX_PUSHED_CONFIG_BYTES, PushedConfigError, REQUEST_BODY_NAME, apply_pushed_config,
+};
 pub use secret::{AppSecretError, Secret, SecretError, SecretSource};
 
 /// A validated fleet: regions, nodes, links, apps and runtime settings.
@@ -48,6 +58,8 @@ pub struct Fleet {
     pub metadata: MetadataConfig,
     /// Resource limits.
     pub limits: Limits,
+    /// Admin API authentication.
+    pub admin: AdminConfig,
     /// Things that are valid but probably not intended (e.g. a region with
     /// no nodes). Printed by `georelay check`.
     pub warnings: Vec<String>,
@@ -111,6 +123,9 @@ pub struct App {
     pub id: AppId,
     /// Where its token key comes from (resolved at `serve` time).
     pub secret: SecretSource,
+    /// `jwt_public_key_file`: the key that verifies its `ES256`/`EdDSA` JWTs,
+    /// read when the config loads (`None`: only `gr1` and `HS256` tokens).
+    pub jwt_public_key: Option<JwtPublicKey>,
     /// Which regions its media and control metadata may touch.
     pub regions: RegionPolicy,
     /// Which client countries may connect.
@@ -183,9 +198,9 @@ pub enum UnknownCountry {
     Deny,
 }
 
-/// `[tls]`: production TLS material. When every field is `None`, `serve`
+/// `[tls]`: production TLS material. When every path is `None`, `serve`
 /// generates a development CA in memory.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsConfig {
     /// The CA certificate (PEM) that signs every node certificate.
     pub ca: Option<PathBuf>,
@@ -193,6 +208,43 @@ pub struct TlsConfig {
     pub ca_key: Option<PathBuf>,
     /// Directory holding `<node>.pem` and `<node>.key` for each node.
     pub dir: Option<PathBuf>,
+    /// Validity of the node certificates that `serve`'s dev CA and
+    /// `georelay certs` issue: 1..=398 days (default 90).
+    pub node_cert_days: u32,
+    /// Validity of the CA certificate they make: 1..=3650 days (default 3650).
+    pub ca_cert_days: u32,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            ca: None,
+            ca_key: None,
+            dir: None,
+            node_cert_days: 90,
+            ca_cert_days: MAX_CA_CERT_DAYS,
+        }
+    }
+}
+
+/// `[admin]`: authentication of the nodes' admin HTTP API.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where the bearer token comes from; `None`: no token (mutating
+    /// endpoints are then served on loopback admin addresses only).
+    pub token: Option<AdminTokenSource>,
+    /// Whether `GET` endpoints need the token too (default false).
+    pub protect_reads: bool,
+}
+
+/// Where the admin bearer token comes from: `token_env` or `token_file`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminTokenSource {
+    /// `token_env = "VAR"`: the value of an environment variable.
+    Env(String),
+    /// `token_file = "path"`: a file's content (one trailing newline
+    /// ignored), resolved relative to the config file.
+    File(PathBuf),
 }
 
 /// `[metadata]`: operational metadata collection and retention.
@@ -206,6 +258,9 @@ pub struct MetadataConfig {
     pub flush_interval_ms: u64,
     /// How often call-quality samples are taken, seconds (default 10).
     pub quality_interval_secs: u64,
+    /// How often each node records its traffic per app and peer, seconds
+    /// (default 60).
+    pub traffic_interval_secs: u64,
     /// How often expired metadata is deleted, seconds (default 3600).
     pub sweep_interval_secs: u64,
     /// Capacity of the bounded event channel (default 65536).
@@ -217,8 +272,12 @@ pub struct MetadataConfig {
     pub ip_retention_days: u16,
     /// Fleet-wide metadata retention and the default for apps: 1..=30 (default 30).
     pub retention_days: u16,
-    /// Optional PostgreSQL sink.
+    /// Optional PostgreSQL sink: the fleet store, and the settings every
+    /// PostgreSQL store uses.
     pub postgres: Option<PostgresConfig>,
+    /// `[metadata.regions.<id>]`: a PostgreSQL store per region. A node of
+    /// such a region writes only there, never to the fleet store.
+    pub regions: BTreeMap<RegionId, RegionStore>,
     /// Lock payload buffers in memory so media never reaches swap (default false).
     pub mlock: bool,
 }
@@ -256,7 +315,49 @@ pub struct PostgresConfig {
     pub local_store: bool,
 }
 
-/// `[limits]`: resource limits, all optional.
+/// `[metadata.regions.<id>]`: where one region's metadata is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionStore {
+    /// Name of the environment variable holding the region's connection
+    /// string.
+    pub dsn_env: String,
+}
+
+impl MetadataConfig {
+    /// The environment variable naming the PostgreSQL store of `region`'s
+    /// nodes: the region's own store if configured, else the fleet store.
+    pub fn store_env_for(&self, region: &RegionId) -> Option<&str> {
+        match self.regions.get(region) {
+            Some(store) => Some(&store.dsn_env),
+            None => self.postgres.as_ref().map(|pg| pg.dsn_env.as_str()),
+        }
+    }
+
+    /// Events buffered per PostgreSQL store while it is unreachable.
+    pub fn postgres_buffer_events(&self) -> usize {
+        self.postgres
+            .as_ref()
+            .map_or(DEFAULT_POSTGRES_BUFFER_EVENTS, |pg| pg.buffer_events)
+    }
+
+    /// Whether the local SQLite store is kept (`[metadata.postgres]
+    /// local_store`, default true).
+    pub fn local_store(&self) -> bool {
+        self.postgres.as_ref().is_none_or(|pg| pg.local_store)
+    }
+
+    /// Whether any PostgreSQL store is configured.
+    pub fn has_postgres(&self) -> bool {
+        self.postgres.is_some() || !self.regions.is_empty()
+    }
+}
+
+/// The default of `[metadata.postgres] buffer_events`.
+pub const DEFAULT_POSTGRES_BUFFER_EVENTS: usize = 100_000;
+
+/// `[limits]`: resource limits, all optional. Every resource a peer can make
+/// a node hold is bounded by one of these (docs/CONFIG.md lists the reason
+/// for each default).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Concurrent client sessions per node (default 10000).
@@ -271,6 +372,66 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// How long a draining node waits for sessions to move, ms (default 5000).
     pub drain_timeout_ms: u64,
+
+    // ---- QUIC transport of client connections ----
+    /// Bytes a client may have unread on one stream (default 256 KiB).
+    pub stream_receive_window_bytes: u32,
+    /// Bytes a client may have unread on all its streams (default 1 MiB).
+    pub connection_receive_window_bytes: u32,
+    /// Bytes the node keeps unacknowledged towards one client (default 1 MiB).
+    pub send_window_bytes: u32,
+    /// Bidirectional streams a client may open (default 2: the control
+    /// stream, plus the CONNECT stream of a WebTransport session).
+    pub max_bidi_streams: u32,
+    /// Unidirectional streams a client may have open (default 4: its message
+    /// stream, plus HTTP/3's control and QPACK streams under WebTransport).
+    pub max_uni_streams: u32,
+    /// Received datagram bytes waiting to be read (default 256 KiB).
+    pub datagram_receive_buffer_bytes: usize,
+    /// Datagram bytes queued towards one client; the oldest is dropped when
+    /// full (default 256 KiB).
+    pub datagram_send_buffer_bytes: usize,
+    /// A silent client connection is closed after this, ms (default 10000).
+    pub idle_timeout_ms: u64,
+    /// The node PINGs a client after this much silence, ms (default 1000).
+    pub keep_alive_ms: u64,
+
+    // ---- the accept loop ----
+    /// Handshakes not yet accepted or refused that the endpoint holds
+    /// (quinn `max_incoming`, default 1024).
+    pub max_incoming: usize,
+    /// Bytes buffered for one such handshake (quinn
+    /// `incoming_buffer_size`, default 65536).
+    pub incoming_buffer_size: u64,
+    /// Bytes buffered for all of them (quinn `incoming_buffer_size_total`,
+    /// default 8 MiB).
+    pub incoming_buffer_size_total: u64,
+    /// Connections past the handshake still waiting for `HELLO` (default 1024).
+    pub max_pending_hello: usize,
+    /// How long a connection may take from the end of its handshake to its
+    /// `HELLO`, ms (default 5000).
+    pub hello_timeout_ms: u64,
+    /// Connections (handshaking or open) from one source address: one IPv4
+    /// address or one IPv6 /64 (default 32).
+    pub max_connections_per_address: usize,
+    /// Connections (handshaking or open) in total (default 12000).
+    pub max_connections: usize,
+    /// Above this many handshakes from unvalidated addresses in progress,
+    /// new ones get a stateless Retry first (default 64).
+    pub retry_threshold: usize,
+    /// Always answer an unvalidated Initial with a Retry (default false).
+    pub retry_always: bool,
+    /// How long a Retry token is accepted, ms (default 5000).
+    pub retry_token_lifetime_ms: u64,
+
+    // ---- sessions and channels ----
+    /// Subscribers one channel may have on one node (default 1000).
+    pub max_subscribers_per_channel: usize,
+    /// Channels one app may have open on one node (default 10000).
+    pub max_channels_per_app: usize,
+    /// Largest media payload per datagram the node advertises and accepts,
+    /// bytes; the path's QUIC datagram size can lower it (default 1400).
+    pub max_datagram_payload_bytes: usize,
 }
 
 impl Default for Limits {
@@ -282,6 +443,28 @@ impl Default for Limits {
             mesh_queue_packets: 4096,
             max_message_bytes: 65_536,
             drain_timeout_ms: 5000,
+            stream_receive_window_bytes: 256 << 10,
+            connection_receive_window_bytes: 1 << 20,
+            send_window_bytes: 1 << 20,
+            max_bidi_streams: 2,
+            max_uni_streams: 4,
+            datagram_receive_buffer_bytes: 256 << 10,
+            datagram_send_buffer_bytes: 256 << 10,
+            idle_timeout_ms: 10_000,
+            keep_alive_ms: 1000,
+            max_incoming: 1024,
+            incoming_buffer_size: 64 << 10,
+            incoming_buffer_size_total: 8 << 20,
+            max_pending_hello: 1024,
+            hello_timeout_ms: 5000,
+            max_connections_per_address: 32,
+            max_connections: 12_000,
+            retry_threshold: 64,
+            retry_always: false,
+            retry_token_lifetime_ms: 5000,
+            max_subscribers_per_channel: 1000,
+            max_channels_per_app: 10_000,
+            max_datagram_payload_bytes: 1400,
         }
     }
 }
@@ -294,16 +477,25 @@ impl MetadataConfig {
             dir: config_dir.join("data").join("metadata"),
             flush_interval_ms: 1000,
             quality_interval_secs: 10,
+            traffic_interval_secs: 60,
             sweep_interval_secs: 3600,
             channel_capacity: 65_536,
             ip_mode: IpMode::Truncate,
             ip_retention_days: 7,
             retention_days: 30,
             postgres: None,
+            regions: BTreeMap::new(),
             mlock: false,
         }
     }
 }
+
+/// The longest validity of a node certificate, in days (the CA/Browser
+/// Forum's limit for TLS server certificates).
+pub const MAX_NODE_CERT_DAYS: u32 = 398;
+
+/// The longest validity of the fleet CA certificate, in days (10 years).
+pub const MAX_CA_CERT_DAYS: u32 = 3650;
 
 /// The longest metadata retention the contract allows, in days.
 pub const MAX_RETENTION_DAYS: u16 = 30;
@@ -410,6 +602,7 @@ impl Fleet {
 
     fn write_summary(&self, out: &mut String) -> std::fmt::Result {
         writeln!(out, "{}: ok", self.path.display())?;
+        writeln!(out, "policy version: {}", self.policy_version())?;
         writeln!(out, "regions ({}):", self.regions.len())?;
         for region in self.regions.values() {
             let countries: Vec<&str> = region.countries.iter().map(CountryCode::as_str).collect();
@@ -461,11 +654,19 @@ impl Fleet {
             writeln!(
                 out,
                 "  {}: regions [{}] (by {policy}); clients: {clients}, unknown country {unknown}; \
-                 metadata kept {} days; secret: {}",
+                 metadata kept {} days; secret: {}{}",
                 app.id,
                 allowed.join(", "),
                 app.metadata_retention_days,
-                describe_secret(&app.secret)
+                describe_secret(&app.secret),
+                app.jwt_public_key
+                    .as_ref()
+                    .map(|key| format!(
+                        "; JWT key: {} ({})",
+                        key.algorithm.jose_name(),
+                        key.path.display()
+                    ))
+                    .unwrap_or_default()
             )?;
         }
         let geoip = match &self.geoip.database {

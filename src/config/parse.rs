@@ -15,17 +15,20 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::{
-    App, ClientCountryRule, ConfigErrors, Diagnostic, Fleet, GeoipConfig, IpMode, Limits, Link,
-    MAX_FULL_IP_RETENTION_DAYS, MAX_RETENTION_DAYS, MetadataConfig, Node, PostgresConfig, Region,
-    RegionPolicy, SecretSource, TlsConfig, UnknownCountry, config_dir_of, is_assigned_country,
+    AdminConfig, AdminTokenSource, App, ClientCountryRule, ConfigErrors,
+    DEFAULT_POSTGRES_BUFFER_EVENTS, Diagnostic, Fleet, GeoipConfig, IpMode, JwtPublicKey, Limits,
+    Link, MAX_FULL_IP_RETENTION_DAYS, MAX_RETENTION_DAYS, MetadataConfig, Node, PostgresConfig,
+    Region, RegionPolicy, RegionStore, SecretSource, TlsConfig, UnknownCountry, config_dir_of,
+    is_assigned_country,
 };
 use crate::ids::{AppId, CountryCode, NodeId, RegionId};
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
 const ROOT_KEYS: &[&str] = &[
-    "geoip", "regions", "nodes", "links", "apps", "tls", "metadata", "limits",
+    "geoip", "regions", "nodes", "links", "apps", "tls", "metadata", "limits", "admin",
 ];
+const ADMIN_KEYS: &[&str] = &["token_env", "token_file", "protect_reads"];
 const GEOIP_KEYS: &[&str] = &["database", "overrides"];
 const REGION_KEYS: &[&str] = &["name", "countries"];
 const NODE_KEYS: &[&str] = &["region", "listen", "admin", "cert", "key"];
@@ -35,6 +38,7 @@ const APP_KEYS: &[&str] = &[
     "secret_env",
     "secret",
     "secret_file",
+    "jwt_public_key_file",
     "allow_regions",
     "deny_regions",
     "client_countries",
@@ -42,20 +46,23 @@ const APP_KEYS: &[&str] = &[
     "metadata_retention_days",
 ];
 const CLIENT_COUNTRY_KEYS: &[&str] = &["allow", "deny"];
-const TLS_KEYS: &[&str] = &["ca", "ca_key", "dir"];
+const TLS_KEYS: &[&str] = &["ca", "ca_key", "dir", "node_cert_days", "ca_cert_days"];
 const METADATA_KEYS: &[&str] = &[
     "enabled",
     "dir",
     "flush_interval_ms",
     "quality_interval_secs",
+    "traffic_interval_secs",
     "sweep_interval_secs",
     "channel_capacity",
     "ip_mode",
     "ip_retention_days",
     "retention_days",
     "postgres",
+    "regions",
     "mlock",
 ];
+const REGION_STORE_KEYS: &[&str] = &["dsn_env"];
 const POSTGRES_KEYS: &[&str] = &["dsn_env", "buffer_events", "local_store"];
 const LIMIT_KEYS: &[&str] = &[
     "max_sessions",
@@ -64,6 +71,28 @@ const LIMIT_KEYS: &[&str] = &[
     "mesh_queue_packets",
     "max_message_bytes",
     "drain_timeout_ms",
+    "stream_receive_window_bytes",
+    "connection_receive_window_bytes",
+    "send_window_bytes",
+    "max_bidi_streams",
+    "max_uni_streams",
+    "datagram_receive_buffer_bytes",
+    "datagram_send_buffer_bytes",
+    "idle_timeout_ms",
+    "keep_alive_ms",
+    "max_incoming",
+    "incoming_buffer_size",
+    "incoming_buffer_size_total",
+    "max_pending_hello",
+    "hello_timeout_ms",
+    "max_connections_per_address",
+    "max_connections",
+    "retry_threshold",
+    "retry_always",
+    "retry_token_lifetime_ms",
+    "max_subscribers_per_channel",
+    "max_channels_per_app",
+    "max_datagram_payload_bytes",
 ];
 
 /// Parses and validates config text.
@@ -221,14 +250,16 @@ impl Checker<'_> {
     }
 
     fn fleet(&mut self, root: &TableView<'_, '_>) -> Fleet {
-        let metadata = self.metadata(root);
+        let mut metadata = self.metadata(root);
         let regions = self.regions(root);
         let nodes = self.nodes(root, &regions);
+        metadata.regions = self.metadata_regions(root, &regions, &nodes, &metadata);
         let links = self.links(root, &nodes);
         let apps = self.apps(root, &regions, metadata.retention_days);
         let geoip = self.geoip(root);
         let tls = self.tls(root, &nodes);
         let limits = self.limits(root);
+        let admin = self.admin(root);
         self.warn_about_unused(&regions, &nodes, &apps);
         Fleet {
             path: self.file.to_path_buf(),
@@ -240,6 +271,7 @@ impl Checker<'_> {
             tls,
             metadata,
             limits,
+            admin,
             warnings: Vec::new(),
         }
     }
@@ -776,6 +808,7 @@ impl Checker<'_> {
                 continue;
             };
             let secret = self.secret_source(&app);
+            let jwt_public_key = self.jwt_public_key(&app);
             let policy = self.region_policy(&app, regions);
             let client_countries = self.client_countries(&app);
             let unknown_client_country = match self.string(&app, "unknown_client_country") {
@@ -798,9 +831,17 @@ impl Checker<'_> {
                 )
                 .and_then(|days| u16::try_from(days.value).ok())
                 .unwrap_or(default_retention);
-            if let (true, Some(secret), Some(regions), Some(client_countries), Some(unknown)) = (
+            if let (
+                true,
+                Some(secret),
+                Some(jwt_public_key),
+                Some(regions),
+                Some(client_countries),
+                Some(unknown),
+            ) = (
                 id_ok,
                 secret,
+                jwt_public_key,
                 policy,
                 client_countries,
                 unknown_client_country,
@@ -809,6 +850,7 @@ impl Checker<'_> {
                 let app = App {
                     id: id.clone(),
                     secret,
+                    jwt_public_key,
                     regions,
                     client_countries,
                     unknown_client_country: unknown,
@@ -818,6 +860,22 @@ impl Checker<'_> {
             }
         }
         apps
+    }
+
+    /// `jwt_public_key_file`: `Some(None)` when absent, `None` when bad
+    /// (reported at the value).
+    fn jwt_public_key(&mut self, app: &TableView<'_, '_>) -> Option<Option<JwtPublicKey>> {
+        if app.get("jwt_public_key_file").is_none() {
+            return Some(None);
+        }
+        let file = self.string(app, "jwt_public_key_file")?;
+        match JwtPublicKey::load(&self.resolve_path(file.value)) {
+            Ok(key) => Some(Some(key)),
+            Err(message) => {
+                self.report(&file.span, &file.path, message);
+                None
+            }
+        }
     }
 
     fn secret_source(&mut self, app: &TableView<'_, '_>) -> Option<SecretSource> {
@@ -1096,6 +1154,14 @@ impl Checker<'_> {
             tls.dir = self
                 .string(table, "dir")
                 .map(|dir| self.resolve_path(dir.value));
+            let max_node = u64::from(super::MAX_NODE_CERT_DAYS);
+            if let Some(days) = self.integer(table, "node_cert_days", 1, max_node) {
+                tls.node_cert_days = u32::try_from(days.value).unwrap_or(u32::MAX);
+            }
+            let max_ca = u64::from(super::MAX_CA_CERT_DAYS);
+            if let Some(days) = self.integer(table, "ca_cert_days", 1, max_ca) {
+                tls.ca_cert_days = u32::try_from(days.value).unwrap_or(u32::MAX);
+            }
         }
         let nodes_with_files: Vec<&Node> =
             nodes.values().filter(|node| node.cert.is_some()).collect();
@@ -1137,6 +1203,9 @@ impl Checker<'_> {
         }
         if let Some(secs) = self.integer(&table, "quality_interval_secs", 1, 3600) {
             metadata.quality_interval_secs = secs.value;
+        }
+        if let Some(secs) = self.integer(&table, "traffic_interval_secs", 1, 3600) {
+            metadata.traffic_interval_secs = secs.value;
         }
         if let Some(secs) = self.integer(&table, "sweep_interval_secs", 1, 86_400) {
             metadata.sweep_interval_secs = secs.value;
@@ -1184,6 +1253,71 @@ impl Checker<'_> {
         metadata
     }
 
+    /// `[metadata.regions.<id>]`, read after the regions so that its keys
+    /// can be checked against them.
+    fn metadata_regions(
+        &mut self,
+        root: &TableView<'_, '_>,
+        regions: &BTreeMap<RegionId, Region>,
+        nodes: &BTreeMap<NodeId, Node>,
+        metadata: &MetadataConfig,
+    ) -> BTreeMap<RegionId, RegionStore> {
+        let mut stores = BTreeMap::new();
+        let Some(parent) = root
+            .get("metadata")
+            .and_then(|value| match value.get_ref() {
+                DeValue::Table(table) => Some(TableView::new(table, "metadata".into(), 0..0)),
+                _ => None,
+            })
+        else {
+            return stores;
+        };
+        let Some(table) = self.sub_table(&parent, "regions", None) else {
+            return stores;
+        };
+        for (key, key_span, value) in &table.entries {
+            let path = table.child(key);
+            let reference = At {
+                value: *key,
+                span: key_span.clone(),
+                path: path.clone(),
+            };
+            let known = self.reference(&reference, Reference::Region, regions.contains_key(*key));
+            let Some(store) = self.as_table(value, path, key_span.clone(), Some(REGION_STORE_KEYS))
+            else {
+                continue;
+            };
+            let Some(dsn_env) = self.required_string(&store, "dsn_env") else {
+                continue;
+            };
+            if !is_env_var_name(dsn_env.value) {
+                let message = format!("\"{}\" is not an environment variable name", dsn_env.value);
+                self.report(&dsn_env.span, &dsn_env.path, message);
+                continue;
+            }
+            if known {
+                stores.insert(
+                    RegionId::new(*key),
+                    RegionStore {
+                        dsn_env: dsn_env.value.to_owned(),
+                    },
+                );
+            }
+        }
+        if !stores.is_empty() && metadata.postgres.is_none() {
+            let regions_with_nodes: BTreeSet<&RegionId> =
+                nodes.values().map(|node| &node.region).collect();
+            for region in regions_with_nodes {
+                if !stores.contains_key(region) {
+                    self.warnings.push(format!(
+                        "region \"{region}\" has nodes but no metadata store: its metadata stays on each node (add [metadata.regions.{region}] or [metadata.postgres])"
+                    ));
+                }
+            }
+        }
+        stores
+    }
+
     fn postgres(&mut self, table: &TableView<'_, '_>) -> Option<PostgresConfig> {
         let dsn_env = self.required_string(table, "dsn_env");
         if let Some(dsn_env) = &dsn_env
@@ -1194,13 +1328,50 @@ impl Checker<'_> {
         }
         let buffer_events = self
             .integer(table, "buffer_events", 1, 10_000_000)
-            .map_or(100_000, |n| n.value);
+            .map_or(DEFAULT_POSTGRES_BUFFER_EVENTS as u64, |n| n.value);
         let local_store = self.boolean(table, "local_store").unwrap_or(true);
         Some(PostgresConfig {
             dsn_env: dsn_env?.value.to_owned(),
             buffer_events: usize::try_from(buffer_events).unwrap_or(usize::MAX),
             local_store,
         })
+    }
+
+    // ---- [admin] -----------------------------------------------------------
+
+    fn admin(&mut self, root: &TableView<'_, '_>) -> AdminConfig {
+        let mut admin = AdminConfig::default();
+        let Some(table) = self.sub_table(root, "admin", Some(ADMIN_KEYS)) else {
+            return admin;
+        };
+        let env = self.string(&table, "token_env");
+        let file = self.string(&table, "token_file");
+        admin.token = match (env, file) {
+            (Some(_), Some(file)) => {
+                let message = "set token_env or token_file, not both";
+                self.report(&file.span, &file.path, message);
+                None
+            }
+            (Some(env), None) if !is_env_var_name(env.value) => {
+                let message = format!("\"{}\" is not an environment variable name", env.value);
+                self.report(&env.span, &env.path, message);
+                None
+            }
+            (Some(env), None) => Some(AdminTokenSource::Env(env.value.to_owned())),
+            (None, Some(file)) => Some(AdminTokenSource::File(self.resolve_path(file.value))),
+            (None, None) => None,
+        };
+        if let Some(flag) = self.boolean(&table, "protect_reads") {
+            admin.protect_reads = flag;
+            if flag && table.get("token_env").is_none() && table.get("token_file").is_none() {
+                let span = table
+                    .key_span("protect_reads")
+                    .unwrap_or(table.anchor.clone());
+                let message = "protect_reads = true needs a token: set token_env or token_file";
+                self.report(&span, &table.child("protect_reads"), message);
+            }
+        }
+        admin
     }
 
     // ---- [limits] ----------------------------------------------------------
@@ -1210,40 +1381,246 @@ impl Checker<'_> {
         let Some(table) = self.sub_table(root, "limits", Some(LIMIT_KEYS)) else {
             return limits;
         };
-        let count = |checker: &mut Self, key: &str, max: u64, slot: &mut usize| {
-            if let Some(n) = checker.integer(&table, key, 1, max) {
-                *slot = usize::try_from(n.value).unwrap_or(usize::MAX);
-            }
-        };
-        count(self, "max_sessions", 10_000_000, &mut limits.max_sessions);
-        count(
-            self,
+        self.limit(
+            &table,
+            "max_sessions",
+            1,
+            10_000_000,
+            &mut limits.max_sessions,
+        );
+        self.limit(
+            &table,
             "max_tracks_per_session",
+            1,
             1024,
             &mut limits.max_tracks_per_session,
         );
-        count(
-            self,
+        self.limit(
+            &table,
             "subscriber_queue_packets",
+            1,
             1 << 20,
             &mut limits.subscriber_queue_packets,
         );
-        count(
-            self,
+        self.limit(
+            &table,
             "mesh_queue_packets",
+            1,
             1 << 22,
             &mut limits.mesh_queue_packets,
         );
-        count(
-            self,
+        self.limit(
+            &table,
             "max_message_bytes",
+            1,
             16 << 20,
             &mut limits.max_message_bytes,
         );
-        if let Some(ms) = self.integer(&table, "drain_timeout_ms", 0, 600_000) {
-            limits.drain_timeout_ms = ms.value;
+        self.limit(
+            &table,
+            "drain_timeout_ms",
+            0,
+            600_000,
+            &mut limits.drain_timeout_ms,
+        );
+        self.limit(
+            &table,
+            "stream_receive_window_bytes",
+            16 << 10,
+            16 << 20,
+            &mut limits.stream_receive_window_bytes,
+        );
+        self.limit(
+            &table,
+            "connection_receive_window_bytes",
+            16 << 10,
+            64 << 20,
+            &mut limits.connection_receive_window_bytes,
+        );
+        self.limit(
+            &table,
+            "send_window_bytes",
+            16 << 10,
+            64 << 20,
+            &mut limits.send_window_bytes,
+        );
+        self.limit(
+            &table,
+            "max_bidi_streams",
+            1,
+            16,
+            &mut limits.max_bidi_streams,
+        );
+        self.limit(
+            &table,
+            "max_uni_streams",
+            1,
+            64,
+            &mut limits.max_uni_streams,
+        );
+        self.limit(
+            &table,
+            "datagram_receive_buffer_bytes",
+            1500,
+            16 << 20,
+            &mut limits.datagram_receive_buffer_bytes,
+        );
+        self.limit(
+            &table,
+            "datagram_send_buffer_bytes",
+            1500,
+            16 << 20,
+            &mut limits.datagram_send_buffer_bytes,
+        );
+        self.limit(
+            &table,
+            "idle_timeout_ms",
+            1000,
+            600_000,
+            &mut limits.idle_timeout_ms,
+        );
+        self.limit(
+            &table,
+            "keep_alive_ms",
+            100,
+            300_000,
+            &mut limits.keep_alive_ms,
+        );
+        self.limit(&table, "max_incoming", 1, 1 << 16, &mut limits.max_incoming);
+        self.limit(
+            &table,
+            "incoming_buffer_size",
+            1500,
+            10 << 20,
+            &mut limits.incoming_buffer_size,
+        );
+        self.limit(
+            &table,
+            "incoming_buffer_size_total",
+            1500,
+            1 << 30,
+            &mut limits.incoming_buffer_size_total,
+        );
+        self.limit(
+            &table,
+            "max_pending_hello",
+            1,
+            1 << 20,
+            &mut limits.max_pending_hello,
+        );
+        self.limit(
+            &table,
+            "hello_timeout_ms",
+            100,
+            60_000,
+            &mut limits.hello_timeout_ms,
+        );
+        self.limit(
+            &table,
+            "max_connections_per_address",
+            1,
+            1 << 20,
+            &mut limits.max_connections_per_address,
+        );
+        self.limit(
+            &table,
+            "max_connections",
+            1,
+            10_000_000,
+            &mut limits.max_connections,
+        );
+        self.limit(
+            &table,
+            "retry_threshold",
+            0,
+            1 << 20,
+            &mut limits.retry_threshold,
+        );
+        self.limit(
+            &table,
+            "retry_token_lifetime_ms",
+            1000,
+            60_000,
+            &mut limits.retry_token_lifetime_ms,
+        );
+        self.limit(
+            &table,
+            "max_subscribers_per_channel",
+            1,
+            1_000_000,
+            &mut limits.max_subscribers_per_channel,
+        );
+        self.limit(
+            &table,
+            "max_channels_per_app",
+            1,
+            10_000_000,
+            &mut limits.max_channels_per_app,
+        );
+        self.limit(
+            &table,
+            "max_datagram_payload_bytes",
+            64,
+            65_535,
+            &mut limits.max_datagram_payload_bytes,
+        );
+        if let Some(flag) = self.boolean(&table, "retry_always") {
+            limits.retry_always = flag;
         }
+        self.limit_relations(&table, &limits);
         limits
+    }
+
+    /// Sets `slot` from the integer at `key` when it is within `min..=max`.
+    fn limit<T: TryFrom<u64>>(
+        &mut self,
+        table: &TableView<'_, '_>,
+        key: &str,
+        min: u64,
+        max: u64,
+        slot: &mut T,
+    ) {
+        if let Some(n) = self.integer(table, key, min, max)
+            && let Ok(value) = T::try_from(n.value)
+        {
+            *slot = value;
+        }
+    }
+
+    /// Limits that only make sense against each other.
+    fn limit_relations(&mut self, table: &TableView<'_, '_>, limits: &Limits) {
+        let blame = |checker: &mut Self, key: &str, message: String| {
+            let span = table.key_span(key).unwrap_or(table.anchor.clone());
+            checker.report(&span, &table.child(key), message);
+        };
+        if limits.connection_receive_window_bytes < limits.stream_receive_window_bytes {
+            let message = format!(
+                "must be at least stream_receive_window_bytes ({})",
+                limits.stream_receive_window_bytes
+            );
+            blame(self, "connection_receive_window_bytes", message);
+        }
+        if limits.keep_alive_ms * 2 > limits.idle_timeout_ms {
+            let message = format!(
+                "must be at most half of idle_timeout_ms ({}), or the connection idles out between keep-alives",
+                limits.idle_timeout_ms
+            );
+            blame(self, "keep_alive_ms", message);
+        }
+        if limits.incoming_buffer_size_total < limits.incoming_buffer_size {
+            let message = format!(
+                "must be at least incoming_buffer_size ({})",
+                limits.incoming_buffer_size
+            );
+            blame(self, "incoming_buffer_size_total", message);
+        }
+        if limits.max_connections_per_address > limits.max_connections {
+            let message = format!(
+                "must be at most max_connections ({})",
+                limits.max_connections
+            );
+            blame(self, "max_connections_per_address", message);
+        }
     }
 
     // ---- warnings ----------------------------------------------------------

@@ -145,6 +145,7 @@ enabled = false
 dir = "/var/lib/georelay"
 flush_interval_ms = 250
 quality_interval_secs = 5
+traffic_interval_secs = 30
 sweep_interval_secs = 600
 channel_capacity = 1024
 ip_mode = "drop"
@@ -171,6 +172,7 @@ drain_timeout_ms = 0
     assert_eq!(metadata.dir, PathBuf::from("/var/lib/georelay"));
     assert_eq!(metadata.flush_interval_ms, 250);
     assert_eq!(metadata.quality_interval_secs, 5);
+    assert_eq!(metadata.traffic_interval_secs, 30);
     assert_eq!(metadata.sweep_interval_secs, 600);
     assert_eq!(metadata.channel_capacity, 1024);
     assert_eq!(metadata.ip_mode, IpMode::Drop);
@@ -194,6 +196,7 @@ drain_timeout_ms = 0
             mesh_queue_packets: 128,
             max_message_bytes: 1024,
             drain_timeout_ms: 0,
+            ..Limits::default()
         }
     );
     // The fleet-wide retention is the default for apps.
@@ -922,4 +925,49 @@ fn the_example_fleet_in_the_repository_is_valid() {
     );
     assert_eq!(fleet.region_of_country(country("GB")), Some(&region("uk")));
     assert_eq!(fleet.geoip.overrides.len(), 6);
+}
+
+#[test]
+fn metadata_stores_per_region() {
+    let fleet = valid(&base_with(
+        "[metadata.postgres]\ndsn_env = \"FLEET_DSN\"\n[metadata.regions.eu]\ndsn_env = \"EU_DSN\"\n",
+    ));
+    let metadata = &fleet.metadata;
+    assert_eq!(metadata.regions[&region("eu")].dsn_env, "EU_DSN");
+    assert_eq!(metadata.store_env_for(&region("eu")), Some("EU_DSN"));
+    assert_eq!(metadata.store_env_for(&region("us")), Some("FLEET_DSN"));
+    assert!(metadata.has_postgres() && metadata.local_store());
+
+    let only_eu = valid(&base_with("[metadata.regions.eu]\ndsn_env = \"EU_DSN\"\n"));
+    assert_eq!(only_eu.metadata.store_env_for(&region("us")), None);
+    assert_eq!(only_eu.metadata.postgres_buffer_events(), 100_000);
+    assert!(
+        only_eu
+            .warnings
+            .iter()
+            .any(|w| w.contains("region \"us\" has nodes but no metadata store")),
+        "{:?}",
+        only_eu.warnings
+    );
+
+    let unknown = single_error(
+        &base_with("[metadata.regions.europe]\ndsn_env = \"EU_DSN\"\n"),
+        "unknown region \"europe\"",
+    );
+    assert_eq!(unknown.toml_path, "metadata.regions.europe");
+    single_error(
+        &base_with("[metadata.regions.eu]\ndsn_env = \"not a name\"\n"),
+        "is not an environment variable name",
+    );
+    let misspelt = diagnostics(&base_with("[metadata.regions.eu]\ndsn = \"EU_DSN\"\n"));
+    let messages: Vec<String> = misspelt.iter().map(ToString::to_string).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(
+        messages[0].contains("missing required key \"dsn_env\""),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1].contains("unknown key \"dsn\" (did you mean \"dsn_env\"?)"),
+        "{messages:?}"
+    );
 }

@@ -128,7 +128,10 @@ static EPOCH: OnceLock<Instant> = OnceLock::new();
 /// Microseconds on the loadgen process clock: monotonic, shared by every
 /// publisher and subscriber of the process.
 pub fn now_us() -> u64 {
-    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+    EPOCH
+        .get_or_init(crate::clock::monotonic_now)
+        .elapsed()
+        .as_micros() as u64
 }
 
 /// What to run.
@@ -875,7 +878,7 @@ async fn execute_with_probe(
             Some((probe, _)) => sample(probe, &mut cost_error).await,
             None => None,
         };
-        let started = Instant::now();
+        let started = crate::clock::monotonic_now();
         let idle_target = spec.sub_targets();
         let results: Vec<_> = futures_util::stream::iter(0..spec.idle)
             .map(|k| {
@@ -1069,7 +1072,7 @@ async fn execute_with_probe(
     drop(done_tx);
 
     // Every subscriber sees every other track of its channel before sending starts.
-    let ready_deadline = Instant::now() + spec.setup_timeout;
+    let ready_deadline = crate::clock::monotonic_now() + spec.setup_timeout;
     let needs = |s: usize| match via {
         Via::Relay => shared.expects[s].len(),
         // The forwarder registered every client before answering its join.
@@ -1080,7 +1083,7 @@ async fn execute_with_probe(
             p.failed.load(Ordering::Relaxed) || p.tracks_seen.load(Ordering::Relaxed) >= needs(s)
         })
     };
-    while !ready() && Instant::now() < ready_deadline {
+    while !ready() && crate::clock::monotonic_now() < ready_deadline {
         tokio::time::sleep(POLL).await;
     }
     let unready_subscribers = shared
@@ -1096,12 +1099,12 @@ async fn execute_with_probe(
         Some((probe, _)) => sample(probe, &mut cost_error).await,
         None => None,
     };
-    let start = tokio::time::Instant::now() + Duration::from_millis(10);
+    let start = crate::clock::timer_now() + Duration::from_millis(10);
     let _ = phase_tx.send(Phase::Send(start));
     let ticker = observer.map(|observer| Ticker::spawn(Arc::clone(&shared), observer));
     let send_deadline = start.into_std() + spec.duration + spec.setup_timeout + spec.drain;
     for _ in 0..publishers {
-        let remaining = send_deadline.saturating_duration_since(Instant::now());
+        let remaining = send_deadline.saturating_duration_since(crate::clock::monotonic_now());
         if !matches!(
             tokio::time::timeout(remaining, done_rx.recv()).await,
             Ok(Some(()))
@@ -1109,7 +1112,7 @@ async fn execute_with_probe(
             break;
         }
     }
-    let drain_start = Instant::now();
+    let drain_start = crate::clock::monotonic_now();
     let drain_end = drain_start + spec.drain;
     let drained = || {
         shared
@@ -1118,7 +1121,7 @@ async fn execute_with_probe(
             .enumerate()
             .all(|(s, p)| p.received.load(Ordering::Relaxed) >= shared.expected(s))
     };
-    while !drained() && Instant::now() < drain_end {
+    while !drained() && crate::clock::monotonic_now() < drain_end {
         tokio::time::sleep(POLL).await;
     }
     let drain_ms = drain_start.elapsed().as_millis() as u64;
@@ -1482,7 +1485,7 @@ impl ClientTask {
             }
             if !on_time {
                 if sending {
-                    report.finished_sending = Some(Instant::now());
+                    report.finished_sending = Some(crate::clock::monotonic_now());
                     let _ = self.done.send(());
                 }
                 // After the window: count what is already queued, then stop.
@@ -1531,7 +1534,7 @@ impl ClientTask {
                     let k = (tick.duration_since(start).as_nanos() / self.schedule.period.as_nanos()) as u64;
                     if k >= self.schedule.ticks {
                         sending = false;
-                        report.finished_sending = Some(Instant::now());
+                        report.finished_sending = Some(crate::clock::monotonic_now());
                         let _ = self.done.send(());
                         continue;
                     }
@@ -1579,7 +1582,7 @@ impl ClientTask {
                         }
                         if sending {
                             sending = false;
-                            report.finished_sending = Some(Instant::now());
+                            report.finished_sending = Some(crate::clock::monotonic_now());
                             let _ = self.done.send(());
                         }
                     }

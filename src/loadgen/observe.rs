@@ -50,13 +50,13 @@ impl Ticker {
     pub(super) fn spawn(shared: Arc<Shared>, mut observer: Observer) -> Ticker {
         let (stop, mut stopped) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
-            let started = Instant::now();
+            let started = crate::clock::monotonic_now();
             let Ok(mut total) = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 2) else {
                 return;
             };
             let mut last_received = 0;
             let mut ticks = tokio::time::interval_at(
-                tokio::time::Instant::now() + Duration::from_secs(1),
+                crate::clock::timer_now() + Duration::from_secs(1),
                 Duration::from_secs(1),
             );
             loop {

@@ -18,6 +18,14 @@
 //!   route chosen, no route, revoke).
 //! - [`EventKind::LinkUp`] / [`EventKind::LinkDown`]: a mesh link to a peer
 //!   node came up (with its RTT) or went down.
+//! - [`EventKind::Traffic`]: what the node carried for one app over one
+//!   traffic interval in one direction, from or to one peer (clients or a
+//!   node), under one policy version; `at_ms` is the interval's start.
+//! - [`EventKind::TrafficInterval`]: the node reported this interval (with
+//!   or without traffic): what lets an audit tell "carried nothing" from
+//!   "did not report". No app.
+//! - [`EventKind::Policy`]: the canonical geofence policy of a version, so
+//!   that an audit can judge records of past versions. No app.
 //!
 //! Nothing here can hold media payload, a token or a secret: there is no
 //! byte-buffer field, and the only address type is the already minimised
@@ -28,9 +36,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::{CanonicalPolicy, PolicyVersion};
 use crate::error::ErrorCode;
 use crate::ids::{AppId, CountryCode, NodeId, RegionId};
 use crate::metadata::ip::MinimisedIp;
+use crate::metadata::traffic::{Direction, TrafficPeer};
 
 /// One operational event.
 #[derive(Clone, Debug, PartialEq)]
@@ -191,6 +201,39 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// Media of one app carried over one traffic interval, in one
+    /// direction, from or to one peer. The event's `at_ms` is the start of
+    /// the interval.
+    Traffic {
+        /// The interval's length.
+        interval_ms: u64,
+        /// Received (`in`) or forwarded (`out`).
+        direction: Direction,
+        /// Where it came from or went to.
+        peer: TrafficPeer,
+        /// Media packets.
+        packets: u64,
+        /// Media bytes (whole datagrams and messages, headers included).
+        bytes: u64,
+        /// The policy version in force over the interval.
+        policy_version: PolicyVersion,
+    },
+    /// The node reported a traffic interval (starting at the event's
+    /// `at_ms`), whether or not it carried anything.
+    TrafficInterval {
+        /// The interval's length.
+        interval_ms: u64,
+        /// The policy version in force over the interval.
+        policy_version: PolicyVersion,
+    },
+    /// The canonical geofence policy of a version, recorded when a node
+    /// starts, reloads and on the first interval of each UTC day.
+    Policy {
+        /// Its version (the hash of `policy`).
+        version: PolicyVersion,
+        /// The policy.
+        policy: Box<CanonicalPolicy>,
+    },
 }
 
 /// A geofence decision, as recorded.
@@ -243,6 +286,9 @@ impl EventKind {
             EventKind::Geofence { .. } => "geofence",
             EventKind::LinkUp { .. } => "link_up",
             EventKind::LinkDown { .. } => "link_down",
+            EventKind::Traffic { .. } => "traffic",
+            EventKind::TrafficInterval { .. } => "traffic_interval",
+            EventKind::Policy { .. } => "policy",
         }
     }
 
@@ -256,7 +302,11 @@ impl EventKind {
             | EventKind::TrackUnpublished { session_id, .. }
             | EventKind::QualitySample { session_id, .. } => Some(*session_id),
             EventKind::Geofence { session_id, .. } => *session_id,
-            EventKind::LinkUp { .. } | EventKind::LinkDown { .. } => None,
+            EventKind::LinkUp { .. }
+            | EventKind::LinkDown { .. }
+            | EventKind::Traffic { .. }
+            | EventKind::TrafficInterval { .. }
+            | EventKind::Policy { .. } => None,
         }
     }
 
@@ -520,6 +570,21 @@ mod tests {
                     reason: "country RU denied".into(),
                 },
             }),
+            base(EventKind::Traffic {
+                interval_ms: 60_000,
+                direction: crate::metadata::traffic::Direction::Out,
+                peer: TrafficPeer::Node(NodeId::from("uk-lon-1")),
+                packets: 12,
+                bytes: 3400,
+                policy_version: "0123456789abcdef".parse().unwrap(),
+            }),
+            Event {
+                app: None,
+                ..base(EventKind::TrafficInterval {
+                    interval_ms: 60_000,
+                    policy_version: "0123456789abcdef".parse().unwrap(),
+                })
+            },
             Event {
                 app: None,
                 ..base(EventKind::LinkUp {

@@ -12,11 +12,16 @@
 //! - [`retention`]: the [`RetentionPolicy`] both stores apply.
 //! - [`sweeper`]: [`Sweeper`], a retention pass on demand (tests, tools).
 //! - [`report`]: the usage and quality report shared by both stores.
+//! - [`audit`]: the geofence audit over traffic records, built from
+//!   per-store aggregates.
+//! - [`traffic`]: [`TrafficRecorder`], the per-interval traffic records the
+//!   relay feeds with its counters.
 //! - [`day`]: UTC days, the partition unit.
 //!
 //! The schema and flush/crash semantics are in `docs/METADATA.md`; what is
 //! and is not at rest is in `docs/PRIVACY.md`.
 
+pub mod audit;
 pub mod day;
 pub mod event;
 pub mod ip;
@@ -26,15 +31,24 @@ pub mod report;
 pub mod retention;
 pub mod sqlite;
 pub mod sweeper;
+pub mod traffic;
 
+pub use audit::{Audit, AuditInputs, AuditQuery};
 pub use event::{Event, EventKind, GeofenceDecision, SdkInfo, SessionRole, TrackKind};
 pub use ip::{MinimisedIp, minimise};
 pub use postgres::{PgError, PostgresStore};
-pub use recorder::{MetadataHandle, MetadataStats, Recorder, start, start_with_dsn};
+pub use recorder::{
+    MetadataHandle, MetadataStats, Recorder, StoreDsns, start, start_for_regions, start_with_dsn,
+    start_with_dsns,
+};
 pub use report::{GroupBy, Report, ReportQuery, build_report};
 pub use retention::{RetentionPolicy, SweepReport, app_retention_days};
 pub use sqlite::{SqliteStore, StoreError};
 pub use sweeper::Sweeper;
+pub use traffic::{
+    Direction, TrafficCounter, TrafficCounts, TrafficKey, TrafficMeter, TrafficPeer,
+    TrafficRecorder, TrafficSnapshot,
+};
 
 /// A failure to start or stop metadata collection.
 #[derive(Debug, thiserror::Error)]
@@ -42,12 +56,16 @@ pub enum MetadataError {
     /// The local store could not be opened or swept.
     #[error("metadata store: {0}")]
     Store(#[from] StoreError),
-    /// `[metadata.postgres] dsn_env` names an unset variable.
-    #[error("environment variable {env} (metadata.postgres.dsn_env) is not set")]
+    /// A store's `dsn_env` (`[metadata.postgres]` or
+    /// `[metadata.regions.<id>]`) names an unset variable.
+    #[error("environment variable {env} (dsn_env of a metadata store) is not set")]
     PostgresDsnMissing {
         /// The variable's name.
         env: String,
     },
+    /// Traffic records were started for a node the fleet does not have.
+    #[error("node {0} is not in the fleet config")]
+    UnknownNode(String),
     /// The writer task has already stopped.
     #[error("metadata writer is not running")]
     WriterGone,

@@ -32,9 +32,14 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
 use crate::clock::SharedClock;
+use crate::error::ErrorCode;
 use crate::ids::AppId;
-use crate::metadata::day::UtcDay;
+use crate::metadata::audit::{
+    AuditInputs, AuditQuery, COVERAGE_TOLERANCE_MS, FlowTotals, Island, ViolatingFlow, Violation,
+};
+use crate::metadata::day::{DAY_MS, UtcDay};
 use crate::metadata::event::{DecodeError, Event};
+use crate::metadata::report::{GroupBy, GroupPartial, ReportPartial, ReportQuery};
 use crate::metadata::retention::{RetentionPolicy, SweepReport};
 
 /// The default parent table name.
@@ -323,6 +328,258 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// The report's figures for `query`, computed by the server: sums,
+    /// counts and sample value counts per group, never a row.
+    pub async fn report_partial(&self, query: &ReportQuery) -> Result<ReportPartial, PgError> {
+        let key = match query.by {
+            GroupBy::Day => "(at_ms / 86400000)::text",
+            GroupBy::Region => "region",
+            GroupBy::Node => "node",
+        };
+        let from = format!(
+            "FROM {} WHERE at_ms >= $1 AND ($2::text IS NULL OR app = $2)",
+            self.table
+        );
+        let since = as_i64(query.since_ms);
+        let app = query.app.as_ref().map(|app| app.as_str().to_owned());
+        let client = &self.client;
+        let run = |sql: String| {
+            let app = app.clone();
+            async move { client.query(&sql, &[&since, &app]).await }
+        };
+        let mut partial = ReportPartial::default();
+        let by = query.by;
+        for row in run(format!("SELECT DISTINCT {key} {from}")).await? {
+            group_of(&mut partial, by, row.get(0))?;
+        }
+        for row in run(format!(
+            "SELECT {key}, count(*) {from} AND kind = 'session_opened' GROUP BY 1"
+        ))
+        .await?
+        {
+            group_of(&mut partial, by, row.get(0))?.sessions = as_u64(row.get(1));
+        }
+        for row in run(format!(
+            "SELECT {key}, sum((detail->>'duration_ms')::bigint)::bigint,
+                    sum((detail->>'bytes_in')::bigint)::bigint,
+                    sum((detail->>'bytes_out')::bigint)::bigint
+             {from} AND kind = 'session_closed' GROUP BY 1"
+        ))
+        .await?
+        {
+            let figures = group_of(&mut partial, by, row.get(0))?;
+            figures.duration_ms = as_u64(row.get(1));
+            figures.bytes_in = as_u64(row.get(2));
+            figures.bytes_out = as_u64(row.get(3));
+        }
+        for row in run(format!(
+            "SELECT {key}, detail->>'close_code', count(*)
+             {from} AND kind = 'session_closed' AND detail->>'close_code' IS NOT NULL
+             GROUP BY 1, 2"
+        ))
+        .await?
+        {
+            group_of(&mut partial, by, row.get(0))?
+                .close_codes
+                .insert(row.get(1), as_u64(row.get(2)));
+        }
+        for (field, is_loss) in [("loss_ratio", true), ("rtt_ms", false)] {
+            for row in run(format!(
+                "SELECT {key}, (detail->>'{field}')::float8, count(*)
+                 {from} AND kind = 'quality_sample' GROUP BY 1, 2"
+            ))
+            .await?
+            {
+                let figures = group_of(&mut partial, by, row.get(0))?;
+                let samples = if is_loss {
+                    &mut figures.losses
+                } else {
+                    &mut figures.rtts
+                };
+                samples.add(row.get(1), as_u64(row.get(2)));
+            }
+        }
+        let refusal = format!(
+            "CASE detail->'decision'->>'decision'
+                 WHEN 'denied' THEN detail->'decision'->>'code'
+                 WHEN 'redirected' THEN '{}'
+                 WHEN 'route_unavailable' THEN '{}'
+                 WHEN 'revoked' THEN '{}'
+             END",
+            ErrorCode::GeofenceRedirect.name(),
+            ErrorCode::RouteUnavailable.name(),
+            ErrorCode::GeofenceRevoked.name()
+        );
+        for row in run(format!(
+            "SELECT group_key, code, count(*) FROM (
+                 SELECT {key} AS group_key, {refusal} AS code {from} AND kind = 'geofence'
+             ) AS decisions WHERE code IS NOT NULL GROUP BY 1, 2"
+        ))
+        .await?
+        {
+            group_of(&mut partial, by, row.get(0))?
+                .refusals
+                .insert(row.get(1), as_u64(row.get(2)));
+        }
+        Ok(partial)
+    }
+
+    /// The audit's aggregates, computed by the server: no row leaves the
+    /// database, only sums per flow and the spans each node reported.
+    pub async fn audit_inputs(&self, query: &AuditQuery) -> Result<AuditInputs, PgError> {
+        let table = &self.table;
+        let app = query.app.as_str();
+        let (since, until) = (as_i64(query.since_ms), as_i64(query.until_ms));
+        let policies = self
+            .client
+            .query(
+                &format!(
+                    "SELECT DISTINCT ON (detail->>'version') detail->>'version', (detail->'policy')::text
+                     FROM {table} WHERE kind = 'policy' AND at_ms >= $1 AND at_ms < $2"
+                ),
+                &[&as_i64(query.policies_since_ms()), &until],
+            )
+            .await?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let flows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT node, region, detail->>'policy_version', detail->>'direction',
+                            detail->>'peer', sum((detail->>'packets')::bigint)::bigint,
+                            sum((detail->>'bytes')::bigint)::bigint
+                     FROM {table}
+                     WHERE kind = 'traffic' AND app = $1 AND at_ms >= $2 AND at_ms < $3
+                     GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
+                ),
+                &[&app, &since, &until],
+            )
+            .await?
+            .iter()
+            .map(|row| FlowTotals {
+                node: row.get(0),
+                region: row.get(1),
+                policy_version: row.get(2),
+                direction: row.get(3),
+                peer: row.get(4),
+                packets: as_u64(row.get(5)),
+                bytes: as_u64(row.get(6)),
+            })
+            .collect();
+        // Gaps and islands: an interval starting more than the tolerance
+        // after the previous one ended starts a new island.
+        let islands = self
+            .client
+            .query(
+                &format!(
+                    "SELECT node, min(region), min(at_ms), max(end_ms) FROM (
+                         SELECT node, region, at_ms, end_ms,
+                                sum(starts_island) OVER (PARTITION BY node ORDER BY at_ms, end_ms) AS island
+                         FROM (
+                             SELECT node, region, at_ms, end_ms,
+                                    CASE WHEN at_ms <= max(end_ms) OVER (
+                                             PARTITION BY node ORDER BY at_ms, end_ms
+                                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) + $3
+                                         THEN 0 ELSE 1 END AS starts_island
+                             FROM (SELECT node, region, at_ms,
+                                          at_ms + (detail->>'interval_ms')::bigint AS end_ms
+                                   FROM {table}
+                                   WHERE kind = 'traffic_interval' AND at_ms >= $1 AND at_ms < $2) AS markers
+                         ) AS flagged
+                     ) AS numbered
+                     GROUP BY node, island ORDER BY node, 3"
+                ),
+                &[&since, &until, &as_i64(COVERAGE_TOLERANCE_MS)],
+            )
+            .await?
+            .iter()
+            .map(|row| Island {
+                node: row.get(0),
+                region: row.get(1),
+                start_ms: as_u64(row.get(2)),
+                end_ms: as_u64(row.get(3)),
+            })
+            .collect();
+        Ok(AuditInputs {
+            policies,
+            flows,
+            islands,
+        })
+    }
+
+    /// The violating flows' records summed per interval, by the server.
+    pub async fn audit_violations(
+        &self,
+        query: &AuditQuery,
+        violating: &[ViolatingFlow],
+    ) -> Result<Vec<Violation>, PgError> {
+        let statement = format!(
+            "SELECT region, at_ms, sum((detail->>'packets')::bigint)::bigint,
+                    sum((detail->>'bytes')::bigint)::bigint
+             FROM {}
+             WHERE kind = 'traffic' AND app = $1 AND at_ms >= $2 AND at_ms < $3 AND node = $4
+               AND detail->>'policy_version' = $5 AND detail->>'direction' = $6
+               AND detail->>'peer' = $7
+             GROUP BY region, at_ms ORDER BY at_ms",
+            self.table
+        );
+        let (since, until) = (as_i64(query.since_ms), as_i64(query.until_ms));
+        let mut violations = Vec::new();
+        for flow in violating {
+            let rows = self
+                .client
+                .query(
+                    &statement,
+                    &[
+                        &query.app.as_str(),
+                        &since,
+                        &until,
+                        &flow.node,
+                        &flow.policy_version,
+                        &flow.direction,
+                        &flow.peer,
+                    ],
+                )
+                .await?;
+            violations.extend(rows.iter().map(|row| Violation {
+                node: flow.node.clone(),
+                region: row.get(0),
+                interval_start_ms: as_u64(row.get(1)),
+                packets: as_u64(row.get(2)),
+                bytes: as_u64(row.get(3)),
+                policy_version: flow.policy_version.clone(),
+                direction: flow.direction.clone(),
+                peer: flow.peer.clone(),
+                reason: flow.reason.clone(),
+            }));
+        }
+        Ok(violations)
+    }
+}
+
+/// The group a store's key (a day number for [`GroupBy::Day`]) stands for.
+fn group_of(
+    partial: &mut ReportPartial,
+    by: GroupBy,
+    key: String,
+) -> Result<&mut GroupPartial, PgError> {
+    let key = match by {
+        GroupBy::Day => key
+            .parse::<u64>()
+            .map(|day| UtcDay::of_unix_ms(day * DAY_MS).to_string())
+            .map_err(|_| DecodeError::OutOfRange("at_ms"))?,
+        GroupBy::Region | GroupBy::Node => key,
+    };
+    Ok(partial.groups.entry(key).or_default())
+}
+
+fn as_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
 /// `CREATE ... IF NOT EXISTS` can still fail when two nodes create the same
 /// object at the same moment; the object exists either way.
 fn tolerate_concurrent_creation(result: Result<(), tokio_postgres::Error>) -> Result<(), PgError> {
@@ -477,11 +734,11 @@ async fn run_sink(
     loop {
         if stopping(&shutdown) {
             let deadline =
-                *give_up_at.get_or_insert_with(|| tokio::time::Instant::now() + SHUTDOWN_GRACE);
+                *give_up_at.get_or_insert_with(|| crate::clock::timer_now() + SHUTDOWN_GRACE);
             if queue.len() == 0 {
                 return;
             }
-            if tokio::time::Instant::now() >= deadline {
+            if crate::clock::timer_now() >= deadline {
                 tracing::warn!(unsent = queue.len(), "metadata postgres sink gave up");
                 return;
             }

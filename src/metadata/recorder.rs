@@ -16,7 +16,7 @@
 //! events of the current flush interval. Dropping the handle without calling
 //! `shutdown` also makes the writer flush and stop, but nobody waits for it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -26,10 +26,10 @@ use tokio::task::JoinHandle;
 
 use crate::clock::SharedClock;
 use crate::config::MetadataConfig;
-use crate::ids::AppId;
+use crate::ids::{AppId, RegionId};
 use crate::metadata::MetadataError;
 use crate::metadata::event::Event;
-use crate::metadata::postgres::{DEFAULT_TABLE, PostgresSink, SinkSettings};
+use crate::metadata::postgres::{DEFAULT_TABLE, PostgresSink, SinkQueue, SinkSettings};
 use crate::metadata::retention::RetentionPolicy;
 use crate::metadata::sqlite::SqliteStore;
 
@@ -141,7 +141,7 @@ struct Running {
     control: mpsc::Sender<Control>,
     writer: JoinHandle<()>,
     sweeper: Option<JoinHandle<()>>,
-    postgres: Option<PostgresSink>,
+    postgres: Vec<PostgresSink>,
     counters: Arc<WriterCounters>,
     policy: Arc<RwLock<RetentionPolicy>>,
 }
@@ -155,9 +155,56 @@ impl std::fmt::Debug for MetadataHandle {
     }
 }
 
+/// The PostgreSQL connection strings of the stores a process writes to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreDsns {
+    /// The fleet store (`[metadata.postgres]`), for nodes of regions
+    /// without their own store.
+    pub fleet: Option<String>,
+    /// Each region's own store (`[metadata.regions.<id>]`).
+    pub regions: BTreeMap<RegionId, String>,
+}
+
+impl StoreDsns {
+    /// Reads the connection strings of the stores that nodes of `regions`
+    /// write to from the variables the config names. A missing variable is
+    /// an error naming it.
+    pub fn from_env(
+        config: &MetadataConfig,
+        regions: &BTreeSet<RegionId>,
+    ) -> Result<Self, MetadataError> {
+        let read = |env: &str| {
+            std::env::var(env).map_err(|_| MetadataError::PostgresDsnMissing {
+                env: env.to_owned(),
+            })
+        };
+        let mut dsns = StoreDsns::default();
+        if !config.enabled {
+            return Ok(dsns);
+        }
+        for region in regions {
+            match config.regions.get(region) {
+                Some(store) => {
+                    dsns.regions.insert(region.clone(), read(&store.dsn_env)?);
+                }
+                None => {
+                    if let (Some(pg), None) = (&config.postgres, &dsns.fleet) {
+                        dsns.fleet = Some(read(&pg.dsn_env)?);
+                    }
+                }
+            }
+        }
+        Ok(dsns)
+    }
+}
+
 /// Starts metadata collection: opens the local store (if enabled), runs a
 /// first retention sweep, and spawns the writer, the periodic sweeper and the
-/// PostgreSQL sink. Must be called inside a tokio runtime.
+/// PostgreSQL sinks. Must be called inside a tokio runtime.
+///
+/// Every configured PostgreSQL store is used (its variable must be set):
+/// this suits a process that runs every node. A process that runs the
+/// nodes of some regions only uses [`start_for_regions`].
 ///
 /// `app_retention_days` is each app's `metadata_retention_days` (see
 /// [`crate::metadata::app_retention_days`]).
@@ -166,27 +213,54 @@ pub async fn start(
     app_retention_days: BTreeMap<AppId, u16>,
     clock: SharedClock,
 ) -> Result<(Recorder, MetadataHandle), MetadataError> {
-    let postgres_dsn = match (&config.postgres, config.enabled) {
-        (Some(pg), true) => {
-            Some(
-                std::env::var(&pg.dsn_env).map_err(|_| MetadataError::PostgresDsnMissing {
-                    env: pg.dsn_env.clone(),
-                })?,
-            )
-        }
-        _ => None,
-    };
-    start_with_dsn(config, app_retention_days, clock, postgres_dsn).await
+    let mut regions: BTreeSet<RegionId> = config.regions.keys().cloned().collect();
+    if config.postgres.is_some() {
+        // Any region without its own store stands for "the fleet store".
+        regions.insert(RegionId::from(""));
+    }
+    let dsns = StoreDsns::from_env(config, &regions)?;
+    start_with_dsns(config, app_retention_days, clock, dsns).await
 }
 
-/// [`start`] with the PostgreSQL connection string given directly instead of
-/// read from the variable named by `dsn_env` (tests, embedding). The DSN is
-/// used only when `config.postgres` is set.
+/// [`start`] for a process whose nodes are in `regions`: only the stores
+/// those nodes write to are opened, and only their variables are read (a
+/// US host needs no EU credentials).
+pub async fn start_for_regions(
+    config: &MetadataConfig,
+    regions: &BTreeSet<RegionId>,
+    app_retention_days: BTreeMap<AppId, u16>,
+    clock: SharedClock,
+) -> Result<(Recorder, MetadataHandle), MetadataError> {
+    let dsns = StoreDsns::from_env(config, regions)?;
+    start_with_dsns(config, app_retention_days, clock, dsns).await
+}
+
+/// [`start`] with the fleet store's connection string given directly
+/// instead of read from the variable named by `dsn_env` (tests,
+/// embedding). The DSN is used only when `config.postgres` is set.
 pub async fn start_with_dsn(
     config: &MetadataConfig,
     app_retention_days: BTreeMap<AppId, u16>,
     clock: SharedClock,
     postgres_dsn: Option<String>,
+) -> Result<(Recorder, MetadataHandle), MetadataError> {
+    let dsns = StoreDsns {
+        fleet: postgres_dsn,
+        regions: BTreeMap::new(),
+    };
+    start_with_dsns(config, app_retention_days, clock, dsns).await
+}
+
+/// [`start`] with every connection string given directly. Events go to the
+/// store of the recording node's region (`Event::region`): the region's own
+/// store when `[metadata.regions.<id>]` configures one (and never the fleet
+/// store then; without its DSN here they stay local only), else the fleet
+/// store.
+pub async fn start_with_dsns(
+    config: &MetadataConfig,
+    app_retention_days: BTreeMap<AppId, u16>,
+    clock: SharedClock,
+    dsns: StoreDsns,
 ) -> Result<(Recorder, MetadataHandle), MetadataError> {
     if !config.enabled {
         let recorder = Recorder::disabled();
@@ -201,8 +275,7 @@ pub async fn start_with_dsn(
         config.ip_retention_days,
         app_retention_days,
     );
-    let local_store = config.postgres.as_ref().is_none_or(|pg| pg.local_store);
-    let store = if local_store {
+    let store = if config.local_store() {
         let dir = config.dir.clone();
         let store = run_blocking(move || SqliteStore::open(dir)).await??;
         let (sweep_store, sweep_policy, now_ms) =
@@ -215,29 +288,45 @@ pub async fn start_with_dsn(
     };
     let policy = Arc::new(RwLock::new(policy));
     let sweep_interval = Duration::from_secs(config.sweep_interval_secs.max(1));
-    let postgres = match (&config.postgres, postgres_dsn) {
-        (Some(pg), Some(dsn)) => Some(PostgresSink::spawn(SinkSettings {
+    let spawn_sink = |dsn: String| {
+        PostgresSink::spawn(SinkSettings {
             dsn,
             table: DEFAULT_TABLE.to_owned(),
-            capacity: pg.buffer_events,
+            capacity: config.postgres_buffer_events(),
             sweep_interval,
             clock: Arc::clone(&clock),
             policy: Arc::clone(&policy),
-        })),
-        (Some(pg), None) => {
-            return Err(MetadataError::PostgresDsnMissing {
-                env: pg.dsn_env.clone(),
-            });
-        }
-        (None, _) => None,
+        })
     };
+    let fleet_sink = match (&config.postgres, dsns.fleet) {
+        (Some(_), Some(dsn)) => Some(spawn_sink(dsn)),
+        _ => None,
+    };
+    let regional_sinks: BTreeMap<RegionId, PostgresSink> = dsns
+        .regions
+        .into_iter()
+        .filter(|(region, _)| config.regions.contains_key(region))
+        .map(|(region, dsn)| (region, spawn_sink(dsn)))
+        .collect();
+    let routes = SinkRoutes {
+        own_store: config.regions.keys().cloned().collect(),
+        fleet: fleet_sink.as_ref().map(|sink| Arc::clone(&sink.queue)),
+        regions: regional_sinks
+            .iter()
+            .map(|(region, sink)| (region.clone(), Arc::clone(&sink.queue)))
+            .collect(),
+    };
+    let postgres: Vec<PostgresSink> = fleet_sink
+        .into_iter()
+        .chain(regional_sinks.into_values())
+        .collect();
 
     let (recorder, receiver) = Recorder::channel(config.channel_capacity);
     let (control, control_rx) = mpsc::channel(4);
     let counters = Arc::new(WriterCounters::default());
     let writer = Writer {
         store: store.clone(),
-        postgres: postgres.as_ref().map(|sink| Arc::clone(&sink.queue)),
+        postgres: routes,
         clock: Arc::clone(&clock),
         policy: Arc::clone(&policy),
         counters: Arc::clone(&counters),
@@ -305,9 +394,9 @@ impl MetadataHandle {
             stats.written_local = counters.written_local.load(Ordering::Relaxed);
             stats.failed_local = counters.failed_local.load(Ordering::Relaxed);
             stats.expired = counters.expired.load(Ordering::Relaxed);
-            if let Some(sink) = &running.postgres {
-                stats.sent_postgres = sink.queue.counters.sent.load(Ordering::Relaxed);
-                stats.dropped_postgres = sink.queue.counters.dropped.load(Ordering::Relaxed);
+            for sink in &running.postgres {
+                stats.sent_postgres += sink.queue.counters.sent.load(Ordering::Relaxed);
+                stats.dropped_postgres += sink.queue.counters.dropped.load(Ordering::Relaxed);
             }
         }
         stats
@@ -334,11 +423,15 @@ impl MetadataHandle {
             dropped: self.recorder.dropped(),
             ..MetadataStats::default()
         };
-        if let Some(sink) = running.postgres {
+        let sinks = running.postgres.into_iter().map(|sink| async move {
             let queue = Arc::clone(&sink.queue);
-            stats.unsent_postgres = sink.shutdown().await;
-            stats.sent_postgres = queue.counters.sent.load(Ordering::Relaxed);
-            stats.dropped_postgres = queue.counters.dropped.load(Ordering::Relaxed);
+            let unsent = sink.shutdown().await;
+            (unsent, queue)
+        });
+        for (unsent, queue) in futures_util::future::join_all(sinks).await {
+            stats.unsent_postgres += unsent;
+            stats.sent_postgres += queue.counters.sent.load(Ordering::Relaxed);
+            stats.dropped_postgres += queue.counters.dropped.load(Ordering::Relaxed);
         }
         writer_result.map_err(|err| MetadataError::WriterFailed(err.to_string()))?;
         if sent.is_err() || done_rx.await.is_err() {
@@ -363,9 +456,50 @@ impl Drop for MetadataHandle {
     }
 }
 
+/// Which PostgreSQL queue each region's events go to.
+struct SinkRoutes {
+    /// Regions configured with their own store: never the fleet store.
+    own_store: BTreeSet<RegionId>,
+    fleet: Option<Arc<SinkQueue>>,
+    regions: BTreeMap<RegionId, Arc<SinkQueue>>,
+}
+
+impl SinkRoutes {
+    fn queue_for(&self, region: &RegionId) -> Option<&Arc<SinkQueue>> {
+        if self.own_store.contains(region) {
+            self.regions.get(region)
+        } else {
+            self.fleet.as_ref()
+        }
+    }
+
+    /// Hands each event to its region's queue.
+    fn enqueue(&self, events: &[Event]) {
+        if self.fleet.is_none() && self.regions.is_empty() {
+            return;
+        }
+        // Keyed by the region whose own store it is; `None`: the fleet store.
+        let mut by_queue: BTreeMap<Option<&RegionId>, (&Arc<SinkQueue>, Vec<Event>)> =
+            BTreeMap::new();
+        for event in events {
+            if let Some(queue) = self.queue_for(&event.region) {
+                let route = self.own_store.get(&event.region);
+                by_queue
+                    .entry(route)
+                    .or_insert_with(|| (queue, Vec::new()))
+                    .1
+                    .push(event.clone());
+            }
+        }
+        for (queue, events) in by_queue.into_values() {
+            queue.enqueue(&events);
+        }
+    }
+}
+
 struct Writer {
     store: Option<SqliteStore>,
-    postgres: Option<Arc<crate::metadata::postgres::SinkQueue>>,
+    postgres: SinkRoutes,
     clock: SharedClock,
     policy: Arc<RwLock<RetentionPolicy>>,
     counters: Arc<WriterCounters>,
@@ -427,9 +561,7 @@ impl Writer {
         let expired = (before - batch.len()) as u64;
         self.counters.expired.fetch_add(expired, Ordering::Relaxed);
         let events = std::mem::take(batch);
-        if let Some(queue) = &self.postgres {
-            queue.enqueue(&events);
-        }
+        self.postgres.enqueue(&events);
         let Some(store) = &self.store else {
             return;
         };

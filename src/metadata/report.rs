@@ -98,16 +98,219 @@ pub struct Report {
     pub groups: Vec<GroupReport>,
 }
 
-#[derive(Default)]
-struct Accumulator {
-    sessions: u64,
-    duration_ms: u64,
-    bytes_in: u64,
-    bytes_out: u64,
-    losses: Vec<f64>,
-    rtts: Vec<f64>,
-    refusals: BTreeMap<String, u64>,
-    close_codes: BTreeMap<String, u64>,
+/// A multiset of sample values (loss ratios, RTTs) as value → count: what
+/// two stores' quality samples merge into without any identifier.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ValueCounts(BTreeMap<i64, u64>);
+
+impl ValueCounts {
+    /// Adds `count` samples of `value`.
+    pub fn add(&mut self, value: f64, count: u64) {
+        *self.0.entry(total_order_key(value)).or_default() += count;
+    }
+
+    /// How many samples.
+    pub fn len(&self) -> u64 {
+        self.0.values().sum()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn merge(&mut self, other: ValueCounts) {
+        for (key, count) in other.0 {
+            *self.0.entry(key).or_default() += count;
+        }
+    }
+
+    /// Nearest-rank p50 and p95.
+    fn percentiles(&self) -> Percentiles {
+        Percentiles {
+            p50: self.nearest_rank(50),
+            p95: self.nearest_rank(95),
+        }
+    }
+
+    fn nearest_rank(&self, percent: u64) -> Option<f64> {
+        let total = self.len();
+        if total == 0 {
+            return None;
+        }
+        let rank = (percent * total).div_ceil(100).max(1);
+        let mut seen = 0;
+        for (key, count) in &self.0 {
+            seen += count;
+            if seen >= rank {
+                return Some(from_total_order_key(*key));
+            }
+        }
+        None
+    }
+}
+
+/// A key whose integer order is [`f64::total_cmp`]'s order.
+fn total_order_key(value: f64) -> i64 {
+    let bits = value.to_bits() as i64;
+    bits ^ ((((bits >> 63) as u64) >> 1) as i64)
+}
+
+fn from_total_order_key(key: i64) -> f64 {
+    // The transform is its own inverse.
+    f64::from_bits(total_order_key(f64::from_bits(key as u64)) as u64)
+}
+
+/// The mergeable figures of one group: sums, counts and value counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupPartial {
+    /// `session_opened` events.
+    pub sessions: u64,
+    /// Summed `session_closed.duration_ms`.
+    pub duration_ms: u64,
+    /// Summed `session_closed.bytes_in`.
+    pub bytes_in: u64,
+    /// Summed `session_closed.bytes_out`.
+    pub bytes_out: u64,
+    /// Loss ratios of the quality samples.
+    pub losses: ValueCounts,
+    /// RTTs of the quality samples.
+    pub rtts: ValueCounts,
+    /// Refusals by code.
+    pub refusals: BTreeMap<String, u64>,
+    /// Abnormal closes by code.
+    pub close_codes: BTreeMap<String, u64>,
+}
+
+impl GroupPartial {
+    fn merge(&mut self, other: GroupPartial) {
+        self.sessions += other.sessions;
+        self.duration_ms = self.duration_ms.saturating_add(other.duration_ms);
+        self.bytes_in = self.bytes_in.saturating_add(other.bytes_in);
+        self.bytes_out = self.bytes_out.saturating_add(other.bytes_out);
+        self.losses.merge(other.losses);
+        self.rtts.merge(other.rtts);
+        for (code, count) in other.refusals {
+            *self.refusals.entry(code).or_default() += count;
+        }
+        for (code, count) in other.close_codes {
+            *self.close_codes.entry(code).or_default() += count;
+        }
+    }
+}
+
+/// A report before its percentiles are taken: what one store contributes,
+/// and what the stores of several regions merge into (no row, no
+/// identifier: sums, counts and value counts per group).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReportPartial {
+    /// Figures by group key.
+    pub groups: BTreeMap<String, GroupPartial>,
+}
+
+impl ReportPartial {
+    /// Aggregates `events` for `query`. Events outside the query are ignored.
+    pub fn from_events<'a>(
+        events: impl IntoIterator<Item = &'a Event>,
+        query: &ReportQuery,
+    ) -> Self {
+        let mut groups: BTreeMap<String, GroupPartial> = BTreeMap::new();
+        for event in events {
+            if event.at_ms < query.since_ms
+                || query
+                    .app
+                    .as_ref()
+                    .is_some_and(|app| event.app.as_ref() != Some(app))
+            {
+                continue;
+            }
+            let key = match query.by {
+                GroupBy::Day => UtcDay::of_unix_ms(event.at_ms).to_string(),
+                GroupBy::Region => event.region.to_string(),
+                GroupBy::Node => event.node.to_string(),
+            };
+            let group = groups.entry(key).or_default();
+            match &event.kind {
+                EventKind::SessionOpened { .. } => group.sessions += 1,
+                EventKind::SessionClosed {
+                    duration_ms,
+                    bytes_in,
+                    bytes_out,
+                    close_code,
+                    ..
+                } => {
+                    group.duration_ms = group.duration_ms.saturating_add(*duration_ms);
+                    group.bytes_in = group.bytes_in.saturating_add(*bytes_in);
+                    group.bytes_out = group.bytes_out.saturating_add(*bytes_out);
+                    if let Some(code) = close_code {
+                        *group.close_codes.entry(code.name().to_owned()).or_default() += 1;
+                    }
+                }
+                EventKind::QualitySample {
+                    loss_ratio, rtt_ms, ..
+                } => {
+                    group.losses.add(*loss_ratio, 1);
+                    group.rtts.add(*rtt_ms, 1);
+                }
+                EventKind::Geofence { decision, .. } => {
+                    if let Some(code) = refusal_code(decision) {
+                        *group.refusals.entry(code.name().to_owned()).or_default() += 1;
+                    }
+                }
+                EventKind::TrackPublished { .. }
+                | EventKind::TrackUnpublished { .. }
+                | EventKind::LinkUp { .. }
+                | EventKind::LinkDown { .. }
+                | EventKind::Traffic { .. }
+                | EventKind::TrafficInterval { .. }
+                | EventKind::Policy { .. } => {}
+            }
+        }
+        Self { groups }
+    }
+
+    /// Adds another store's figures.
+    pub fn merge(&mut self, other: ReportPartial) {
+        for (key, group) in other.groups {
+            self.groups.entry(key).or_default().merge(group);
+        }
+    }
+
+    /// The report: percentiles taken, groups in key order.
+    pub fn finish(self, query: &ReportQuery) -> Report {
+        Report {
+            since_ms: query.since_ms,
+            app: query.app.as_ref().map(ToString::to_string),
+            by: query.by,
+            groups: self
+                .groups
+                .into_iter()
+                .map(|(key, group)| GroupReport {
+                    key,
+                    sessions: group.sessions,
+                    participant_minutes: group.duration_ms as f64 / 60_000.0,
+                    bytes_in: group.bytes_in,
+                    bytes_out: group.bytes_out,
+                    quality_samples: group.losses.len(),
+                    loss_ratio: group.losses.percentiles(),
+                    rtt_ms: group.rtts.percentiles(),
+                    refusals: group.refusals,
+                    close_codes: group.close_codes,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The code a geofence decision refused service with, if it refused.
+pub fn refusal_code(decision: &GeofenceDecision) -> Option<ErrorCode> {
+    match decision {
+        GeofenceDecision::Denied { code, .. } => Some(*code),
+        GeofenceDecision::Redirected { .. } => Some(ErrorCode::GeofenceRedirect),
+        GeofenceDecision::RouteUnavailable { .. } => Some(ErrorCode::RouteUnavailable),
+        GeofenceDecision::Revoked { .. } => Some(ErrorCode::GeofenceRevoked),
+        GeofenceDecision::Admitted | GeofenceDecision::RouteChosen { .. } => None,
+    }
 }
 
 /// Aggregates `events` for `query`. Events outside the query are ignored.
@@ -115,99 +318,7 @@ pub fn build_report<'a>(
     events: impl IntoIterator<Item = &'a Event>,
     query: &ReportQuery,
 ) -> Report {
-    let mut groups: BTreeMap<String, Accumulator> = BTreeMap::new();
-    for event in events {
-        if event.at_ms < query.since_ms
-            || query
-                .app
-                .as_ref()
-                .is_some_and(|app| event.app.as_ref() != Some(app))
-        {
-            continue;
-        }
-        let key = match query.by {
-            GroupBy::Day => UtcDay::of_unix_ms(event.at_ms).to_string(),
-            GroupBy::Region => event.region.to_string(),
-            GroupBy::Node => event.node.to_string(),
-        };
-        let group = groups.entry(key).or_default();
-        match &event.kind {
-            EventKind::SessionOpened { .. } => group.sessions += 1,
-            EventKind::SessionClosed {
-                duration_ms,
-                bytes_in,
-                bytes_out,
-                close_code,
-                ..
-            } => {
-                group.duration_ms = group.duration_ms.saturating_add(*duration_ms);
-                group.bytes_in = group.bytes_in.saturating_add(*bytes_in);
-                group.bytes_out = group.bytes_out.saturating_add(*bytes_out);
-                if let Some(code) = close_code {
-                    *group.close_codes.entry(code.name().to_owned()).or_default() += 1;
-                }
-            }
-            EventKind::QualitySample {
-                loss_ratio, rtt_ms, ..
-            } => {
-                group.losses.push(*loss_ratio);
-                group.rtts.push(*rtt_ms);
-            }
-            EventKind::Geofence { decision, .. } => {
-                let refusal = match decision {
-                    GeofenceDecision::Denied { code, .. } => Some(*code),
-                    GeofenceDecision::Redirected { .. } => Some(ErrorCode::GeofenceRedirect),
-                    GeofenceDecision::RouteUnavailable { .. } => Some(ErrorCode::RouteUnavailable),
-                    GeofenceDecision::Revoked { .. } => Some(ErrorCode::GeofenceRevoked),
-                    GeofenceDecision::Admitted | GeofenceDecision::RouteChosen { .. } => None,
-                };
-                if let Some(code) = refusal {
-                    *group.refusals.entry(code.name().to_owned()).or_default() += 1;
-                }
-            }
-            EventKind::TrackPublished { .. }
-            | EventKind::TrackUnpublished { .. }
-            | EventKind::LinkUp { .. }
-            | EventKind::LinkDown { .. } => {}
-        }
-    }
-    Report {
-        since_ms: query.since_ms,
-        app: query.app.as_ref().map(ToString::to_string),
-        by: query.by,
-        groups: groups
-            .into_iter()
-            .map(|(key, mut group)| GroupReport {
-                key,
-                sessions: group.sessions,
-                participant_minutes: group.duration_ms as f64 / 60_000.0,
-                bytes_in: group.bytes_in,
-                bytes_out: group.bytes_out,
-                quality_samples: group.losses.len() as u64,
-                loss_ratio: percentiles(&mut group.losses),
-                rtt_ms: percentiles(&mut group.rtts),
-                refusals: group.refusals,
-                close_codes: group.close_codes,
-            })
-            .collect(),
-    }
-}
-
-/// Nearest-rank p50 and p95.
-fn percentiles(samples: &mut [f64]) -> Percentiles {
-    samples.sort_by(f64::total_cmp);
-    Percentiles {
-        p50: nearest_rank(samples, 50),
-        p95: nearest_rank(samples, 95),
-    }
-}
-
-fn nearest_rank(sorted: &[f64], percent: usize) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (percent * sorted.len()).div_ceil(100).max(1);
-    sorted.get(rank - 1).copied()
+    ReportPartial::from_events(events, query).finish(query)
 }
 
 impl Report {
@@ -309,16 +420,41 @@ mod tests {
 
     #[test]
     fn nearest_rank_percentiles() {
-        let mut values: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        let counts = |values: &[f64]| {
+            let mut counts = ValueCounts::default();
+            for value in values {
+                counts.add(*value, 1);
+            }
+            counts
+        };
+        let values: Vec<f64> = (1..=100).rev().map(f64::from).collect();
         assert_eq!(
-            percentiles(&mut values),
+            counts(&values).percentiles(),
             Percentiles {
                 p50: Some(50.0),
                 p95: Some(95.0)
             }
         );
-        assert_eq!(percentiles(&mut [7.0]).p95, Some(7.0));
-        assert_eq!(percentiles(&mut []), Percentiles::default());
+        assert_eq!(counts(&[7.0]).percentiles().p95, Some(7.0));
+        assert_eq!(counts(&[]).percentiles(), Percentiles::default());
+        // Repeated values and the total order of floats (negative zero,
+        // negatives) as f64::total_cmp sorts them.
+        let mixed = [0.5, -1.0, 0.5, -0.0, 0.0, 2.0, 0.5, 1e-9];
+        let mut sorted = mixed.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let merged = {
+            let mut left = counts(&mixed[..3]);
+            left.merge(counts(&mixed[3..]));
+            left
+        };
+        for percent in [1, 25, 50, 75, 95, 100] {
+            let rank = (percent * sorted.len()).div_ceil(100).max(1);
+            assert_eq!(
+                merged.nearest_rank(percent as u64).map(f64::to_bits),
+                Some(sorted[rank - 1].to_bits()),
+                "p{percent}"
+            );
+        }
     }
 
     #[test]

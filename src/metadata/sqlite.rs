@@ -232,6 +232,28 @@ impl SqliteStore {
         since_ms: u64,
         app: Option<&AppId>,
     ) -> Result<Vec<Event>, StoreError> {
+        self.read_matching(since_ms, app, None)
+    }
+
+    /// Every stored event of these kinds (e.g. `traffic`, see
+    /// [`crate::metadata::EventKind::name`]) at or after `since_ms`, in time
+    /// order. Other rows are not decoded.
+    pub fn read_events_of_kinds(
+        &self,
+        since_ms: u64,
+        kinds: &[&str],
+    ) -> Result<Vec<Event>, StoreError> {
+        self.read_matching(since_ms, None, Some(kinds))
+    }
+
+    fn read_matching(
+        &self,
+        since_ms: u64,
+        app: Option<&AppId>,
+        kinds: Option<&[&str]>,
+    ) -> Result<Vec<Event>, StoreError> {
+        // `,kind1,kind2,`: a row matches when `,its kind,` is inside.
+        let kinds = kinds.map(|kinds| format!(",{},", kinds.join(",")));
         let mut inner = self.lock();
         let days = list_days(&inner.dir)?;
         let since = i64::try_from(since_ms).unwrap_or(i64::MAX);
@@ -249,11 +271,12 @@ impl SqliteStore {
                 .prepare_cached(
                     "SELECT id, at_ms, node, region, app, client_ip, detail FROM events
                      WHERE at_ms >= ?1 AND (?2 IS NULL OR app = ?2)
+                       AND (?3 IS NULL OR instr(?3, ',' || kind || ',') > 0)
                      ORDER BY at_ms, id",
                 )
                 .map_err(sqlite)?;
             let mut rows = query
-                .query(params![since, app.map(AppId::as_str)])
+                .query(params![since, app.map(AppId::as_str), kinds.as_deref()])
                 .map_err(sqlite)?;
             while let Some(row) = rows.next().map_err(sqlite)? {
                 let row_id: i64 = row.get(0).map_err(sqlite)?;
@@ -555,6 +578,24 @@ mod tests {
             store.read_events(0, Some(&AppId::from("b"))).unwrap(),
             events[2..]
         );
+        assert_eq!(
+            store
+                .read_events_of_kinds(0, &["session_opened", "link_up"])
+                .unwrap(),
+            events
+        );
+        assert!(
+            store
+                .read_events_of_kinds(0, &["traffic"])
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .read_events_of_kinds(0, &["session"])
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -637,6 +678,46 @@ mod tests {
             "{names:?}"
         );
         assert_eq!(store.read_events(0, None).unwrap(), events[1..]);
+    }
+
+    #[test]
+    fn traffic_records_follow_their_app_retention_and_markers_the_fleet() {
+        use crate::metadata::traffic::{Direction, TrafficPeer};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let version = "0123456789abcdef".parse().unwrap();
+        let at = UtcDay::of_unix_ms(NOW).start_ms() + 1000;
+        let traffic = |app: &str| Event {
+            at_ms: at,
+            node: NodeId::from("eu-fra-1"),
+            region: RegionId::from("eu"),
+            app: Some(AppId::from(app)),
+            kind: EventKind::Traffic {
+                interval_ms: 60_000,
+                direction: Direction::Out,
+                peer: TrafficPeer::Clients,
+                packets: 1,
+                bytes: 100,
+                policy_version: version,
+            },
+        };
+        let marker = Event {
+            app: None,
+            kind: EventKind::TrafficInterval {
+                interval_ms: 60_000,
+                policy_version: version,
+            },
+            ..traffic("none")
+        };
+        let events = vec![traffic("short"), traffic("long"), marker];
+        store.write_batch(&events).unwrap();
+        let policy = RetentionPolicy::new(30, 1, BTreeMap::from([(AppId::from("short"), 1)]));
+        let report = store.sweep(at + DAY_MS + 1, &policy).unwrap();
+        assert_eq!(report.rows_deleted, 1);
+        let left = store
+            .read_events_of_kinds(0, &["traffic", "traffic_interval"])
+            .unwrap();
+        assert_eq!(left, events[1..]);
     }
 
     #[test]

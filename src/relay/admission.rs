@@ -165,3 +165,14 @@ pub fn redirect_targets(
         .take(REDIRECT_TARGETS)
         .collect()
 }
+
+/// Redirect targets in wire form.
+pub fn targets_to_wire(targets: &[(NodeId, SocketAddr)]) -> Vec<crate::wire::Target> {
+    targets
+        .iter()
+        .map(|(node, addr)| crate::wire::Target {
+            node: node.to_string(),
+            addr: addr.to_string(),
+        })
+        .collect()
+}

@@ -185,28 +185,20 @@ impl DatagramQueue {
         }
     }
 
+    /// The next datagram if one is queued, without waiting (for drivers
+    /// that drain queues themselves, such as a simulated network).
+    pub fn try_pop(&self) -> Option<Queued> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+    }
+
     /// Closes the queue: queued datagrams are discarded and the writer ends.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.ready.notify_one();
-    }
-}
-
-/// Drains `queue` into `conn` as QUIC datagrams until the queue closes or
-/// the connection is lost. Waiting for QUIC's send buffer paces the writer to
-/// the congestion controller; the bounded queue in front absorbs bursts.
-pub async fn run_datagram_writer(queue: Arc<DatagramQueue>, conn: quinn::Connection) {
-    while let Some((datagram, app)) = queue.pop().await {
-        let len = datagram.len();
-        match conn.send_datagram_wait(datagram).await {
-            Ok(()) => {
-                app.count_out(len);
-                queue.sent.count_out(len);
-            }
-            Err(quinn::SendDatagramError::TooLarge) => queue.count_drop(DropReason::TooLarge),
-            Err(_) => break,
-        }
     }
 }
 
@@ -234,41 +226,6 @@ impl MessageQueue {
         if self.tx.try_send((framed, Arc::clone(app))).is_err() {
             self.drops.count(DropReason::MessageQueueFull);
         }
-    }
-}
-
-/// Writes framed messages onto one unidirectional stream, opened on the first
-/// message with the message stream header; counts them in `sent` too.
-pub async fn run_message_writer(
-    mut rx: tokio::sync::mpsc::Receiver<Queued>,
-    conn: quinn::Connection,
-    sent: Arc<AppCounters>,
-) {
-    let mut stream: Option<quinn::SendStream> = None;
-    while let Some((framed, app)) = rx.recv().await {
-        if stream.is_none() {
-            let Ok(mut opened) = conn.open_uni().await else {
-                return;
-            };
-            let mut header = bytes::BytesMut::new();
-            crate::wire::encode_message_stream_header(&mut header);
-            if opened.write_all(&header).await.is_err() {
-                return;
-            }
-            stream = Some(opened);
-        }
-        let Some(out) = stream.as_mut() else {
-            return;
-        };
-        let len = framed.len();
-        if out.write_chunk(framed).await.is_err() {
-            return;
-        }
-        app.count_out(len);
-        sent.count_out(len);
-    }
-    if let Some(mut out) = stream {
-        let _ = out.finish();
     }
 }
 

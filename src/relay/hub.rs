@@ -1,20 +1,17 @@
-//! The node's shared state: sessions, local channels, mesh peers, the
-//! control [`Plane`], and the per-track fast path that media takes.
+//! The node's shared state, thin: a mutex around the sans-IO
+//! [`NodeCore`], the [`RouteTable`] that media reads without that mutex,
+//! and what the core must not hold: the clock, the random track keys, the
+//! metadata recorder and the metrics.
 //!
-//! Control operations (a track announced, a subscriber joined, a peer frame)
-//! take one mutex, feed the plane, carry out its actions and rebuild the fast
-//! path of the channels that changed. Media never takes that mutex: a
-//! datagram looks its track up in the [`TrackRoute`] table (a read lock) and
-//! is pushed, as a cheap `Bytes` clone, onto each receiver's bounded queue.
+//! Every control input (a session announced, a peer frame, a timer) locks
+//! the core, passes it a monotonic `now` from [`crate::clock`], and turns
+//! the core's [`CoreEvent`]s into metrics, log lines and metadata after the
+//! lock is released. Media never takes the mutex: see [`super::routes`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
 use ring::rand::SecureRandom;
-use tokio::sync::mpsc;
 
 use crate::admin::metric_names as m;
 use crate::admin::{ChannelSeen, LinkStatus, ReloadReport, StatusReport};
@@ -22,142 +19,35 @@ use crate::clock::SharedClock;
 use crate::error::ErrorCode;
 use crate::ids::{AppId, NodeId, RegionId};
 use crate::metadata::{Event, EventKind, GeofenceDecision, Recorder};
-use crate::wire::{ErrorFrame, Frame, SubscriptionState, SubscriptionStatus, Target, TrackInfo};
+use crate::wire::Announce;
 
-use super::admission::{Refusal, redirect_targets};
-use super::fanout::{AppCounters, DatagramQueue, DropCounters, DropReason, MessageQueue};
-use super::plane::{Action, ChannelKey, Plane};
+use super::admission::Refusal;
+use super::core::{CoreEvent, NodeCore, PeerEntry, SessionEntry};
+use super::fanout::{AppCounters, DropCounters, DropReason};
+use super::plane::{PeerMsg, RouteOutcome};
 use super::policy::Policy;
-
-/// What a session's or peer's control writer is asked to do.
-#[derive(Debug)]
-pub enum Outbound {
-    /// Write a frame on the control stream.
-    Frame(Frame),
-    /// Write this `ERROR` frame, then close the connection with its code.
-    Close(ErrorFrame),
-}
+use super::routes::{AppCounterSet, RouteTable};
 
 /// A bounded queue of control frames to one connection. A receiver that does
 /// not read its control stream is closed rather than buffered without end.
-pub type ControlTx = mpsc::Sender<Outbound>;
+pub type ControlTx = tokio::sync::mpsc::Sender<crate::wire::stream::Outbound>;
 
 /// How many control frames may wait for one connection.
 pub const CONTROL_QUEUE: usize = 1024;
-
-/// The fast path of one track at this node.
-#[derive(Debug)]
-pub struct TrackRoute {
-    /// The app the track belongs to.
-    pub app: AppId,
-    /// That app's counters at this node.
-    pub counters: Arc<AppCounters>,
-    /// The local session that publishes it, if the track originates here.
-    pub publisher: Option<u64>,
-    /// The peer it must arrive from, if it originates elsewhere.
-    pub upstream: Option<NodeId>,
-    datagrams: Vec<Arc<DatagramQueue>>,
-    messages: Vec<MessageQueue>,
-}
-
-impl TrackRoute {
-    /// Counts the datagram in and queues it for every receiver.
-    pub fn forward_datagram(&self, datagram: Bytes) {
-        self.counters.count_in(datagram.len());
-        for queue in &self.datagrams {
-            queue.push(datagram.clone(), &self.counters);
-        }
-    }
-
-    /// Counts a framed message in and queues it for every receiver.
-    pub fn forward_message(&self, framed: Bytes) {
-        self.counters.count_in(framed.len());
-        for queue in &self.messages {
-            queue.push(framed.clone(), &self.counters);
-        }
-    }
-
-    /// How many receivers the track has here.
-    pub fn fanout(&self) -> usize {
-        self.datagrams.len()
-    }
-}
-
-/// A session as the hub knows it.
-#[derive(Debug)]
-pub struct SessionEntry {
-    /// The app.
-    pub app: AppId,
-    /// The channel the token grants.
-    pub channel: String,
-    /// The user id from the token.
-    pub user: String,
-    /// Whether the token allows publishing.
-    pub can_publish: bool,
-    /// The client's region, for redirects.
-    pub client_region: Option<RegionId>,
-    /// The client's country, for client rules changed by a reload.
-    pub client_country: Option<crate::ids::CountryCode>,
-    /// Control frames to the client.
-    pub control: ControlTx,
-    /// Media to the client.
-    pub datagrams: Arc<DatagramQueue>,
-    /// Reliable messages to the client.
-    pub messages: MessageQueue,
-}
-
-/// A connected mesh peer.
-#[derive(Debug)]
-pub struct PeerEntry {
-    /// Control frames to the peer.
-    pub control: ControlTx,
-    /// Media to the peer.
-    pub datagrams: Arc<DatagramQueue>,
-    /// Reliable messages to the peer.
-    pub messages: MessageQueue,
-    /// The connection, for RTT.
-    pub conn: quinn::Connection,
-}
-
-#[derive(Debug, Default)]
-struct SubscriberView {
-    told: BTreeSet<u64>,
-    state: Option<(SubscriptionStatus, String)>,
-}
-
-#[derive(Debug, Default)]
-struct LocalChannel {
-    /// Track key -> the publishing session.
-    owners: BTreeMap<u64, u64>,
-    tracks: BTreeMap<u64, TrackInfo>,
-    subscribers: BTreeMap<u64, SubscriberView>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    plane: Plane,
-    sessions: HashMap<u64, SessionEntry>,
-    channels: HashMap<ChannelKey, LocalChannel>,
-    peers: HashMap<NodeId, PeerEntry>,
-    channel_tracks: HashMap<ChannelKey, Vec<u64>>,
-    rerouted: u64,
-    /// The plane's topology version subscribers were last told about.
-    reachability_version: u64,
-}
 
 /// The shared state of one node. See the module docs.
 pub struct Hub {
     me: NodeId,
     policy: RwLock<Arc<Policy>>,
-    inner: Mutex<Inner>,
-    routes: RwLock<HashMap<u64, Arc<TrackRoute>>>,
-    counters: RwLock<BTreeMap<AppId, Arc<AppCounters>>>,
+    core: Mutex<NodeCore>,
+    routes: Arc<RouteTable>,
+    counters: Arc<AppCounterSet>,
     /// Drops at this node, by reason.
     pub drops: Arc<DropCounters>,
-    next_session: AtomicU64,
+    deadline_moved: tokio::sync::Notify,
     rng: ring::rand::SystemRandom,
     clock: SharedClock,
-    started_ms: u64,
+    started: Instant,
     recorder: Recorder,
 }
 
@@ -172,26 +62,29 @@ impl std::fmt::Debug for Hub {
 impl Hub {
     /// The hub of node `me` under `policy`.
     pub fn new(me: NodeId, policy: Arc<Policy>, clock: SharedClock, recorder: Recorder) -> Self {
-        let started_ms = clock.now_unix_ms();
+        let started = crate::clock::monotonic_now();
+        let drops = Arc::new(DropCounters::default());
+        let routes = Arc::new(RouteTable::new(Arc::clone(&drops)));
+        let counters = Arc::new(AppCounterSet::default());
+        let core = NodeCore::new(
+            me.clone(),
+            Arc::clone(&policy),
+            Arc::clone(&routes),
+            Arc::clone(&counters),
+            started,
+            clock.now_unix_ms(),
+        );
         Self {
-            inner: Mutex::new(Inner {
-                plane: Plane::new(me.clone(), Arc::clone(&policy)),
-                sessions: HashMap::new(),
-                channels: HashMap::new(),
-                peers: HashMap::new(),
-                channel_tracks: HashMap::new(),
-                rerouted: 0,
-                reachability_version: 0,
-            }),
             me,
             policy: RwLock::new(policy),
-            routes: RwLock::new(HashMap::new()),
-            counters: RwLock::new(BTreeMap::new()),
-            drops: Arc::new(DropCounters::default()),
-            next_session: AtomicU64::new(1),
+            core: Mutex::new(core),
+            routes,
+            counters,
+            drops,
+            deadline_moved: tokio::sync::Notify::new(),
             rng: ring::rand::SystemRandom::new(),
             clock,
-            started_ms,
+            started,
             recorder,
         }
     }
@@ -208,8 +101,7 @@ impl Hub {
 
     /// This node's region.
     pub fn region(&self) -> RegionId {
-        let policy = self.policy();
-        policy
+        self.policy()
             .fleet
             .nodes
             .get(self.me.as_str())
@@ -217,27 +109,61 @@ impl Hub {
             .unwrap_or_else(|| RegionId::new("unknown"))
     }
 
-    /// The clock.
+    /// The wall clock (tokens, metadata).
     pub fn clock(&self) -> &SharedClock {
         &self.clock
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    /// The media fast path.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
     }
 
     /// The counters of `app` at this node.
     pub fn app_counters(&self, app: &AppId) -> Arc<AppCounters> {
-        if let Some(c) = self
-            .counters
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(app)
-        {
-            return Arc::clone(c);
+        self.counters.get(app)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, NodeCore> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs one input on the core with the monotonic `now`, then records
+    /// what it produced (outside the lock) and wakes the timer loop.
+    fn input<R>(&self, f: impl FnOnce(&mut NodeCore, Instant) -> R) -> R {
+        let (result, events) = {
+            let mut core = self.lock();
+            let result = f(&mut core, crate::clock::monotonic_now());
+            (result, core.take_events())
+        };
+        for event in events {
+            match event {
+                CoreEvent::Decision {
+                    app,
+                    session,
+                    decision,
+                } => self.decide(&app, session, decision),
+                CoreEvent::Route {
+                    key,
+                    origin,
+                    outcome,
+                } => {
+                    let decision = match outcome {
+                        RouteOutcome::Chosen(path) => GeofenceDecision::RouteChosen { path },
+                        RouteOutcome::Unavailable(no_route) => GeofenceDecision::RouteUnavailable {
+                            reason: format!("from {origin}: {no_route}"),
+                        },
+                    };
+                    self.decide(&key.0, None, decision);
+                }
+                CoreEvent::Record { app, kind } => self.record(Some(app), kind),
+                CoreEvent::Violation { peer, app, what } => {
+                    tracing::warn!(node = %self.me, %peer, %app, ?what, "dropped a mesh frame for an app not allowed here");
+                }
+            }
         }
-        let mut all = self.counters.write().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(all.entry(app.clone()).or_default())
+        self.deadline_moved.notify_one();
+        result
     }
 
     /// Records an operational event of this node (never blocks).
@@ -271,13 +197,13 @@ impl Hub {
 
     // ----- sessions ---------------------------------------------------------
 
-    /// Registers an admitted session; returns its id.
-    pub fn add_session(&self, entry: SessionEntry) -> u64 {
-        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+    /// Registers an admitted session unless the node is at its session
+    /// limit (checked and taken atomically); returns its id.
+    pub fn add_session(&self, entry: SessionEntry, max_sessions: usize) -> Result<u64, Refusal> {
         let app = entry.app.clone();
-        self.lock().sessions.insert(id, entry);
+        let id = self.input(|core, _| core.add_session(entry, max_sessions))?;
         metrics::gauge!(m::SESSIONS, m::LABEL_NODE => self.me.to_string(), m::LABEL_APP => app.to_string()).increment(1.0);
-        id
+        Ok(id)
     }
 
     /// A fresh random 62-bit track key (unguessable, unique fleet-wide with
@@ -286,7 +212,8 @@ impl Hub {
         let mut bytes = [0u8; 8];
         // SystemRandom only fails if the OS has no randomness at all.
         if self.rng.fill(&mut bytes).is_err() {
-            return self.next_session.fetch_add(1, Ordering::Relaxed) | (1 << 61);
+            static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+            return FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed) | (1 << 61);
         }
         u64::from_le_bytes(bytes) & ((1 << 62) - 1)
     }
@@ -295,397 +222,101 @@ impl Hub {
     pub fn announce(
         &self,
         session: u64,
-        announce: &crate::wire::Announce,
+        announce: &Announce,
         max_tracks: usize,
     ) -> Result<u64, Refusal> {
-        let mut inner = self.lock();
-        let entry = inner
-            .sessions
-            .get(&session)
-            .ok_or_else(|| refusal(ErrorCode::NotFound, "no such session"))?;
-        if !entry.can_publish {
-            return Err(refusal(
-                ErrorCode::Unauthorized,
-                "this token's role is subscribe: it may not publish",
-            ));
-        }
-        let key: ChannelKey = (entry.app.clone(), entry.channel.clone());
-        let user = entry.user.clone();
-        let owned = inner
-            .channels
-            .get(&key)
-            .map(|c| c.owners.values().filter(|s| **s == session).count())
-            .unwrap_or(0);
-        if owned >= max_tracks {
-            return Err(refusal(
-                ErrorCode::LimitExceeded,
-                format!("at most {max_tracks} tracks per session"),
-            ));
-        }
-        let track = self.new_track_key();
-        let info = TrackInfo {
-            track,
-            publisher: user,
-            kind: announce.kind,
-            e2ee: announce.e2ee,
-            name: announce.name.clone(),
-        };
-        let channel = inner.channels.entry(key.clone()).or_default();
-        channel.owners.insert(track, session);
-        channel.tracks.insert(track, info);
-        let tracks = channel.tracks.clone();
-        let subscribers = channel.subscribers.len() as u32;
-        self.record(
-            Some(key.0.clone()),
-            EventKind::TrackPublished {
-                session_id: session,
-                track: announce.name.clone(),
-                kind: metadata_kind(announce.kind),
-                subscribers,
-            },
-        );
-        let now = self.clock.now_unix_ms();
-        let actions = inner.plane.set_local_tracks(&key, tracks, now);
-        self.apply(&mut inner, actions);
-        Ok(track)
+        self.input(|core, now| {
+            core.announce(session, announce, max_tracks, || self.new_track_key(), now)
+        })
     }
 
     /// A publisher withdraws a track it owns.
     pub fn unannounce(&self, session: u64, track: u64) -> Result<(), Refusal> {
-        let mut inner = self.lock();
-        let key = session_key(&inner, session)?;
-        let owned = inner
-            .channels
-            .get(&key)
-            .is_some_and(|c| c.owners.get(&track) == Some(&session));
-        if !owned {
-            return Err(refusal(
-                ErrorCode::NotFound,
-                "no such track in this session",
-            ));
-        }
-        self.remove_tracks(&mut inner, &key, |t, _| t == track);
-        Ok(())
-    }
-
-    fn remove_tracks(
-        &self,
-        inner: &mut Inner,
-        key: &ChannelKey,
-        remove: impl Fn(u64, u64) -> bool,
-    ) {
-        let Some(channel) = inner.channels.get_mut(key) else {
-            return;
-        };
-        let gone: Vec<u64> = channel
-            .owners
-            .iter()
-            .filter(|(t, s)| remove(**t, **s))
-            .map(|(t, _)| *t)
-            .collect();
-        if gone.is_empty() {
-            return;
-        }
-        let subscribers = channel.subscribers.len() as u32;
-        for track in gone {
-            let session_id = channel.owners.remove(&track).unwrap_or_default();
-            if let Some(info) = channel.tracks.remove(&track) {
-                self.record(
-                    Some(key.0.clone()),
-                    EventKind::TrackUnpublished {
-                        session_id,
-                        track: info.name,
-                        kind: metadata_kind(info.kind),
-                        subscribers,
-                    },
-                );
-            }
-        }
-        let tracks = channel.tracks.clone();
-        let now = self.clock.now_unix_ms();
-        let actions = inner.plane.set_local_tracks(key, tracks, now);
-        self.apply(inner, actions);
+        self.input(|core, now| core.unannounce(session, track, now))
     }
 
     /// A session subscribes to its channel.
     pub fn subscribe(&self, session: u64) -> Result<(), Refusal> {
-        let mut inner = self.lock();
-        let key = session_key(&inner, session)?;
-        inner
-            .channels
-            .entry(key.clone())
-            .or_default()
-            .subscribers
-            .entry(session)
-            .or_default();
-        let now = self.clock.now_unix_ms();
-        let mut actions = inner.plane.set_local_interest(&key, true, now);
-        actions.push(Action::ChannelChanged(key));
-        self.apply(&mut inner, actions);
-        Ok(())
+        self.input(|core, now| core.subscribe(session, now))
     }
 
     /// A session unsubscribes; it gets no more media of the channel.
     pub fn unsubscribe(&self, session: u64) -> Result<(), Refusal> {
-        let mut inner = self.lock();
-        let key = session_key(&inner, session)?;
-        self.drop_subscriber(&mut inner, &key, session);
-        Ok(())
-    }
-
-    fn drop_subscriber(&self, inner: &mut Inner, key: &ChannelKey, session: u64) {
-        let Some(channel) = inner.channels.get_mut(key) else {
-            return;
-        };
-        if channel.subscribers.remove(&session).is_none() {
-            return;
-        }
-        let interested = !channel.subscribers.is_empty();
-        let now = self.clock.now_unix_ms();
-        let mut actions = inner.plane.set_local_interest(key, interested, now);
-        actions.push(Action::ChannelChanged(key.clone()));
-        self.apply(inner, actions);
+        self.input(|core, now| core.unsubscribe(session, now))
     }
 
     /// A session ended: its tracks and subscription go away.
     pub fn remove_session(&self, session: u64) {
-        let mut inner = self.lock();
-        let Ok(key) = session_key(&inner, session) else {
-            return;
-        };
-        self.remove_tracks(&mut inner, &key, |_, s| s == session);
-        self.drop_subscriber(&mut inner, &key, session);
-        if let Some(entry) = inner.sessions.remove(&session) {
-            entry.datagrams.close();
+        if let Some(entry) = self.input(|core, now| core.remove_session(session, now)) {
             metrics::gauge!(m::SESSIONS, m::LABEL_NODE => self.me.to_string(), m::LABEL_APP => entry.app.to_string()).decrement(1.0);
-        }
-        if inner
-            .channels
-            .get(&key)
-            .is_some_and(|c| c.owners.is_empty() && c.subscribers.is_empty())
-        {
-            inner.channels.remove(&key);
         }
     }
 
     /// The number of open sessions.
     pub fn session_count(&self) -> usize {
-        self.lock().sessions.len()
+        self.lock().session_count()
     }
 
-    // ----- media fast path ---------------------------------------------------
-
-    /// The fast path of a track, if this node carries it.
-    pub fn route(&self, track: u64) -> Option<Arc<TrackRoute>> {
-        self.routes
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&track)
-            .cloned()
-    }
-
-    /// A datagram of `track` from a local client: forwarded only if that
-    /// session publishes the track.
-    /// Returns whether it was forwarded.
-    pub fn client_datagram(&self, session: u64, track: u64, datagram: Bytes) -> bool {
-        match self.route(track) {
-            Some(route) if route.publisher == Some(session) => {
-                route.forward_datagram(datagram);
-                true
-            }
-            _ => {
-                self.drops.count(DropReason::UnknownTrack);
-                false
-            }
-        }
-    }
-
-    /// A datagram from a mesh peer: forwarded only if that peer is the
-    /// track's upstream here.
-    pub fn peer_datagram(&self, peer: &NodeId, datagram: Bytes) {
-        match crate::wire::MediaHeader::parse_track(&datagram) {
-            Ok(track) => match self.route(track) {
-                Some(route) if route.upstream.as_ref() == Some(peer) => {
-                    route.forward_datagram(datagram)
-                }
-                _ => self.drops.count(DropReason::UnknownTrack),
-            },
-            Err(_) => self.drops.count(DropReason::Malformed),
-        }
-    }
-
-    /// A reliable message from a local publisher or a peer (`from_peer`).
-    pub fn message(
-        &self,
-        from_session: Option<u64>,
-        from_peer: Option<&NodeId>,
-        track: u64,
-        payload: &[u8],
-    ) {
-        let Some(route) = self.route(track) else {
-            self.drops.count(DropReason::UnknownTrack);
-            return;
-        };
-        let accepted = match (from_session, from_peer) {
-            (Some(session), _) => route.publisher == Some(session),
-            (None, Some(peer)) => route.upstream.as_ref() == Some(peer),
-            (None, None) => false,
-        };
-        if !accepted {
-            self.drops.count(DropReason::UnknownTrack);
-            return;
-        }
-        let mut framed = BytesMut::with_capacity(payload.len() + 16);
-        crate::wire::encode_message(track, payload, &mut framed);
-        route.forward_message(framed.freeze());
+    /// Closes every session with `code` (drain), with redirect targets.
+    pub fn close_all_sessions(&self, code: ErrorCode, message: &str) -> usize {
+        self.lock().close_all_sessions(code, message)
     }
 
     // ----- mesh peers --------------------------------------------------------
 
     /// A mesh link to `peer` is up.
     pub fn peer_up(&self, peer: NodeId, entry: PeerEntry) {
-        let rtt = entry.conn.rtt().as_micros() as u64;
-        let mut inner = self.lock();
-        if let Some(old) = inner.peers.insert(peer.clone(), entry) {
-            old.datagrams.close();
-        }
-        let now = self.clock.now_unix_ms();
-        let actions = inner.plane.peer_up(peer, rtt, now);
-        self.apply(&mut inner, actions);
-        metrics::gauge!(m::MESH_LINKS_UP, m::LABEL_NODE => self.me.to_string())
-            .set(inner.peers.len() as f64);
+        let links = self.input(|core, now| {
+            core.peer_up(peer, entry, now);
+            core.peers().count()
+        });
+        metrics::gauge!(m::MESH_LINKS_UP, m::LABEL_NODE => self.me.to_string()).set(links as f64);
     }
 
     /// The mesh link to `peer` on connection `conn_id` is gone. A stale
     /// notification from a replaced connection is ignored.
     pub fn peer_down(&self, peer: &NodeId, conn_id: usize) {
-        let mut inner = self.lock();
-        if inner
-            .peers
-            .get(peer)
-            .is_none_or(|p| p.conn.stable_id() != conn_id)
-        {
-            return;
-        }
-        if let Some(old) = inner.peers.remove(peer) {
-            old.datagrams.close();
-        }
-        let now = self.clock.now_unix_ms();
-        let actions = inner.plane.peer_down(peer, now);
-        self.apply(&mut inner, actions);
-        metrics::gauge!(m::MESH_LINKS_UP, m::LABEL_NODE => self.me.to_string())
-            .set(inner.peers.len() as f64);
+        let links = self.input(|core, now| {
+            core.peer_down(peer, conn_id, now);
+            core.peers().count()
+        });
+        metrics::gauge!(m::MESH_LINKS_UP, m::LABEL_NODE => self.me.to_string()).set(links as f64);
     }
 
     /// A control frame from a peer.
-    pub fn peer_msg(&self, peer: &NodeId, msg: super::plane::PeerMsg) {
-        let mut inner = self.lock();
-        let now = self.clock.now_unix_ms();
-        let actions = inner.plane.on_peer_msg(peer, msg, now);
-        self.apply(&mut inner, actions);
+    pub fn peer_msg(&self, peer: &NodeId, msg: PeerMsg) {
+        self.input(|core, now| core.peer_msg(peer, msg, now));
     }
 
-    /// Periodic work: measured RTTs, retries of failed routes.
+    /// Timer work due at `now` (see [`Hub::poll_timeout`]).
     pub fn tick(&self) {
-        let mut inner = self.lock();
-        let rtts: Vec<(NodeId, u64)> = inner
-            .peers
-            .iter()
-            .map(|(p, e)| (p.clone(), e.conn.rtt().as_micros() as u64))
-            .collect();
-        for (peer, rtt) in rtts {
-            inner.plane.peer_rtt(&peer, rtt);
-        }
-        let now = self.clock.now_unix_ms();
-        let actions = inner.plane.tick(now);
-        self.apply(&mut inner, actions);
-        self.export_metrics();
-        // Reachability changes with the live topology: tell subscribers
-        // when it did.
-        let version = inner.plane.topology_version();
-        if version == inner.reachability_version {
-            return;
-        }
-        inner.reachability_version = version;
-        let keys: Vec<ChannelKey> = inner
-            .channels
-            .iter()
-            .filter(|(_, c)| !c.subscribers.is_empty())
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in keys {
-            self.notify_subscribers(&mut inner, &key);
-        }
+        self.input(|core, now| core.tick(now));
+    }
+
+    /// When [`Hub::tick`] is next due (monotonic).
+    pub fn poll_timeout(&self) -> Instant {
+        self.lock().poll_timeout()
+    }
+
+    /// Resolves when an input may have moved [`Hub::poll_timeout`].
+    pub async fn deadline_moved(&self) {
+        self.deadline_moved.notified().await;
     }
 
     // ----- reload -------------------------------------------------------------
 
     /// Puts a new policy in force: routes are recomputed, and sessions that
     /// the new policy no longer allows here are revoked. Returns once no
-    /// packet of a revoked app is forwarded by this node any more.
+    /// packet of a revoked session is forwarded by this node any more.
     pub fn set_policy(&self, policy: Arc<Policy>) -> ReloadReport {
-        let mut inner = self.lock();
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&policy);
-        let before = inner.rerouted;
-        let now = self.clock.now_unix_ms();
-        let actions = inner.plane.set_policy(Arc::clone(&policy), now);
-        self.apply(&mut inner, actions);
-        // Sessions the new policy refuses: the app may no longer use this
-        // node (redirect elsewhere), or no longer admits the client's
-        // country (no redirect would help).
-        let mut revoked = Vec::new();
-        for (id, session) in &inner.sessions {
-            let reason = if !policy.node_allowed(&session.app, &self.me) {
-                Some(format!(
-                    "app {} is no longer allowed on node {}",
-                    session.app, self.me
-                ))
-            } else if !client_still_allowed(&policy, session) {
-                Some(format!(
-                    "app {} no longer admits clients from this country",
-                    session.app
-                ))
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
-                revoked.push((*id, reason));
-            }
-        }
-        for (id, reason) in &revoked {
-            let Some(session) = inner.sessions.get(id) else {
-                continue;
-            };
-            let app = session.app.clone();
-            let mut frame = ErrorFrame::new(ErrorCode::GeofenceRevoked, reason.clone());
-            if !policy.node_allowed(&app, &self.me) {
-                let targets =
-                    redirect_targets(&policy, &app, session.client_region.as_ref(), &self.me);
-                frame.redirect = targets_to_wire(&targets);
-            }
-            let _ = session.control.try_send(Outbound::Close(frame));
-            self.decide(
-                &app,
-                Some(*id),
-                GeofenceDecision::Revoked {
-                    reason: format!("policy reload: {reason}"),
-                },
-            );
-        }
-        drop(inner);
-        // Stop forwarding the revoked sessions' media at once: the fast path
-        // is rebuilt without them before this returns.
-        for (id, _) in &revoked {
-            self.remove_session(*id);
-        }
-        let inner = self.lock();
+        let applied = self.input(|core, now| core.set_policy(policy, now));
         ReloadReport {
-            revoked_sessions: revoked.len() as u64,
-            rerouted: inner.rerouted - before,
+            revoked_sessions: applied.revoked_sessions,
+            rerouted: applied.rerouted,
             message: format!(
                 "policy reloaded on {}; {} session(s) revoked",
-                self.me,
-                revoked.len()
+                self.me, applied.revoked_sessions
             ),
         }
     }
@@ -694,36 +325,28 @@ impl Hub {
 
     /// The `/status` report.
     pub fn status(&self) -> StatusReport {
-        let inner = self.lock();
+        let core = self.lock();
         let apps = self
             .counters
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
+            .all()
+            .into_iter()
             .map(|(app, c)| (app.to_string(), c.snapshot()))
             .collect();
-        let policy = self.policy();
-        let mut links = BTreeMap::new();
-        for link in &policy.fleet.links {
-            let peer = if link.a == self.me {
-                &link.b
-            } else if link.b == self.me {
-                &link.a
-            } else {
-                continue;
-            };
-            let status = match inner.peers.get(peer) {
-                Some(entry) => LinkStatus {
-                    up: true,
-                    rtt_ms: Some(entry.conn.rtt().as_secs_f64() * 1000.0),
-                },
-                None => LinkStatus {
-                    up: false,
-                    rtt_ms: None,
-                },
-            };
-            links.insert(peer.to_string(), status);
-        }
+        let links = configured_peers(core.policy(), &self.me)
+            .map(|peer| {
+                let status = match core.peers().find(|(p, _)| **p == peer) {
+                    Some((_, entry)) => LinkStatus {
+                        up: true,
+                        rtt_ms: Some(entry.control.rtt().as_secs_f64() * 1000.0),
+                    },
+                    None => LinkStatus {
+                        up: false,
+                        rtt_ms: None,
+                    },
+                };
+                (peer.to_string(), status)
+            })
+            .collect();
         let drops = DropReason::ALL
             .iter()
             .map(|r| (r.label().to_string(), self.drops.get(*r)))
@@ -731,8 +354,8 @@ impl Hub {
         StatusReport {
             node: self.me.to_string(),
             region: self.region().to_string(),
-            uptime_s: self.clock.now_unix_ms().saturating_sub(self.started_ms) / 1000,
-            sessions: inner.sessions.len() as u64,
+            uptime_s: self.started.elapsed().as_secs(),
+            sessions: core.session_count() as u64,
             apps,
             links,
             drops,
@@ -741,15 +364,10 @@ impl Hub {
 
     /// Publishes the node's own packet, byte and drop counters as Prometheus
     /// counters. The hot path only touches atomics; this copies them into
-    /// the `metrics` recorder (on every tick and before each scrape).
+    /// the `metrics` recorder before each scrape.
     pub fn export_metrics(&self) {
         let node = self.me.to_string();
-        for (app, counters) in self
-            .counters
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
+        for (app, counters) in self.counters.all() {
             let traffic = counters.snapshot();
             let labels = [
                 (m::LABEL_NODE, node.clone()),
@@ -769,7 +387,7 @@ impl Hub {
     /// Every (app, channel) this node has handled.
     pub fn seen_channels(&self) -> Vec<ChannelSeen> {
         self.lock()
-            .plane
+            .plane()
             .seen_channels()
             .iter()
             .map(|(app, channel)| ChannelSeen {
@@ -781,272 +399,30 @@ impl Hub {
 
     /// Configured links of this node that are down.
     pub fn links_down(&self) -> Vec<NodeId> {
-        let inner = self.lock();
-        let policy = self.policy();
-        policy
-            .fleet
-            .links
-            .iter()
-            .filter_map(|l| {
-                if l.a == self.me {
-                    Some(l.b.clone())
-                } else if l.b == self.me {
-                    Some(l.a.clone())
-                } else {
-                    None
-                }
-            })
-            .filter(|peer| !inner.peers.contains_key(peer))
+        let core = self.lock();
+        configured_peers(core.policy(), &self.me)
+            .filter(|peer| !core.peers().any(|(p, _)| p == peer))
             .collect()
     }
 
     /// Forgets every peer, session and route, closing their queues so that
     /// their writer tasks end and release the connections (node stop).
     pub fn clear(&self) {
-        let mut inner = self.lock();
-        for (_, peer) in inner.peers.drain() {
-            peer.datagrams.close();
-        }
-        for (_, session) in inner.sessions.drain() {
-            session.datagrams.close();
-        }
-        inner.channels.clear();
-        inner.channel_tracks.clear();
-        self.routes
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.lock().clear();
     }
+}
 
-    /// Closes every session with `code` (drain), with redirect targets.
-    pub fn close_all_sessions(&self, code: ErrorCode, message: &str) -> usize {
-        let inner = self.lock();
-        let policy = self.policy();
-        for session in inner.sessions.values() {
-            let targets = redirect_targets(
-                &policy,
-                &session.app,
-                session.client_region.as_ref(),
-                &self.me,
-            );
-            let mut frame = ErrorFrame::new(code, message);
-            frame.redirect = targets_to_wire(&targets);
-            let _ = session.control.try_send(Outbound::Close(frame));
-        }
-        inner.sessions.len()
-    }
-
-    // ----- plane actions ------------------------------------------------------
-
-    fn apply(&self, inner: &mut Inner, actions: Vec<Action>) {
-        let mut changed = BTreeSet::new();
-        for action in actions {
-            match action {
-                Action::Send { peer, msg } => {
-                    if let Some(entry) = inner.peers.get(&peer) {
-                        let frame = super::mesh::to_frame(msg);
-                        if entry.control.try_send(Outbound::Frame(frame)).is_err() {
-                            tracing::warn!(peer = %peer, "mesh control queue full; closing the link");
-                            entry.conn.close(
-                                ErrorCode::LimitExceeded
-                                    .to_wire()
-                                    .try_into()
-                                    .unwrap_or_default(),
-                                b"control queue full",
-                            );
-                        }
-                    }
-                }
-                Action::ChannelChanged(key) => {
-                    changed.insert(key);
-                }
-                Action::Decision {
-                    key,
-                    origin,
-                    outcome,
-                } => {
-                    let decision = match outcome {
-                        Ok(path) => {
-                            inner.rerouted += 1;
-                            GeofenceDecision::RouteChosen { path }
-                        }
-                        Err(reason) => GeofenceDecision::RouteUnavailable {
-                            reason: format!("from {origin}: {reason}"),
-                        },
-                    };
-                    self.decide(&key.0, None, decision);
-                }
-            }
-        }
-        for key in changed {
-            self.rebuild(inner, &key);
-            self.notify_subscribers(inner, &key);
-        }
-    }
-
-    /// Rebuilds the fast path of one channel from the plane's forwarding.
-    fn rebuild(&self, inner: &mut Inner, key: &ChannelKey) {
-        let forwarding = inner.plane.forwarding(key);
-        let visible = inner.plane.tracks(key);
-        let counters = self.app_counters(&key.0);
-        let local = inner.channels.get(key);
-        let mut fresh: Vec<(u64, Arc<TrackRoute>)> = Vec::new();
-        for (origin, info) in visible {
-            let Some(fwd) = forwarding.get(&origin) else {
-                continue;
-            };
-            let publisher = if origin == self.me {
-                local.and_then(|c| c.owners.get(&info.track).copied())
-            } else {
-                None
-            };
-            let mut datagrams = Vec::new();
-            let mut messages = Vec::new();
-            if fwd.local {
-                if let Some(channel) = local {
-                    for sid in channel.subscribers.keys() {
-                        if Some(*sid) == publisher {
-                            continue;
-                        }
-                        if let Some(session) = inner.sessions.get(sid) {
-                            datagrams.push(Arc::clone(&session.datagrams));
-                            messages.push(session.messages.clone());
-                        }
-                    }
-                }
-            }
-            for peer in &fwd.downstream {
-                if let Some(entry) = inner.peers.get(peer) {
-                    datagrams.push(Arc::clone(&entry.datagrams));
-                    messages.push(entry.messages.clone());
-                }
-            }
-            fresh.push((
-                info.track,
-                Arc::new(TrackRoute {
-                    app: key.0.clone(),
-                    counters: Arc::clone(&counters),
-                    publisher,
-                    upstream: fwd.upstream.clone(),
-                    datagrams,
-                    messages,
-                }),
-            ));
-        }
-        let old = inner.channel_tracks.remove(key).unwrap_or_default();
-        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
-        for track in old {
-            routes.remove(&track);
-        }
-        let keys: Vec<u64> = fresh.iter().map(|(t, _)| *t).collect();
-        routes.extend(fresh);
-        drop(routes);
-        if !keys.is_empty() {
-            inner.channel_tracks.insert(key.clone(), keys);
-        }
-    }
-
-    /// Tells each local subscriber of a channel which tracks appeared or went
-    /// away, and whether every allowed origin is reachable.
-    fn notify_subscribers(&self, inner: &mut Inner, key: &ChannelKey) {
-        let visible = inner.plane.tracks(key);
-        let reach = inner.plane.reachability(key);
-        let Some(channel) = inner.channels.get_mut(key) else {
-            return;
-        };
-        let state = if reach.unreachable.is_empty() {
-            (SubscriptionStatus::Active, String::new())
+/// The peers of `me`'s configured links.
+fn configured_peers<'a>(policy: &'a Policy, me: &'a NodeId) -> impl Iterator<Item = NodeId> + 'a {
+    policy.fleet.links.iter().filter_map(move |l| {
+        if &l.a == me {
+            Some(l.b.clone())
+        } else if &l.b == me {
+            Some(l.a.clone())
         } else {
-            let detail: Vec<String> = reach
-                .unreachable
-                .iter()
-                .map(|(n, r)| format!("{n} ({r})"))
-                .collect();
-            (
-                SubscriptionStatus::Unavailable,
-                format!("no allowed route to: {}", detail.join("; ")),
-            )
-        };
-        for (sid, view) in channel.subscribers.iter_mut() {
-            let Some(session) = inner.sessions.get(sid) else {
-                continue;
-            };
-            let own: BTreeSet<u64> = channel
-                .owners
-                .iter()
-                .filter(|(_, s)| *s == sid)
-                .map(|(t, _)| *t)
-                .collect();
-            let now: BTreeMap<u64, &TrackInfo> = visible
-                .iter()
-                .filter(|(_, t)| !own.contains(&t.track))
-                .map(|(_, t)| (t.track, t))
-                .collect();
-            let mut frames = Vec::new();
-            for track in view
-                .told
-                .difference(&now.keys().copied().collect())
-                .copied()
-                .collect::<Vec<_>>()
-            {
-                view.told.remove(&track);
-                frames.push(Frame::TrackRemoved { track });
-            }
-            for (track, info) in &now {
-                if view.told.insert(*track) {
-                    frames.push(Frame::TrackAdded((*info).clone()));
-                }
-            }
-            if view.state.as_ref() != Some(&state) {
-                // The first state is only worth sending when it is bad news.
-                if view.state.is_some() || state.0 != SubscriptionStatus::Active {
-                    let code = if state.0 == SubscriptionStatus::Active {
-                        0
-                    } else {
-                        ErrorCode::RouteUnavailable.to_wire()
-                    };
-                    frames.push(Frame::SubscriptionState(SubscriptionState {
-                        state: state.0,
-                        code,
-                        message: state.1.clone(),
-                    }));
-                }
-                view.state = Some(state.clone());
-            }
-            for frame in frames {
-                if session.control.try_send(Outbound::Frame(frame)).is_err() {
-                    let _ = session.control.try_send(Outbound::Close(ErrorFrame::new(
-                        ErrorCode::LimitExceeded,
-                        "control stream not read",
-                    )));
-                    break;
-                }
-            }
+            None
         }
-    }
-}
-
-/// Whether the app's client rules still admit a session's client.
-fn client_still_allowed(policy: &Policy, session: &SessionEntry) -> bool {
-    let Some(app) = policy.fleet.app(session.app.as_str()) else {
-        return false;
-    };
-    match session.client_country {
-        Some(country) => app.client_countries.allows(country),
-        None => app.unknown_client_country == crate::config::UnknownCountry::Allow,
-    }
-}
-
-fn refusal(code: ErrorCode, message: impl Into<String>) -> Refusal {
-    Refusal::plain(code, message)
-}
-
-fn session_key(inner: &Inner, session: u64) -> Result<ChannelKey, Refusal> {
-    inner
-        .sessions
-        .get(&session)
-        .map(|s| (s.app.clone(), s.channel.clone()))
-        .ok_or_else(|| refusal(ErrorCode::NotFound, "no such session"))
+    })
 }
 
 /// The metric label of a decision.
@@ -1058,24 +434,5 @@ fn decision_label(decision: &GeofenceDecision) -> &'static str {
         GeofenceDecision::RouteChosen { .. } => "route_chosen",
         GeofenceDecision::RouteUnavailable { .. } => "route_unavailable",
         GeofenceDecision::Revoked { .. } => "revoked",
-    }
-}
-
-/// Redirect targets in wire form.
-pub fn targets_to_wire(targets: &[(NodeId, SocketAddr)]) -> Vec<Target> {
-    targets
-        .iter()
-        .map(|(node, addr)| Target {
-            node: node.to_string(),
-            addr: addr.to_string(),
-        })
-        .collect()
-}
-
-fn metadata_kind(kind: crate::wire::TrackKind) -> crate::metadata::TrackKind {
-    match kind {
-        crate::wire::TrackKind::Audio => crate::metadata::TrackKind::Audio,
-        crate::wire::TrackKind::Video => crate::metadata::TrackKind::Video,
-        crate::wire::TrackKind::Data => crate::metadata::TrackKind::Data,
     }
 }

@@ -14,18 +14,19 @@ use tokio::sync::{mpsc, watch};
 
 use crate::admin::metric_names as m;
 use crate::error::ErrorCode;
-use crate::ids::{AppId, NodeId};
+use crate::ids::NodeId;
 use crate::metadata::EventKind;
-use crate::wire::{
-    ChannelAnnounce, ChannelRef, ErrorFrame, Frame, LinkInfo, LinkState, MeshSubscribe,
-    MeshSubscribeError, PROTOCOL_VERSION, PeerHello,
-};
+use crate::wire::stream::{FrameReader, Outbound, close_with, run_control_writer};
+use crate::wire::{ErrorFrame, Frame, PROTOCOL_VERSION, PeerHello};
 
-use super::fanout::{DatagramQueue, MessageQueue, run_datagram_writer, run_message_writer};
-use super::hub::{CONTROL_QUEUE, Hub, Outbound, PeerEntry};
+use super::core::PeerEntry;
+use super::fanout::{DatagramQueue, MessageQueue};
+use super::hub::{CONTROL_QUEUE, Hub};
 use super::plane::PeerMsg;
+use super::routes::{Receiver, Sender};
 use super::session::read_messages;
-use super::stream::{FrameReader, close_with, run_control_writer};
+use super::transport::QueuedControl;
+use super::writers::{run_datagram_writer, run_message_writer};
 
 /// First wait before redialing a peer; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -35,96 +36,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const PEER_HELLO_TIMEOUT: Duration = Duration::from_secs(3);
 /// How many reliable messages may wait for one peer.
 const MESSAGE_QUEUE: usize = 8192;
-
-/// A plane message as a wire frame.
-pub fn to_frame(msg: PeerMsg) -> Frame {
-    match msg {
-        PeerMsg::LinkState { origin, seq, links } => Frame::LinkState(LinkState {
-            origin: origin.to_string(),
-            seq,
-            links: links
-                .into_iter()
-                .map(|(peer, rtt_us)| LinkInfo {
-                    peer: peer.to_string(),
-                    rtt_us,
-                })
-                .collect(),
-        }),
-        PeerMsg::Announce {
-            key,
-            origin,
-            seq,
-            tracks,
-        } => Frame::ChannelAnnounce(ChannelAnnounce {
-            app: key.0.to_string(),
-            channel: key.1,
-            origin: origin.to_string(),
-            seq,
-            tracks,
-        }),
-        PeerMsg::Subscribe { key, origin, path } => Frame::MeshSubscribe(MeshSubscribe {
-            app: key.0.to_string(),
-            channel: key.1,
-            origin: origin.to_string(),
-            path: path.iter().map(NodeId::to_string).collect(),
-        }),
-        PeerMsg::Unsubscribe { key, origin } => Frame::MeshUnsubscribe(ChannelRef {
-            app: key.0.to_string(),
-            channel: key.1,
-            origin: origin.to_string(),
-        }),
-        PeerMsg::SubscribeError {
-            key,
-            origin,
-            code,
-            message,
-        } => Frame::MeshSubscribeError(MeshSubscribeError {
-            app: key.0.to_string(),
-            channel: key.1,
-            origin: origin.to_string(),
-            code: code.to_wire(),
-            message,
-        }),
-    }
-}
-
-/// A wire frame as a plane message; `None` for frames a peer may not send
-/// once the link is up.
-pub fn from_frame(frame: Frame) -> Option<PeerMsg> {
-    Some(match frame {
-        Frame::LinkState(ls) => PeerMsg::LinkState {
-            origin: NodeId::new(ls.origin),
-            seq: ls.seq,
-            links: ls
-                .links
-                .into_iter()
-                .map(|l| (NodeId::new(l.peer), l.rtt_us))
-                .collect(),
-        },
-        Frame::ChannelAnnounce(a) => PeerMsg::Announce {
-            key: (AppId::new(a.app), a.channel),
-            origin: NodeId::new(a.origin),
-            seq: a.seq,
-            tracks: a.tracks,
-        },
-        Frame::MeshSubscribe(s) => PeerMsg::Subscribe {
-            key: (AppId::new(s.app), s.channel),
-            origin: NodeId::new(s.origin),
-            path: s.path.into_iter().map(NodeId::new).collect(),
-        },
-        Frame::MeshUnsubscribe(r) => PeerMsg::Unsubscribe {
-            key: (AppId::new(r.app), r.channel),
-            origin: NodeId::new(r.origin),
-        },
-        Frame::MeshSubscribeError(e) => PeerMsg::SubscribeError {
-            key: (AppId::new(e.app), e.channel),
-            origin: NodeId::new(e.origin),
-            code: ErrorCode::from_wire(e.code).unwrap_or(ErrorCode::RouteUnavailable),
-            message: e.message,
-        },
-        _ => return None,
-    })
-}
 
 /// Dials `peer` at `addr` until shutdown, redialing with backoff whenever
 /// the link drops.
@@ -220,10 +131,11 @@ pub async fn run_link(
     hub.peer_up(
         peer.clone(),
         PeerEntry {
-            control: control.clone(),
-            datagrams,
-            messages,
-            conn: conn.clone(),
+            control: Arc::new(QueuedControl::new(control.clone(), conn.clone())),
+            receiver: Receiver {
+                datagrams,
+                messages,
+            },
         },
     );
 
@@ -231,7 +143,7 @@ pub async fn run_link(
         let (hub, conn, peer) = (Arc::clone(&hub), conn.clone(), peer.clone());
         tokio::spawn(async move {
             while let Ok(datagram) = conn.read_datagram().await {
-                hub.peer_datagram(&peer, datagram);
+                hub.routes().peer_datagram(&peer, datagram);
             }
         })
     };
@@ -244,7 +156,9 @@ pub async fn run_link(
                     recv,
                     conn.clone(),
                     max_message_bytes,
-                    move |track, payload| hub.message(None, Some(&peer), track, payload),
+                    move |track, payload| {
+                        hub.routes().message(Sender::Peer(&peer), track, payload);
+                    },
                 ));
             }
         })
@@ -256,7 +170,7 @@ pub async fn run_link(
             _ = conn.closed() => break,
         };
         match frame {
-            Ok(Some(frame)) => match from_frame(frame) {
+            Ok(Some(frame)) => match PeerMsg::from_frame(frame) {
                 Some(msg) => hub.peer_msg(&peer, msg),
                 None => {
                     let error = ErrorFrame::new(
@@ -288,7 +202,7 @@ pub async fn run_link(
     hub.record(None, EventKind::LinkDown { peer, reason });
 }
 
-type Handshake = (NodeId, quinn::SendStream, FrameReader);
+type Handshake = (NodeId, quinn::SendStream, FrameReader<quinn::RecvStream>);
 
 async fn dial_handshake(
     hub: &Hub,

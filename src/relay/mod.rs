@@ -1,31 +1,47 @@
 //! The relay node at runtime (tokio + quinn): one QUIC endpoint for SDK
 //! clients and mesh peers, the admin HTTP server, the mesh dialers and the
-//! periodic tick, all stopped together by [`RunningNode::shutdown`].
+//! timer loop, all stopped together by [`RunningNode::shutdown`].
 //!
+//! Sans-IO (deterministic, unit-tested, driven with a monotonic `now`):
 //! - [`policy`]: the policy snapshot (validated fleet, keys, geo).
-//! - [`admission`]: the sans-IO admission checks.
-//! - [`plane`]: the sans-IO mesh control plane (channel directory, routes).
-//! - [`hub`]: the node's shared state and the per-track fast path.
+//! - [`admission`]: the admission checks of a client.
+//! - [`plane`]: the mesh control plane (link state, announcements, routes).
+//! - [`directory`]: the local channel directory (ownership, subscribers,
+//!   what each subscriber was told).
+//! - [`routes`]: the media fast path (route table, forwarding, rebuild).
+//! - [`core`]: one node's relay logic over the three, behind the
+//!   [`core::Control`] trait for connections.
 //! - [`fanout`]: bounded drop-oldest queues and per-app counters.
 //! - [`quality`]: interarrival jitter of publishers' media.
+//!
+//! Drivers (tokio + quinn):
+//! - [`hub`]: the node's shared state: a mutex around the core, the clock,
+//!   metrics and metadata.
+//! - [`transport`]: what the relay needs from a client connection (native
+//!   QUIC, WebTransport, WebSocket).
+//! - [`writers`]: the tasks that drain a receiver's queues into its
+//!   connection.
 //! - [`session`]: one client connection.
 //! - [`mesh`]: mesh links.
-//! - [`stream`]: control-stream IO.
 
 pub mod admission;
+pub mod core;
+pub mod directory;
 pub mod fanout;
 pub mod hub;
 pub mod mesh;
 pub mod plane;
 pub mod policy;
 pub mod quality;
+pub mod routes;
 pub mod session;
-pub mod stream;
+pub mod transport;
+pub mod writers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
@@ -40,9 +56,6 @@ use crate::tls::{FleetPki, TransportKind};
 
 use self::hub::Hub;
 use self::policy::{Policy, PolicyError};
-
-/// How often each node retries failed routes and refreshes RTTs.
-pub const TICK: Duration = Duration::from_millis(250);
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -239,7 +252,7 @@ impl RunningNode {
                 shutdown_rx.clone(),
             ));
         }
-        tasks.spawn(tick_loop(Arc::clone(&hub), shutdown_rx.clone()));
+        tasks.spawn(timer_loop(Arc::clone(&hub), shutdown_rx.clone()));
         let introspect = Arc::new(Introspect {
             hub: Arc::clone(&hub),
             reloader: options.reloader.clone(),
@@ -276,8 +289,8 @@ impl RunningNode {
             ErrorCode::ShuttingDown,
             "this node is shutting down; reconnect elsewhere",
         );
-        let deadline = Instant::now() + drain;
-        while self.hub.session_count() > 0 && Instant::now() < deadline {
+        let deadline = crate::clock::monotonic_now() + drain;
+        while self.hub.session_count() > 0 && crate::clock::monotonic_now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tracing::info!(node = %self.hub.me(), sessions, "node drained");
@@ -328,7 +341,7 @@ async fn accept_loop(
         let hub = Arc::clone(&hub);
         let limits = limits.clone();
         tokio::spawn(async move {
-            let started = Instant::now();
+            let started = crate::clock::monotonic_now();
             let Ok(conn) = incoming.await else {
                 return;
             };
@@ -348,12 +361,14 @@ async fn accept_loop(
     }
 }
 
-async fn tick_loop(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(TICK);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Runs the hub's timers: sleeps until the plane's next deadline
+/// ([`Hub::poll_timeout`]), or until an input moved it, then ticks.
+async fn timer_loop(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
     loop {
+        let deadline = tokio::time::Instant::from_std(hub.poll_timeout());
         tokio::select! {
-            _ = interval.tick() => hub.tick(),
+            _ = tokio::time::sleep_until(deadline) => hub.tick(),
+            _ = hub.deadline_moved() => {}
             _ = shutdown.changed() => return,
         }
     }

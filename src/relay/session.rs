@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -15,15 +16,17 @@ use crate::config::Limits;
 use crate::error::ErrorCode;
 use crate::ids::AppId;
 use crate::metadata::{EventKind, GeofenceDecision, SessionRole};
+use crate::wire::stream::{FrameReader, Outbound, StreamError, run_control_writer};
 use crate::wire::{AnnounceOk, ErrorFrame, Frame, MessageDecoder, Welcome};
 
-use super::admission::{AdmissionRequest, Refusal, admit};
-use super::fanout::{
-    AppCounters, DatagramQueue, DropReason, MessageQueue, run_datagram_writer, run_message_writer,
-};
-use super::hub::{CONTROL_QUEUE, Hub, Outbound, SessionEntry, targets_to_wire};
+use super::admission::{AdmissionRequest, Refusal, admit, targets_to_wire};
+use super::core::SessionEntry;
+use super::fanout::{AppCounters, DatagramQueue, DropReason, MessageQueue};
+use super::hub::{CONTROL_QUEUE, Hub};
 use super::quality::JitterMeter;
-use super::stream::{FrameReader, StreamError, run_control_writer};
+use super::routes::{Forwarded, Receiver, Sender};
+use super::transport::{QueuedControl, SessionTransport};
+use super::writers::{run_datagram_writer, run_message_writer};
 
 /// How long a client has to open its control stream and send `HELLO`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,12 +38,16 @@ const MAX_ANNOUNCES: usize = 4096;
 /// How many reliable messages may wait for one subscriber.
 const MESSAGE_QUEUE: usize = 1024;
 
-/// Serves one client connection until it closes.
-pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) {
+/// Serves one client connection, on any transport, until it closes.
+pub async fn run_client<T: SessionTransport + std::fmt::Debug>(
+    hub: Arc<Hub>,
+    conn: T,
+    limits: Limits,
+) {
     let conn_id = conn.stable_id();
     let span = tracing::info_span!("conn", id = conn_id, app = tracing::field::Empty, region = %hub.region());
     async move {
-        let Ok(Ok((send, recv))) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await
+        let Ok(Ok((send, recv))) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_control()).await
         else {
             conn.close(code(ErrorCode::ProtocolViolation), b"no control stream");
             return;
@@ -75,14 +82,6 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
             }
         };
         tracing::Span::current().record("app", hello.app.as_str());
-        if hub.session_count() >= limits.max_sessions {
-            let refusal = Refusal::plain(
-                ErrorCode::LimitExceeded,
-                "this node is at its session limit",
-            );
-            refuse(&hub, &control, None, refusal);
-            return;
-        }
         let policy = hub.policy();
         let request = AdmissionRequest {
             version: hello.version,
@@ -115,17 +114,26 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
         ));
         let (messages, messages_rx) = MessageQueue::new(MESSAGE_QUEUE, Arc::clone(&hub.drops));
         let traffic = Arc::new(AppCounters::default());
-        let session = hub.add_session(SessionEntry {
+        let entry = SessionEntry {
             app: app.clone(),
             channel: admitted.claims.channel.clone(),
             user: admitted.claims.user.clone(),
             can_publish: admitted.claims.role == crate::auth::Role::Publish,
             client_region: admitted.client_region.clone(),
             client_country: admitted.country,
-            control: control.clone(),
-            datagrams: Arc::clone(&datagrams),
-            messages,
-        });
+            control: Arc::new(QueuedControl::new(control.clone(), conn.clone())),
+            receiver: Receiver {
+                datagrams: Arc::clone(&datagrams),
+                messages,
+            },
+        };
+        let session = match hub.add_session(entry, limits.max_sessions) {
+            Ok(session) => session,
+            Err(refusal) => {
+                refuse(&hub, &control, Some(app), refusal);
+                return;
+            }
+        };
         hub.decide(&app, Some(session), GeofenceDecision::Admitted);
         let role = match admitted.claims.role {
             crate::auth::Role::Publish => SessionRole::Publish,
@@ -153,7 +161,7 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
                 },
             },
         );
-        let opened = tokio::time::Instant::now();
+        let opened = crate::clock::timer_now();
         tokio::spawn(run_datagram_writer(Arc::clone(&datagrams), conn.clone()));
         tokio::spawn(run_message_writer(
             messages_rx,
@@ -265,7 +273,7 @@ pub async fn run_client(hub: Arc<Hub>, conn: quinn::Connection, limits: Limits) 
             ) {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Leave) => {
-                    conn.close(0u32.into(), b"goodbye");
+                    conn.close(0, b"goodbye");
                     break;
                 }
                 Err(refusal) => {
@@ -347,15 +355,15 @@ type SharedJitter = Arc<Mutex<JitterMeter>>;
 /// Reads the client's media datagrams: each is parsed once, checked against
 /// the payload limit advertised in `WELCOME` (larger ones are dropped and
 /// counted as `too_large`), measured for jitter, and handed to the hub.
-async fn read_datagrams(
+async fn read_datagrams<T: SessionTransport>(
     hub: Arc<Hub>,
-    conn: quinn::Connection,
+    conn: T,
     session: u64,
     max_payload: usize,
     traffic: Arc<AppCounters>,
     jitter: SharedJitter,
 ) {
-    let started = tokio::time::Instant::now();
+    let started = crate::clock::timer_now();
     while let Ok(datagram) = conn.read_datagram().await {
         traffic.count_in(datagram.len());
         let Ok((header, header_len)) = crate::wire::MediaHeader::parse(&datagram) else {
@@ -369,16 +377,20 @@ async fn read_datagrams(
         let arrival_us = started.elapsed().as_micros() as u64;
         // Only tracks the session owns are measured: a client cannot grow
         // the estimator with made-up track keys.
-        if hub.client_datagram(session, header.track, datagram) {
+        if hub
+            .routes()
+            .client_datagram(session, header.track, datagram)
+            == Forwarded::Yes
+        {
             let mut meter = jitter.lock().unwrap_or_else(|e| e.into_inner());
             meter.observe(header.track, header.timestamp_us, arrival_us);
         }
     }
 }
 
-async fn read_message_streams(
+async fn read_message_streams<T: SessionTransport>(
     hub: Arc<Hub>,
-    conn: quinn::Connection,
+    conn: T,
     session: u64,
     max_len: usize,
     traffic: Arc<AppCounters>,
@@ -391,7 +403,8 @@ async fn read_message_streams(
             max_len,
             move |track, payload| {
                 traffic.count_in(payload.len());
-                hub.message(Some(session), None, track, payload)
+                hub.routes()
+                    .message(Sender::Session(session), track, payload);
             },
         ));
     }
@@ -409,9 +422,9 @@ struct Meters {
     jitter: SharedJitter,
 }
 
-async fn sample_quality(
+async fn sample_quality<T: SessionTransport>(
     hub: Arc<Hub>,
-    conn: quinn::Connection,
+    conn: T,
     app: AppId,
     session: u64,
     meters: Meters,
@@ -426,7 +439,7 @@ async fn sample_quality(
     interval.tick().await;
     let mut last_in = traffic.snapshot();
     let mut last_out = datagrams.sent.snapshot();
-    let mut last_path = conn.stats().path;
+    let mut last_path = conn.path();
     let mut last_drops: Vec<u64> = DropReason::ALL
         .iter()
         .map(|r| datagrams.drops.get(*r))
@@ -435,7 +448,7 @@ async fn sample_quality(
         interval.tick().await;
         let now_in = traffic.snapshot();
         let now_out = datagrams.sent.snapshot();
-        let path = conn.stats().path;
+        let path = conn.path();
         let sent = path.sent_packets.saturating_sub(last_path.sent_packets);
         let lost = path.lost_packets.saturating_sub(last_path.lost_packets);
         let seconds = every.as_secs_f64();
@@ -462,7 +475,7 @@ async fn sample_quality(
                     as u64,
                 bitrate_out_bps: ((now_out.bytes_out - last_out.bytes_out) as f64 * 8.0 / seconds)
                     as u64,
-                rtt_ms: conn.rtt().as_secs_f64() * 1000.0,
+                rtt_ms: path.rtt.as_secs_f64() * 1000.0,
                 jitter_ms: jitter
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -478,13 +491,14 @@ async fn sample_quality(
 }
 
 /// Reads one message stream and hands each message to `deliver`.
-pub async fn read_messages(
-    mut recv: quinn::RecvStream,
-    conn: quinn::Connection,
+pub async fn read_messages<T: SessionTransport>(
+    mut recv: T::RecvStream,
+    conn: T,
     max_len: usize,
     deliver: impl Fn(u64, &[u8]),
 ) {
     let mut decoder = MessageDecoder::new(max_len);
+    let mut chunk = bytes::BytesMut::with_capacity(64 * 1024);
     loop {
         loop {
             match decoder.next_message() {
@@ -498,8 +512,9 @@ pub async fn read_messages(
                 }
             }
         }
-        match recv.read_chunk(64 * 1024, true).await {
-            Ok(Some(chunk)) => decoder.push(&chunk.bytes),
+        chunk.clear();
+        match recv.read_buf(&mut chunk).await {
+            Ok(n) if n > 0 => decoder.push(&chunk),
             _ => return,
         }
     }
@@ -539,6 +554,6 @@ fn refuse(
     close(control, refusal_frame(&refusal));
 }
 
-fn code(code: ErrorCode) -> quinn::VarInt {
-    quinn::VarInt::from_u64(code.to_wire()).unwrap_or(quinn::VarInt::from_u32(0))
+fn code(code: ErrorCode) -> u32 {
+    u32::try_from(code.to_wire()).unwrap_or(0)
 }

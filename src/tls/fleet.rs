@@ -13,7 +13,7 @@ use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::{DevCa, NodeIdentity, TlsError, fingerprint_sha256, names_node};
+use super::{CertValidity, DevCa, NodeIdentity, TlsError, fingerprint_sha256, names_node};
 use crate::config::Fleet;
 use crate::ids::NodeId;
 
@@ -67,16 +67,25 @@ impl FleetPki {
                     let ip = fleet.nodes.get(node).map(|n| n.listen.ip());
                     (node.clone(), ip)
                 });
-                Self::generate(nodes)
+                Self::generate_with(nodes, CertValidity::from_config(&fleet.tls))
             }
         }
     }
 
-    /// A fresh dev CA and an in-memory identity for each `(node, listen ip)`.
+    /// A fresh dev CA and an in-memory identity for each `(node, listen ip)`,
+    /// with the default [`CertValidity`].
     pub fn generate(
         nodes: impl IntoIterator<Item = (NodeId, Option<std::net::IpAddr>)>,
     ) -> Result<FleetPki, TlsError> {
-        let ca = DevCa::generate()?;
+        Self::generate_with(nodes, CertValidity::default())
+    }
+
+    /// [`FleetPki::generate`] with certificates valid for `validity`.
+    pub fn generate_with(
+        nodes: impl IntoIterator<Item = (NodeId, Option<std::net::IpAddr>)>,
+        validity: CertValidity,
+    ) -> Result<FleetPki, TlsError> {
+        let ca = DevCa::generate_with(Arc::new(crate::clock::SystemClock), validity)?;
         let mut identities = BTreeMap::new();
         for (node, ip) in nodes {
             let identity = ca.issue_node_with_ip(&node, ip)?;

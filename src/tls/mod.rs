@@ -18,6 +18,7 @@
 
 mod dev_ca;
 mod fleet;
+mod reload;
 mod transport;
 
 use std::fmt;
@@ -29,9 +30,13 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 
-pub use dev_ca::DevCa;
+pub use dev_ca::{CLOCK_SKEW, CertValidity, DevCa};
 pub use fleet::FleetPki;
-pub use transport::{TransportKind, TransportLimits, transport_config};
+pub use reload::{NodeTls, Rotation};
+pub use transport::{
+    TransportKind, TransportLimits, apply_handshake_limits, client_transport_config,
+    transport_config,
+};
 
 use crate::error::ErrorCode;
 use crate::ids::NodeId;
@@ -73,6 +78,9 @@ pub enum TlsError {
     /// The client-certificate verifier could not be built (e.g. empty roots).
     #[error("client certificate verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// The server-certificate verifier could not be built (e.g. empty roots).
+    #[error("server certificate verifier: {0}")]
+    ServerVerifier(#[source] rustls::server::VerifierBuilderError),
     /// The provider lacks the cipher suite QUIC needs for Initial packets.
     #[error("QUIC crypto: {0}")]
     Quic(#[from] NoInitialCipherSuite),
@@ -92,6 +100,9 @@ pub enum TlsError {
     /// The peer's certificate could not be parsed.
     #[error("peer certificate: {0}")]
     BadPeerCertificate(webpki::Error),
+    /// The wall clock reads a time no certificate can start at.
+    #[error("the system clock is outside the range of certificate dates")]
+    ClockOutOfRange,
 }
 
 impl TlsError {

@@ -1,10 +1,14 @@
 //! QUIC transport parameters for the two kinds of connection: SDK clients and
-//! mesh links between nodes. Every buffer is bounded (quinn's default
-//! connection receive window is unbounded).
+//! mesh links between nodes, and the endpoint's handshake backlog. Every
+//! buffer is bounded (quinn's default connection receive window is
+//! unbounded). Client connections take their limits from `[limits]`
+//! ([`TransportLimits::for_clients`]); mesh links use fixed limits.
 
 use std::time::Duration;
 
 use quinn::{IdleTimeout, TransportConfig, VarInt};
+
+use crate::config::Limits;
 
 /// Which side of the relay a connection serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,29 +47,16 @@ pub struct TransportLimits {
 }
 
 impl TransportLimits {
-    /// The limits of `kind`.
+    /// The limits of `kind`, clients with the default `[limits]`.
     ///
-    /// Clients: one control stream plus a few message streams; 256 KiB of
-    /// datagrams is about 200 packets of 1,200 bytes, one second of video at
-    /// 200 pps, beyond which stale media is worth less than fresh. A 10 s idle
-    /// timeout with 1 s keep-alives tolerates a lossy mobile link.
+    /// Clients: see [`TransportLimits::for_clients`].
     ///
     /// Mesh: a link multiplexes every app and channel between two nodes, so
     /// windows are 4x larger and stream counts higher; 250 ms keep-alives and
     /// a 2 s idle timeout detect a dead node fast enough for failover.
-    pub const fn of(kind: TransportKind) -> TransportLimits {
+    pub fn of(kind: TransportKind) -> TransportLimits {
         match kind {
-            TransportKind::Client => TransportLimits {
-                stream_receive_window: 1 << 20,
-                receive_window: 4 << 20,
-                send_window: 4 << 20,
-                max_bidi_streams: 16,
-                max_uni_streams: 64,
-                datagram_receive_buffer: 256 << 10,
-                datagram_send_buffer: 256 << 10,
-                keep_alive: Duration::from_secs(1),
-                idle_timeout: Duration::from_secs(10),
-            },
+            TransportKind::Client => TransportLimits::for_clients(&Limits::default()),
             TransportKind::Mesh => TransportLimits {
                 stream_receive_window: 4 << 20,
                 receive_window: 16 << 20,
@@ -77,6 +68,28 @@ impl TransportLimits {
                 keep_alive: Duration::from_millis(250),
                 idle_timeout: Duration::from_secs(2),
             },
+        }
+    }
+
+    /// The limits of client connections under `[limits]`: windows, stream
+    /// counts, datagram buffers, idle timeout and keep-alive as configured.
+    ///
+    /// The defaults: a control stream and one message stream (two of each
+    /// kind more under WebTransport's HTTP/3); 256 KiB of datagrams is about
+    /// 200 packets of 1,200 bytes, one second of video at 200 pps, beyond
+    /// which stale media is worth less than fresh. A 10 s idle timeout with
+    /// 1 s keep-alives tolerates a lossy mobile link.
+    pub fn for_clients(limits: &Limits) -> TransportLimits {
+        TransportLimits {
+            stream_receive_window: limits.stream_receive_window_bytes,
+            receive_window: limits.connection_receive_window_bytes,
+            send_window: u64::from(limits.send_window_bytes),
+            max_bidi_streams: limits.max_bidi_streams,
+            max_uni_streams: limits.max_uni_streams,
+            datagram_receive_buffer: limits.datagram_receive_buffer_bytes,
+            datagram_send_buffer: limits.datagram_send_buffer_bytes,
+            keep_alive: Duration::from_millis(limits.keep_alive_ms),
+            idle_timeout: Duration::from_millis(limits.idle_timeout_ms),
         }
     }
 
@@ -102,6 +115,24 @@ pub fn transport_config(kind: TransportKind) -> TransportConfig {
     TransportLimits::of(kind).to_transport_config()
 }
 
+/// The quinn transport config of client connections under `limits`.
+pub fn client_transport_config(limits: &Limits) -> TransportConfig {
+    TransportLimits::for_clients(limits).to_transport_config()
+}
+
+/// Bounds the handshake backlog of a node's server config: handshakes held
+/// before the accept loop decides on them (`max_incoming`), bytes buffered
+/// per pending handshake and in total, and the Retry token lifetime.
+/// Address validation itself (when to send a Retry) is the accept loop's
+/// decision: see `crate::gate`.
+pub fn apply_handshake_limits(config: &mut quinn::ServerConfig, limits: &Limits) {
+    config
+        .max_incoming(limits.max_incoming)
+        .incoming_buffer_size(limits.incoming_buffer_size)
+        .incoming_buffer_size_total(limits.incoming_buffer_size_total)
+        .retry_token_lifetime(Duration::from_millis(limits.retry_token_lifetime_ms));
+}
+
 fn idle_timeout(timeout: Duration) -> IdleTimeout {
     let millis = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
     IdleTimeout::from(VarInt::from_u32(millis))
@@ -124,5 +155,78 @@ mod tests {
         }
         assert!(mesh.idle_timeout < client.idle_timeout);
         assert!(mesh.keep_alive < client.keep_alive);
+    }
+
+    fn configured() -> Limits {
+        Limits {
+            stream_receive_window_bytes: 100_000,
+            connection_receive_window_bytes: 300_000,
+            send_window_bytes: 400_000,
+            max_bidi_streams: 1,
+            max_uni_streams: 3,
+            datagram_receive_buffer_bytes: 50_000,
+            datagram_send_buffer_bytes: 60_000,
+            idle_timeout_ms: 7000,
+            keep_alive_ms: 700,
+            max_incoming: 77,
+            incoming_buffer_size: 12_345,
+            incoming_buffer_size_total: 678_910,
+            retry_token_lifetime_ms: 3000,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn the_client_transport_config_carries_the_configured_limits() {
+        // quinn keeps its fields private; its Debug output names each one.
+        let printed = format!("{:?}", client_transport_config(&configured()));
+        for expected in [
+            "max_concurrent_bidi_streams: 1,",
+            "max_concurrent_uni_streams: 3,",
+            "max_idle_timeout: Some(7000)",
+            "stream_receive_window: 100000,",
+            "receive_window: 300000,",
+            "send_window: 400000,",
+            "keep_alive_interval: Some(700ms)",
+            "datagram_receive_buffer_size: Some(50000)",
+            "datagram_send_buffer_size: 60000,",
+        ] {
+            assert!(printed.contains(expected), "{expected} in {printed}");
+        }
+    }
+
+    #[test]
+    fn the_default_client_limits_grant_only_the_streams_the_protocol_uses() {
+        let limits = TransportLimits::of(TransportKind::Client);
+        assert_eq!((limits.max_bidi_streams, limits.max_uni_streams), (2, 4));
+        assert_eq!(limits.receive_window, 1 << 20);
+        assert_eq!(limits, TransportLimits::for_clients(&Limits::default()));
+    }
+
+    #[test]
+    fn the_server_config_carries_the_handshake_backlog_limits() {
+        let pki = crate::tls::FleetPki::generate([(crate::ids::NodeId::new("node-a"), None)])
+            .expect("pki");
+        let identity = pki
+            .identity(&crate::ids::NodeId::new("node-a"))
+            .expect("identity");
+        let limits = configured();
+        let mut config = crate::tls::server_config(
+            &identity,
+            pki.roots.clone(),
+            std::sync::Arc::new(client_transport_config(&limits)),
+        )
+        .expect("server config");
+        apply_handshake_limits(&mut config, &limits);
+        let printed = format!("{config:?}");
+        for expected in [
+            "retry_token_lifetime: 3s",
+            "max_incoming: 77,",
+            "incoming_buffer_size: 12345,",
+            "incoming_buffer_size_total: 678910",
+            "max_concurrent_uni_streams: 3,",
+        ] {
+            assert!(printed.contains(expected), "{expected} in {printed}");
+        }
     }
 }

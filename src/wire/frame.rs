@@ -54,6 +54,8 @@ pub mod frame_type {
     pub const MESH_UNSUBSCRIBE: u64 = 0x24;
     /// Node ↔ node: a mesh subscription failed.
     pub const MESH_SUBSCRIBE_ERROR: u64 = 0x25;
+    /// Node ↔ node: a mesh subscription is established up to the origin.
+    pub const MESH_SUBSCRIBE_OK: u64 = 0x26;
 }
 
 /// The name of a frame type, or `None` for a type this version does not know.
@@ -78,6 +80,7 @@ pub fn type_name(frame_type: u64) -> Option<&'static str> {
         MESH_SUBSCRIBE => "MESH_SUBSCRIBE",
         MESH_UNSUBSCRIBE => "MESH_UNSUBSCRIBE",
         MESH_SUBSCRIBE_ERROR => "MESH_SUBSCRIBE_ERROR",
+        MESH_SUBSCRIBE_OK => "MESH_SUBSCRIBE_OK",
         _ => return None,
     })
 }
@@ -317,7 +320,7 @@ pub struct MeshSubscribe {
     pub path: Vec<String>,
 }
 
-/// A channel at its origin node (`MESH_UNSUBSCRIBE`).
+/// A channel at its origin node (`MESH_UNSUBSCRIBE`, `MESH_SUBSCRIBE_OK`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChannelRef {
     /// App id.
@@ -399,6 +402,8 @@ pub enum Frame {
     MeshUnsubscribe(ChannelRef),
     /// `MESH_SUBSCRIBE_ERROR` (node).
     MeshSubscribeError(MeshSubscribeError),
+    /// `MESH_SUBSCRIBE_OK` (node).
+    MeshSubscribeOk(ChannelRef),
 }
 
 impl Frame {
@@ -424,6 +429,7 @@ impl Frame {
             Frame::MeshSubscribe(_) => MESH_SUBSCRIBE,
             Frame::MeshUnsubscribe(_) => MESH_UNSUBSCRIBE,
             Frame::MeshSubscribeError(_) => MESH_SUBSCRIBE_ERROR,
+            Frame::MeshSubscribeOk(_) => MESH_SUBSCRIBE_OK,
         }
     }
 
@@ -453,7 +459,8 @@ impl Frame {
             | Frame::ChannelAnnounce(_)
             | Frame::MeshSubscribe(_)
             | Frame::MeshUnsubscribe(_)
-            | Frame::MeshSubscribeError(_) => Sender::Node,
+            | Frame::MeshSubscribeError(_)
+            | Frame::MeshSubscribeOk(_) => Sender::Node,
         }
     }
 
@@ -568,7 +575,7 @@ impl Frame {
                     w.string("path.node", node, MAX_NAME_LEN);
                 });
             }
-            Frame::MeshUnsubscribe(channel) => {
+            Frame::MeshUnsubscribe(channel) | Frame::MeshSubscribeOk(channel) => {
                 write_channel(w, &channel.app, &channel.channel, &channel.origin);
             }
             Frame::MeshSubscribeError(error) => {
@@ -761,6 +768,7 @@ fn read_body(frame_type: u64, r: &mut Reader<'_>) -> Result<Frame, WireError> {
             })
         }
         MESH_UNSUBSCRIBE => Frame::MeshUnsubscribe(read_channel(r)?),
+        MESH_SUBSCRIBE_OK => Frame::MeshSubscribeOk(read_channel(r)?),
         MESH_SUBSCRIBE_ERROR => {
             let channel = read_channel(r)?;
             Frame::MeshSubscribeError(MeshSubscribeError {

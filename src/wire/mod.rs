@@ -1,6 +1,7 @@
 //! The `georelay/1` (client ↔ relay) and `georelay-mesh/1` (node ↔ node) wire
-//! codecs, sans-IO: bytes in, typed values out, and back. The relay and the
-//! client SDK do the IO with quinn; nothing here touches a socket or a clock.
+//! codecs: bytes in, typed values out, and back, and the framing of control
+//! streams that the relay and the client SDK share. Nothing here touches a
+//! socket or a clock; [`stream`] reads and writes any async byte stream.
 //!
 //! The byte-level specification is `docs/PROTOCOL.md`; this module is its
 //! reference implementation, and a test decodes the spec's hex examples.
@@ -9,6 +10,8 @@
 //! - [`frame`]: control-stream frames ([`Frame`], [`FrameDecoder`]).
 //! - [`media`]: the media datagram header ([`MediaHeader`]) and the framing of
 //!   reliable data messages ([`encode_message`], [`MessageDecoder`]).
+//! - [`stream`]: control-stream IO over any async byte stream
+//!   ([`stream::FrameReader`], the control writer, the close handshake).
 //!
 //! Every decoder is strictly bounded: a malformed or oversize input yields a
 //! [`WireError`] naming the problem, never a panic and never an allocation
@@ -16,6 +19,7 @@
 
 pub mod frame;
 pub mod media;
+pub mod stream;
 pub mod varint;
 
 mod codec;

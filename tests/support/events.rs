@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use georelay::client::{Client, Event};
-use georelay::wire::TrackInfo;
+use georelay::wire::{SubscriptionStatus, TrackInfo};
 
 /// Waits for the next event matching `pick`, up to `limit`.
 pub async fn next_matching<T>(
@@ -15,7 +15,7 @@ pub async fn next_matching<T>(
     limit: Duration,
     mut pick: impl FnMut(Event) -> Option<T>,
 ) -> Option<T> {
-    let deadline = tokio::time::Instant::now() + limit;
+    let deadline = georelay::clock::timer_now() + limit;
     loop {
         let event = tokio::time::timeout_at(deadline, client.events().next())
             .await
@@ -36,11 +36,47 @@ pub async fn track_added(client: &mut Client) -> TrackInfo {
     .expect("a TRACK_ADDED within 5 s")
 }
 
+/// The next `SUBSCRIPTION_STATE active` (the media path to the publishers'
+/// nodes is established), within 5 s.
+pub async fn active(client: &mut Client) {
+    next_matching(client, Duration::from_secs(5), |e| match e {
+        Event::State(state) if state.state == SubscriptionStatus::Active => Some(()),
+        _ => None,
+    })
+    .await
+    .expect("SUBSCRIPTION_STATE active within 5 s")
+}
+
+/// A `TRACK_ADDED`, then `SUBSCRIPTION_STATE active`: media sent from now on
+/// reaches the subscriber.
+pub async fn track_ready(client: &mut Client) -> TrackInfo {
+    let info = track_added(client).await;
+    active(client).await;
+    info
+}
+
+/// Polls `done` every 10 ms until it holds; panics after `limit` with
+/// `what`.
+pub async fn until<F: std::future::Future<Output = bool>>(
+    limit: Duration,
+    what: &str,
+    mut done: impl FnMut() -> F,
+) {
+    let deadline = georelay::clock::timer_now() + limit;
+    while !done().await {
+        assert!(
+            georelay::clock::timer_now() < deadline,
+            "not within {limit:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The distinct sequence numbers of `track`'s media that arrive within
 /// `window`.
 pub async fn media_seqs(client: &mut Client, track: u64, window: Duration) -> BTreeSet<u64> {
     let mut seen = BTreeSet::new();
-    let deadline = tokio::time::Instant::now() + window;
+    let deadline = georelay::clock::timer_now() + window;
     while let Ok(Some(event)) = tokio::time::timeout_at(deadline, client.events().next()).await {
         if let Event::Media { header, .. } = event {
             if header.track == track {
@@ -53,7 +89,7 @@ pub async fn media_seqs(client: &mut Client, track: u64, window: Duration) -> BT
 
 /// How many media events of any track arrive within `window`.
 pub async fn media_within(client: &mut Client, window: Duration) -> usize {
-    let deadline = tokio::time::Instant::now() + window;
+    let deadline = georelay::clock::timer_now() + window;
     let mut count = 0;
     while let Ok(Some(event)) = tokio::time::timeout_at(deadline, client.events().next()).await {
         if matches!(event, Event::Media { .. }) {

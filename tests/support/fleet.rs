@@ -198,13 +198,13 @@ impl TestFleet {
             reloader: None,
         };
         // The killed node's sockets may take a moment to be released.
-        for _ in 0..50 {
+        for _ in 0..250 {
             match georelay::relay::RunningNode::start(options.clone()).await {
                 Ok(running) => {
                     self.fleet.nodes.push(running);
                     return;
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
         panic!("{node} could not be restarted within 5 s");
@@ -229,7 +229,7 @@ impl TestFleet {
             .iter()
             .map(|n| n.hub.me().to_string())
             .collect();
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = georelay::clock::timer_now() + limit;
         loop {
             let ready = self.fleet.nodes.iter().all(|n| {
                 n.hub
@@ -238,12 +238,10 @@ impl TestFleet {
                     .all(|peer| !running.iter().any(|r| r == peer.as_str()))
             });
             if ready {
-                // Let link state flood one more round.
-                tokio::time::sleep(Duration::from_millis(300)).await;
                 return;
             }
             assert!(
-                tokio::time::Instant::now() < deadline,
+                georelay::clock::timer_now() < deadline,
                 "mesh did not come up in {limit:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -19,6 +19,9 @@ use super::fleet::{COUNTRIES, FleetSpec, NODES, config_text, free_prefix};
 /// The `georelay` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_georelay");
 
+/// libfaketime from Debian's `faketime` package (`.ci/run` installs it).
+pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
 /// A configured fleet directory and its serving processes.
 pub struct ServedFleet {
     /// The working directory (config, logs, metadata, certs).
@@ -88,8 +91,22 @@ impl ServedFleet {
     }
 
     fn spawn(&mut self, name: &str, args: &[&str], log_level: &str) {
+        self.spawn_with_env(name, args, log_level, &[]);
+    }
+
+    fn spawn_with_env(
+        &mut self,
+        name: &str,
+        args: &[&str],
+        log_level: &str,
+        env: &[(&str, std::ffi::OsString)],
+    ) {
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).expect("log");
-        let child = Command::new(BIN)
+        // GEORELAY_TEST_BIN runs the served tests against another build
+        // (e.g. an older commit, to show that a test catches a regression).
+        let bin = std::env::var_os("GEORELAY_TEST_BIN").unwrap_or_else(|| BIN.into());
+        let child = Command::new(bin)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .args(args)
             .args(["--config", "regions.toml"])
             .current_dir(self.dir.path())
@@ -112,6 +129,20 @@ impl ServedFleet {
         for node in nodes {
             self.spawn(node, &["serve", "--node", node], log_level);
         }
+    }
+
+    /// Starts one `serve --node` process whose wall clock is libfaketime's
+    /// offset in `offset_file` (re-read on every clock read, so the test
+    /// steps the clock by rewriting the file); its monotonic clock is real.
+    pub fn serve_node_with_faked_wall_clock(&mut self, node: &str, offset_file: &Path) {
+        let env = [
+            ("LD_PRELOAD", FAKETIME_LIB.into()),
+            ("FAKETIME_TIMESTAMP_FILE", offset_file.into()),
+            ("FAKETIME_NO_CACHE", "1".into()),
+            ("DONT_FAKE_MONOTONIC", "1".into()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
+        ];
+        self.spawn_with_env(node, &["serve", "--node", node], "info", &env);
     }
 
     /// The pid of a serving process (`serve`, or a node id).
@@ -140,13 +171,13 @@ impl ServedFleet {
             .find(|(n, _)| n == name)
             .expect("running process")
             .1;
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = georelay::clock::timer_now() + limit;
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
                 return status;
             }
             assert!(
-                tokio::time::Instant::now() < deadline,
+                georelay::clock::timer_now() < deadline,
                 "{name} did not exit within {limit:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -322,9 +353,9 @@ impl ServedFleet {
     }
 
     /// A subscriber on `to` and a publisher on `from` of `app`/`channel`,
-    /// once the subscriber has seen the publisher's track (plus 300 ms for
-    /// the subscription to settle along the path). Returns (publisher,
-    /// track, subscriber).
+    /// once the subscriber has seen the publisher's track and its
+    /// subscription is `active` (the path is established). Returns
+    /// (publisher, track, subscriber).
     pub async fn pub_sub(
         &self,
         app: &str,
@@ -352,8 +383,7 @@ impl ServedFleet {
             .announce(TrackKind::Video, false, "cam")
             .await
             .expect("announce");
-        super::events::track_added(&mut subscriber).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        super::events::track_ready(&mut subscriber).await;
         (publisher, track, subscriber)
     }
 

@@ -1,18 +1,23 @@
-//! A deterministic simulated network for the mesh control plane, in the
-//! style of quinn-proto's test `Pair`: one [`Plane`] per node, simulated
-//! time, an in-order queue of in-flight [`PeerMsg`]s per directed link, and
-//! no sockets, tokio or quinn.
+//! A deterministic simulated network of relay nodes, in the style of
+//! quinn-proto's test `Pair`: one real [`NodeCore`] per node (the relay's
+//! plane, channel directory and route table, exactly as `serve` runs them),
+//! simulated time, an in-order queue of in-flight mesh messages per directed
+//! link, and no sockets, tokio or quinn.
 //!
-//! [`Mesh`] drives the planes exactly as the relay's mesh driver does: it
-//! calls `peer_up`/`peer_down` on both ends when a link changes, delivers
-//! every `Action::Send` over the link after the link's one-way latency, and
-//! calls `tick` on every live node every [`TICK_MS`]. It records every
-//! message it delivered, with the policy in force when it was sent, so tests
-//! can prove that an app's control data never reached a disallowed node.
+//! [`Mesh`] drives the cores as the relay's drivers do: it calls
+//! `peer_up`/`peer_down` on both ends when a link changes, carries every
+//! control frame a core writes to a peer over the link after the link's
+//! one-way latency (decoded back with the real frame conversion), and ticks
+//! every live node whose `poll_timeout` has passed, checking every
+//! [`TICK_MS`]. Clients are real sessions of the cores (one publisher and
+//! one subscriber session per node and channel). It records every message
+//! it delivered, with the policy in force when it was sent, so tests can
+//! prove that an app's control data never reached a disallowed node.
 //!
-//! Media is modelled from the planes' forwarding tables ([`Mesh::media`]): a
-//! packet starts at its origin, is copied to each downstream peer, and a node
-//! accepts it only from its upstream for that origin, as the relay does.
+//! Media goes through the real fast path ([`Mesh::media`]): a datagram
+//! enters the origin's route table from its publisher session, every copy a
+//! route table queues for a peer is handed to that peer's route table, and a
+//! subscriber session is served when a copy lands in its queue.
 //!
 //! ```ignore
 //! let mut mesh = Mesh::new(&toml_text);
@@ -27,15 +32,25 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use std::sync::Mutex;
+
+use bytes::BytesMut;
 use georelay::config::Fleet;
+use georelay::error::ErrorCode;
 use georelay::ids::{AppId, NodeId};
-use georelay::relay::plane::{Action, ChannelKey, Forwarding, PeerMsg, Plane};
+use georelay::relay::core::{Control, CoreEvent, NodeCore, PeerEntry, SessionEntry};
+use georelay::relay::fanout::{DatagramQueue, DropCounters, MessageQueue, Queued};
+use georelay::relay::plane::{ChannelKey, Forwarding, PeerMsg, Plane, RouteOutcome};
 use georelay::relay::policy::Policy;
+use georelay::relay::routes::{AppCounterSet, Forwarded, Receiver, RouteTable};
 use georelay::routing::{AllowedRegions, Topology};
-use georelay::wire::{TrackInfo, TrackKind};
+use georelay::wire::stream::Outbound;
+use georelay::wire::{Announce, Frame, MediaHeader, TrackKind};
 
-/// How often every node's `tick` runs (the relay's `relay::TICK`).
+/// How often the simulated drivers wake up: each node whose
+/// `Plane::poll_timeout` has passed is ticked then.
 pub const TICK_MS: u64 = 250;
 /// The simulated wall clock starts here (a Unix time in ms, as the relay's
 /// clock reports), so link-state sequence numbers look like production ones.
@@ -60,13 +75,7 @@ pub fn channel(app: &str, name: &str) -> ChannelKey {
 
 /// The app a control message concerns; `None` for link state.
 pub fn app_of(msg: &PeerMsg) -> Option<&AppId> {
-    match msg {
-        PeerMsg::LinkState { .. } => None,
-        PeerMsg::Announce { key, .. }
-        | PeerMsg::Subscribe { key, .. }
-        | PeerMsg::Unsubscribe { key, .. }
-        | PeerMsg::SubscribeError { key, .. } => Some(&key.0),
-    }
+    msg.app()
 }
 
 /// Whether a receiver under `policy` must refuse the delivery: the app is
@@ -83,6 +92,17 @@ pub fn must_refuse(policy: &Policy, delivery: &Delivery) -> bool {
             PeerMsg::Subscribe { .. } => not_allowed(&delivery.from),
             _ => false,
         }
+}
+
+/// The relay track key of a test's track number `track` in channel `key`.
+/// Keys index a node's route table whatever the channel (the relay draws
+/// them at random), so the harness keeps each channel's numbers apart.
+pub fn track_key(key: &ChannelKey, track: u64) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.0.as_str().bytes().chain([0]).chain(key.1.bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    ((hash & 0xff_ffff_ffff) << 16) | (track & 0xffff)
 }
 
 /// Builds a policy from config text, panicking with every diagnostic.
@@ -129,7 +149,7 @@ pub struct Decision {
     /// The origin the route leads to.
     pub origin: NodeId,
     /// The chosen path or the reason there is none.
-    pub outcome: Result<Vec<NodeId>, String>,
+    pub outcome: RouteOutcome,
 }
 
 /// Why a run did not become quiet.
@@ -202,6 +222,121 @@ impl Media {
     }
 }
 
+/// A session of a simulated client: its control handle (which records what
+/// the core sends it) and its media queues.
+#[derive(Debug)]
+struct SimSession {
+    id: u64,
+    control: Arc<SimControl>,
+    datagrams: Arc<DatagramQueue>,
+    /// The message queue's receiving end, held so the queue stays open.
+    _messages: tokio::sync::mpsc::Receiver<Queued>,
+}
+
+/// What one node's clients do in one channel: a publisher session with
+/// its tracks, and whether a subscriber session is there.
+#[derive(Debug, Default)]
+struct ChannelClients {
+    publisher: Option<SimSession>,
+    tracks: BTreeSet<u64>,
+    subscriber: Option<SimSession>,
+}
+
+/// A live node: its core and route table, its clients, and the handles
+/// and media queues of its peer links.
+struct SimNode {
+    core: NodeCore,
+    routes: Arc<RouteTable>,
+    drops: Arc<DropCounters>,
+    clients: BTreeMap<ChannelKey, ChannelClients>,
+    links: BTreeMap<NodeId, SimLink>,
+}
+
+/// This node's end of a live link: what its core writes to the peer.
+struct SimLink {
+    control: Arc<SimControl>,
+    datagrams: Arc<DatagramQueue>,
+    _messages: tokio::sync::mpsc::Receiver<Queued>,
+}
+
+/// A [`Control`] that records what the core sends instead of writing it to
+/// a connection: the harness carries peer frames over the simulated link
+/// and keeps session frames for tests to read.
+#[derive(Debug)]
+pub struct SimControl {
+    id: usize,
+    rtt: std::time::Duration,
+    sent: Mutex<Vec<Outbound>>,
+    frames: Mutex<Vec<Frame>>,
+    aborted: Mutex<Option<ErrorCode>>,
+}
+
+impl SimControl {
+    fn new(id: usize, rtt: std::time::Duration) -> Self {
+        Self {
+            id,
+            rtt,
+            sent: Mutex::new(Vec::new()),
+            frames: Mutex::new(Vec::new()),
+            aborted: Mutex::new(None),
+        }
+    }
+
+    /// What was queued since the last call.
+    fn take(&self) -> Vec<Outbound> {
+        std::mem::take(&mut *self.sent.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Every frame ever queued (sessions).
+    fn frames(&self) -> Vec<Frame> {
+        self.frames
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Control for SimControl {
+    fn send(&self, out: Outbound) -> bool {
+        if let Outbound::Frame(frame) = &out {
+            self.frames
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(frame.clone());
+        }
+        self.sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(out);
+        true
+    }
+
+    fn abort(&self, code: ErrorCode, _reason: &str) {
+        *self.aborted.lock().unwrap_or_else(|e| e.into_inner()) = Some(code);
+    }
+
+    fn connection_id(&self) -> usize {
+        self.id
+    }
+
+    fn rtt(&self) -> std::time::Duration {
+        self.rtt
+    }
+}
+
+/// Media queues as a receiver of a core's route table sees them.
+fn queues(drops: &Arc<DropCounters>) -> (Receiver, tokio::sync::mpsc::Receiver<Queued>) {
+    let datagrams = Arc::new(DatagramQueue::new(1024, Arc::clone(drops)));
+    let (messages, rx) = MessageQueue::new(64, Arc::clone(drops));
+    (
+        Receiver {
+            datagrams,
+            messages,
+        },
+        rx,
+    )
+}
+
 struct Flight {
     at_ms: u64,
     sent_ms: u64,
@@ -227,13 +362,18 @@ fn undirected(a: &NodeId, b: &NodeId) -> Link {
     }
 }
 
-/// N planes on simulated links: see the module docs.
+/// N relay cores on simulated links: see the module docs.
 pub struct Mesh {
     now_ms: u64,
     next_tick_ms: u64,
+    /// The monotonic instant of `START_MS`: cores see `base + (now - START)`.
+    base: Instant,
+    /// Per node, how far its wall clock is off the simulated time (ms; it
+    /// steps when a test says so). Cores read it only when they start.
+    wall_offset_ms: BTreeMap<NodeId, i64>,
     latency: bool,
     policies: Vec<Arc<Policy>>,
-    planes: BTreeMap<NodeId, Option<Plane>>,
+    nodes: BTreeMap<NodeId, Option<SimNode>>,
     /// Configured links (undirected, `a < b`) with their `rtt_ms`.
     configured: BTreeMap<Link, u64>,
     /// Links administratively cut by the test.
@@ -244,9 +384,9 @@ pub struct Mesh {
     clients: BTreeMap<NodeId, Clients>,
     delivered: Vec<Delivery>,
     lost_in_flight: usize,
-    unsendable: Vec<(NodeId, NodeId, PeerMsg)>,
     decisions: Vec<Decision>,
     last_activity_ms: u64,
+    next_connection: usize,
 }
 
 impl Mesh {
@@ -254,29 +394,22 @@ impl Mesh {
     /// with one-way latency `rtt_ms / 2` per link.
     pub fn new(toml_text: &str) -> Self {
         let policy = policy_from_toml(toml_text);
-        let planes = policy
-            .fleet
-            .nodes
-            .keys()
-            .map(|id| {
-                (
-                    id.clone(),
-                    Some(Plane::new(id.clone(), Arc::clone(&policy))),
-                )
-            })
-            .collect();
+        let base = georelay::clock::monotonic_now();
         let configured = policy
             .fleet
             .links
             .iter()
             .map(|link| (undirected(&link.a, &link.b), u64::from(link.rtt_ms)))
             .collect();
-        Self {
+        let ids: Vec<NodeId> = policy.fleet.nodes.keys().cloned().collect();
+        let mut mesh = Self {
             now_ms: START_MS,
             next_tick_ms: START_MS + TICK_MS,
+            base,
+            wall_offset_ms: BTreeMap::new(),
             latency: true,
             policies: vec![policy],
-            planes,
+            nodes: BTreeMap::new(),
             configured,
             cut: BTreeSet::new(),
             connected: BTreeSet::new(),
@@ -284,9 +417,34 @@ impl Mesh {
             clients: BTreeMap::new(),
             delivered: Vec::new(),
             lost_in_flight: 0,
-            unsendable: Vec::new(),
             decisions: Vec::new(),
             last_activity_ms: START_MS,
+            next_connection: 1,
+        };
+        for id in ids {
+            let node = mesh.start_node(&id);
+            mesh.nodes.insert(id, Some(node));
+        }
+        mesh
+    }
+
+    fn start_node(&self, id: &NodeId) -> SimNode {
+        let drops = Arc::new(DropCounters::default());
+        let routes = Arc::new(RouteTable::new(Arc::clone(&drops)));
+        let core = NodeCore::new(
+            id.clone(),
+            Arc::clone(self.policy()),
+            Arc::clone(&routes),
+            Arc::new(AppCounterSet::default()),
+            self.instant(),
+            self.wall_ms(id),
+        );
+        SimNode {
+            core,
+            routes,
+            drops,
+            clients: BTreeMap::new(),
+            links: BTreeMap::new(),
         }
     }
 
@@ -317,7 +475,7 @@ impl Mesh {
 
     /// Every node id, ordered.
     pub fn nodes(&self) -> Vec<NodeId> {
-        self.planes.keys().cloned().collect()
+        self.nodes.keys().cloned().collect()
     }
 
     /// Every configured link (`a < b`).
@@ -325,18 +483,36 @@ impl Mesh {
         self.configured.keys().cloned().collect()
     }
 
-    /// A live node's plane; panics for a dead or unknown node.
-    pub fn plane(&self, id: &str) -> &Plane {
-        match self.planes.get(id) {
-            Some(Some(plane)) => plane,
+    /// A live node's core; panics for a dead or unknown node.
+    pub fn core(&self, id: &str) -> &NodeCore {
+        match self.nodes.get(id) {
+            Some(Some(node)) => &node.core,
             Some(None) => panic!("node {id} is dead"),
             None => panic!("no node {id}"),
         }
     }
 
+    /// A live node's plane; panics for a dead or unknown node.
+    pub fn plane(&self, id: &str) -> &Plane {
+        self.core(id).plane()
+    }
+
+    /// The control frames the subscriber session of `key` on `id` received
+    /// so far (`TRACK_ADDED`, `SUBSCRIPTION_STATE`, ...), oldest first.
+    pub fn subscriber_frames(&self, id: &str, key: &ChannelKey) -> Vec<Frame> {
+        let Some(Some(node)) = self.nodes.get(id) else {
+            return Vec::new();
+        };
+        node.clients
+            .get(key)
+            .and_then(|c| c.subscriber.as_ref())
+            .map(|s| s.control.frames())
+            .unwrap_or_default()
+    }
+
     /// Whether the node is alive.
     pub fn is_alive(&self, id: &str) -> bool {
-        matches!(self.planes.get(id), Some(Some(_)))
+        matches!(self.nodes.get(id), Some(Some(_)))
     }
 
     /// Whether the link's connection is live.
@@ -352,11 +528,6 @@ impl Mesh {
     /// Messages that were in flight on a link when it went down.
     pub fn lost_in_flight(&self) -> usize {
         self.lost_in_flight
-    }
-
-    /// `Send` actions addressed to a peer without a live link.
-    pub fn unsendable(&self) -> &[(NodeId, NodeId, PeerMsg)] {
-        &self.unsendable
     }
 
     /// Every route decision reported.
@@ -406,7 +577,11 @@ impl Mesh {
 
     /// The sum of every live plane's `violations()`.
     pub fn violations(&self) -> u64 {
-        self.planes.values().flatten().map(Plane::violations).sum()
+        self.nodes
+            .values()
+            .flatten()
+            .map(|n| n.core.plane().violations())
+            .sum()
     }
 
     /// The ground truth: the configured topology with the live links up, as
@@ -434,66 +609,119 @@ impl Mesh {
 
     /// A node's forwarding table for a channel; empty for a dead node.
     pub fn forwarding(&self, id: &NodeId, key: &ChannelKey) -> BTreeMap<NodeId, Forwarding> {
-        match self.planes.get(id) {
-            Some(Some(plane)) => plane.forwarding(key),
+        match self.nodes.get(id) {
+            Some(Some(node)) => node.core.plane().forwarding(key),
             _ => BTreeMap::new(),
         }
     }
 
-    /// Walks the forwarding tables from `origin` for one packet of its track
-    /// (none unless a local publisher at `origin` has tracks): see [`Media`].
+    /// Sends one datagram of `origin`'s first local track through the real
+    /// route tables (none unless a local publisher at `origin` has tracks):
+    /// see [`Media`]. Every queue is drained before and after, so calls do
+    /// not see each other's packets.
     pub fn media(&self, key: &ChannelKey, origin: &str) -> Media {
         let origin = node(origin);
+        self.drain_all_queues();
         let mut media = Media::default();
-        let tables: BTreeMap<NodeId, Forwarding> = self
-            .planes
-            .keys()
-            .filter_map(|id| {
-                self.forwarding(id, key)
-                    .remove(&origin)
-                    .map(|entry| (id.clone(), entry))
-            })
-            .collect();
-        // Packets exist only while a local publisher at the origin has tracks.
-        let publishing = self.is_alive(origin.as_str())
-            && self
-                .plane(origin.as_str())
-                .tracks(key)
-                .iter()
-                .any(|(at, _)| at == &origin);
-        let mut queue = VecDeque::new();
-        if publishing && tables.get(&origin).is_some_and(|f| f.upstream.is_none()) {
-            queue.push_back(origin.clone());
+        let Some(Some(at_origin)) = self.nodes.get(&origin) else {
+            return media;
+        };
+        let publisher = at_origin.clients.get(key).and_then(|c| {
+            let session = c.publisher.as_ref()?;
+            Some((session.id, *c.tracks.iter().next()?))
+        });
+        if let Some((session, track)) = publisher {
+            let mut buf = BytesMut::new();
+            MediaHeader {
+                track,
+                seq: 1,
+                timestamp_us: 1,
+            }
+            .encode(&mut buf);
+            buf.extend_from_slice(b"frame");
+            at_origin
+                .routes
+                .client_datagram(session, track, buf.freeze());
+            self.carry_media(&mut media);
         }
-        let mut visited = BTreeSet::new();
-        while let Some(at) = queue.pop_front() {
-            if !visited.insert(at.clone()) {
-                continue;
+        self.walk_tables(key, &origin, &mut media);
+        self.drain_all_queues();
+        media
+    }
+
+    /// Hands every datagram queued for a peer to that peer's route table
+    /// until no copy is left (bounded: a forwarding loop would never end),
+    /// and records which subscriber sessions were served.
+    fn carry_media(&self, media: &mut Media) {
+        const MAX_COPIES: usize = 10_000;
+        let mut copies = 0;
+        loop {
+            let mut moved = false;
+            for (id, sim) in self
+                .nodes
+                .iter()
+                .filter_map(|(id, n)| Some((id, n.as_ref()?)))
+            {
+                for (peer, link) in &sim.links {
+                    while let Some((datagram, _)) = link.datagrams.try_pop() {
+                        moved = true;
+                        copies += 1;
+                        *media
+                            .link_copies
+                            .entry((id.clone(), peer.clone()))
+                            .or_default() += 1;
+                        let accepted = self
+                            .nodes
+                            .get(peer)
+                            .and_then(Option::as_ref)
+                            .filter(|_| self.connected.contains(&undirected(id, peer)))
+                            .map(|n| n.routes.peer_datagram(id, datagram.clone()));
+                        if accepted == Some(Forwarded::Yes) {
+                            *media.received.entry(peer.clone()).or_default() += 1;
+                        } else {
+                            media.rejected.push((id.clone(), peer.clone()));
+                        }
+                    }
+                }
             }
-            let Some(entry) = tables.get(&at) else {
-                continue;
-            };
-            if entry.local {
-                media.delivered_local.insert(at.clone());
+            if !moved {
+                break;
             }
-            for next in &entry.downstream {
-                *media
-                    .link_copies
-                    .entry((at.clone(), next.clone()))
-                    .or_default() += 1;
-                let over_live_link = self.connected.contains(&undirected(&at, next));
-                let accepts = tables
-                    .get(next)
-                    .is_some_and(|f| f.upstream.as_ref() == Some(&at));
-                if over_live_link && accepts && next != &origin {
-                    let copies = media.received.entry(next.clone()).or_default();
-                    *copies += 1;
-                    queue.push_back(next.clone());
-                } else {
-                    media.rejected.push((at.clone(), next.clone()));
+            if copies > MAX_COPIES {
+                media.loops.push(vec![node("unbounded-forwarding")]);
+                break;
+            }
+        }
+        for (id, sim) in self
+            .nodes
+            .iter()
+            .filter_map(|(id, n)| Some((id, n.as_ref()?)))
+        {
+            for clients in sim.clients.values() {
+                if let Some(subscriber) = &clients.subscriber {
+                    let mut got = false;
+                    while subscriber.datagrams.try_pop().is_some() {
+                        got = true;
+                    }
+                    if got {
+                        media.delivered_local.insert(id.clone());
+                    }
                 }
             }
         }
+    }
+
+    /// Loops and stranded nodes, from the planes' forwarding tables.
+    fn walk_tables(&self, key: &ChannelKey, origin: &NodeId, media: &mut Media) {
+        let tables: BTreeMap<NodeId, Forwarding> = self
+            .nodes
+            .keys()
+            .filter_map(|id| {
+                self.forwarding(id, key)
+                    .remove(origin)
+                    .map(|entry| (id.clone(), entry))
+            })
+            .collect();
         for (id, entry) in &tables {
             if entry.upstream.is_none() {
                 continue;
@@ -513,7 +741,30 @@ impl Mesh {
                 media.stranded.push(id.clone());
             }
         }
-        media
+    }
+
+    fn drain_all_queues(&self) {
+        for sim in self.nodes.values().flatten() {
+            for link in sim.links.values() {
+                while link.datagrams.try_pop().is_some() {}
+            }
+            for clients in sim.clients.values() {
+                for session in [&clients.publisher, &clients.subscriber]
+                    .into_iter()
+                    .flatten()
+                {
+                    while session.datagrams.try_pop().is_some() {}
+                }
+            }
+        }
+    }
+
+    /// Drops counted by a node's route table, by reason label.
+    pub fn drops(&self, id: &str, reason: georelay::relay::fanout::DropReason) -> u64 {
+        match self.nodes.get(id) {
+            Some(Some(sim)) => sim.drops.get(reason),
+            _ => 0,
+        }
     }
 
     // ----- inputs ---------------------------------------------------------
@@ -541,7 +792,7 @@ impl Mesh {
         self.disconnect(&link);
     }
 
-    /// Kills a node: its plane is gone, its links close and its neighbours
+    /// Kills a node: its core is gone, its links close and its neighbours
     /// get `peer_down`. Its clients' state is kept for [`Mesh::restart`].
     pub fn kill(&mut self, id: &str) {
         let id = node(id);
@@ -551,7 +802,7 @@ impl Mesh {
             .filter(|(a, b)| a == &id || b == &id)
             .cloned()
             .collect();
-        if let Some(slot) = self.planes.get_mut(&id) {
+        if let Some(slot) = self.nodes.get_mut(&id) {
             *slot = None;
         }
         for link in links {
@@ -559,9 +810,10 @@ impl Mesh {
         }
     }
 
-    /// Restarts a dead node with a fresh plane under the current policy,
-    /// re-establishes its links that are not cut, and re-applies its
-    /// clients' publications and subscriptions (they reconnect).
+    /// Restarts a dead node with a fresh core under the current policy
+    /// (its wall clock read now), re-establishes its links that are not
+    /// cut, and re-applies its clients' publications and subscriptions
+    /// (they reconnect).
     pub fn restart(&mut self, id: &str) {
         self.restart_node(id, true);
     }
@@ -577,8 +829,8 @@ impl Mesh {
         if self.is_alive(id.as_str()) {
             return;
         }
-        let plane = Plane::new(id.clone(), Arc::clone(self.policy()));
-        self.planes.insert(id.clone(), Some(plane));
+        let fresh = self.start_node(&id);
+        self.nodes.insert(id.clone(), Some(fresh));
         let links: Vec<Link> = self
             .configured
             .keys()
@@ -594,15 +846,10 @@ impl Mesh {
         }
         let clients = self.clients.get(&id).cloned().unwrap_or_default();
         for (key, tracks) in &clients.published {
-            let actions = self.with_plane(&id, |plane, now| {
-                plane.set_local_tracks(key, track_infos(tracks), now)
-            });
-            self.apply(&id, actions);
+            self.apply_tracks(&id, key, tracks);
         }
         for key in &clients.subscribed {
-            let actions =
-                self.with_plane(&id, |plane, now| plane.set_local_interest(key, true, now));
-            self.apply(&id, actions);
+            self.apply_interest(&id, key, true);
         }
     }
 
@@ -616,10 +863,7 @@ impl Mesh {
         } else {
             clients.published.insert(key.clone(), tracks.to_vec());
         }
-        let actions = self.with_plane(&id, |plane, now| {
-            plane.set_local_tracks(key, track_infos(tracks), now)
-        });
-        self.apply(&id, actions);
+        self.apply_tracks(&id, key, tracks);
     }
 
     /// A local session on `id` subscribes to the channel.
@@ -640,20 +884,129 @@ impl Mesh {
         } else {
             clients.subscribed.remove(key);
         }
-        let actions = self.with_plane(&id, |plane, now| {
-            plane.set_local_interest(key, interested, now)
-        });
-        self.apply(&id, actions);
+        self.apply_interest(&id, key, interested);
+    }
+
+    /// Opens a client session on `id` (a real core session).
+    fn open_session(&mut self, id: &NodeId, key: &ChannelKey, publish: bool) -> Option<SimSession> {
+        self.next_connection += 1;
+        let control = Arc::new(SimControl::new(
+            self.next_connection,
+            std::time::Duration::ZERO,
+        ));
+        let sim = self.nodes.get_mut(id)?.as_mut()?;
+        let (receiver, rx) = queues(&sim.drops);
+        let datagrams = Arc::clone(&receiver.datagrams);
+        let entry = SessionEntry {
+            app: key.0.clone(),
+            channel: key.1.clone(),
+            user: if publish { "publisher" } else { "subscriber" }.to_string(),
+            can_publish: publish,
+            client_region: None,
+            client_country: None,
+            control: control.clone(),
+            receiver,
+        };
+        let session = sim.core.add_session(entry, usize::MAX).ok()?;
+        Some(SimSession {
+            id: session,
+            control,
+            datagrams,
+            _messages: rx,
+        })
+    }
+
+    /// Makes the publisher session of `key` on `id` own exactly `tracks`.
+    fn apply_tracks(&mut self, id: &NodeId, key: &ChannelKey, tracks: &[u64]) {
+        if !self.is_alive(id.as_str()) {
+            return;
+        }
+        let has_publisher = self
+            .sim(id)
+            .and_then(|s| s.clients.get(key))
+            .is_some_and(|c| c.publisher.is_some());
+        if !has_publisher && !tracks.is_empty() {
+            let Some(session) = self.open_session(id, key, true) else {
+                return;
+            };
+            if let Some(sim) = self.sim_mut(id) {
+                sim.clients.entry(key.clone()).or_default().publisher = Some(session);
+            }
+        }
+        let now = self.instant();
+        let wanted: BTreeSet<u64> = tracks.iter().map(|t| track_key(key, *t)).collect();
+        let Some(sim) = self.sim_mut(id) else {
+            return;
+        };
+        let clients = sim.clients.entry(key.clone()).or_default();
+        let Some(session) = clients.publisher.as_ref().map(|s| s.id) else {
+            return;
+        };
+        let gone: Vec<u64> = clients.tracks.difference(&wanted).copied().collect();
+        let new: Vec<u64> = wanted.difference(&clients.tracks).copied().collect();
+        for track in gone {
+            let _ = sim.core.unannounce(session, track, now);
+            clients.tracks.remove(&track);
+        }
+        for track in new {
+            let announce = Announce {
+                track_id: track,
+                kind: TrackKind::Video,
+                e2ee: false,
+                name: format!("camera-{track}"),
+            };
+            if sim
+                .core
+                .announce(session, &announce, usize::MAX, || track, now)
+                .is_ok()
+            {
+                clients.tracks.insert(track);
+            }
+        }
+        self.flush(id);
+    }
+
+    /// Opens or closes the subscriber session of `key` on `id`.
+    fn apply_interest(&mut self, id: &NodeId, key: &ChannelKey, interested: bool) {
+        if !self.is_alive(id.as_str()) {
+            return;
+        }
+        let now = self.instant();
+        if interested {
+            let has = self
+                .sim(id)
+                .and_then(|s| s.clients.get(key))
+                .is_some_and(|c| c.subscriber.is_some());
+            if has {
+                return;
+            }
+            let Some(session) = self.open_session(id, key, false) else {
+                return;
+            };
+            let Some(sim) = self.sim_mut(id) else {
+                return;
+            };
+            let _ = sim.core.subscribe(session.id, now);
+            sim.clients.entry(key.clone()).or_default().subscriber = Some(session);
+        } else {
+            let Some(sim) = self.sim_mut(id) else {
+                return;
+            };
+            let Some(session) = sim.clients.get_mut(key).and_then(|c| c.subscriber.take()) else {
+                return;
+            };
+            sim.core.remove_session(session.id, now);
+        }
+        self.flush(id);
     }
 
     /// Reloads every live node, at the same instant, with a new config
-    /// (same nodes and links; apps may change). Client sessions on nodes no
-    /// longer allowed for their app are revoked (forgotten by the harness;
-    /// the plane forgets the channel itself).
+    /// (same nodes and links; apps may change). The cores revoke client
+    /// sessions on nodes no longer allowed for their app; the harness
+    /// forgets those clients.
     pub fn set_policy(&mut self, toml_text: &str) {
         let policy = policy_from_toml(toml_text);
         self.policies.push(Arc::clone(&policy));
-        // Sessions on nodes no longer allowed for their app are revoked.
         for (id, clients) in &mut self.clients {
             clients
                 .published
@@ -662,14 +1015,54 @@ impl Mesh {
                 .subscribed
                 .retain(|key| policy.node_allowed(&key.0, id));
         }
+        let now = self.instant();
         for id in self.nodes() {
-            let policy = Arc::clone(&policy);
-            let actions = self.with_plane(&id, |plane, now| plane.set_policy(policy, now));
-            self.apply(&id, actions);
+            let Some(sim) = self.sim_mut(&id) else {
+                continue;
+            };
+            sim.core.set_policy(Arc::clone(&policy), now);
+            // Revoked sessions are gone from the core: forget their handles.
+            let core = &sim.core;
+            for clients in sim.clients.values_mut() {
+                if clients
+                    .publisher
+                    .as_ref()
+                    .is_some_and(|s| core.session(s.id).is_none())
+                {
+                    clients.publisher = None;
+                    clients.tracks.clear();
+                }
+                if clients
+                    .subscriber
+                    .as_ref()
+                    .is_some_and(|s| core.session(s.id).is_none())
+                {
+                    clients.subscriber = None;
+                }
+            }
+            self.flush(&id);
         }
     }
 
     // ----- time -----------------------------------------------------------
+
+    /// The monotonic instant the cores see now.
+    pub fn instant(&self) -> Instant {
+        self.base + Duration::from_millis(self.now_ms - START_MS)
+    }
+
+    /// Node `id`'s wall clock now (Unix ms).
+    pub fn wall_ms(&self, id: &NodeId) -> u64 {
+        let offset = self.wall_offset_ms.get(id).copied().unwrap_or(0);
+        self.now_ms.saturating_add_signed(offset)
+    }
+
+    /// Steps node `id`'s wall clock by `by_ms` (negative: backwards), as an
+    /// NTP correction or a VM migration would. Its monotonic clock, which
+    /// the core follows, does not move.
+    pub fn step_wall_clock(&mut self, id: &str, by_ms: i64) {
+        *self.wall_offset_ms.entry(node(id)).or_default() += by_ms;
+    }
 
     /// Lets `ms` of simulated time pass: delivers what arrives and ticks.
     pub fn advance(&mut self, ms: u64) {
@@ -788,18 +1181,21 @@ impl Mesh {
         }
     }
 
-    /// Ticks every live node; returns how many messages they sent.
+    /// Ticks every live node whose `poll_timeout` passed; returns how many
+    /// messages they sent.
     fn tick(&mut self) -> usize {
         self.now_ms = self.now_ms.max(self.next_tick_ms);
         self.next_tick_ms += TICK_MS;
+        let now = self.instant();
         let mut sent = 0;
         for id in self.nodes() {
-            let actions = self.with_plane(&id, |plane, now| plane.tick(now));
-            sent += actions
-                .iter()
-                .filter(|a| matches!(a, Action::Send { .. }))
-                .count();
-            self.apply(&id, actions);
+            let Some(sim) = self.sim_mut(&id) else {
+                continue;
+            };
+            if sim.core.poll_timeout() <= now {
+                sim.core.tick(now);
+                sent += self.flush(&id);
+            }
         }
         sent
     }
@@ -828,11 +1224,22 @@ impl Mesh {
             epoch: flight.epoch,
             delivered_epoch: self.policies.len() - 1,
         });
-        let actions = self.with_plane(&to, |plane, now| plane.on_peer_msg(&from, flight.msg, now));
-        self.apply(&to, actions);
+        let now = self.instant();
+        if let Some(sim) = self.sim_mut(&to) {
+            sim.core.peer_msg(&from, flight.msg, now);
+            self.flush(&to);
+        }
     }
 
     // ----- plumbing -------------------------------------------------------
+
+    fn sim(&self, id: &NodeId) -> Option<&SimNode> {
+        self.nodes.get(id)?.as_ref()
+    }
+
+    fn sim_mut(&mut self, id: &NodeId) -> Option<&mut SimNode> {
+        self.nodes.get_mut(id)?.as_mut()
+    }
 
     fn configured_link(&self, a: &str, b: &str) -> Link {
         let link = undirected(&node(a), &node(b));
@@ -853,11 +1260,27 @@ impl Mesh {
             return;
         }
         self.connected.insert(link.clone());
-        let rtt_us = self.configured.get(link).copied().unwrap_or(0) * 1000;
+        let rtt = Duration::from_millis(self.configured.get(link).copied().unwrap_or(0));
+        self.next_connection += 1;
+        let connection = self.next_connection;
+        let now = self.instant();
         for (me, peer) in [(a, b), (b, a)] {
-            let actions =
-                self.with_plane(me, |plane, now| plane.peer_up(peer.clone(), rtt_us, now));
-            self.apply(me, actions);
+            let Some(sim) = self.sim_mut(me) else {
+                continue;
+            };
+            let control = Arc::new(SimControl::new(connection, rtt));
+            let (receiver, rx) = queues(&sim.drops);
+            sim.links.insert(
+                peer.clone(),
+                SimLink {
+                    control: Arc::clone(&control),
+                    datagrams: Arc::clone(&receiver.datagrams),
+                    _messages: rx,
+                },
+            );
+            sim.core
+                .peer_up(peer.clone(), PeerEntry { control, receiver }, now);
+            self.flush(me);
         }
     }
 
@@ -871,50 +1294,73 @@ impl Mesh {
                 self.lost_in_flight += queue.len();
             }
         }
+        let now = self.instant();
         for (me, peer) in [(a, b), (b, a)] {
-            let actions = self.with_plane(me, |plane, now| plane.peer_down(peer, now));
-            self.apply(me, actions);
+            let Some(sim) = self.sim_mut(me) else {
+                continue;
+            };
+            let Some(gone) = sim.links.remove(peer) else {
+                continue;
+            };
+            // Whatever the core queued on the dead connection is lost.
+            gone.control.take();
+            sim.core.peer_down(peer, gone.control.connection_id(), now);
+            self.flush(me);
         }
     }
 
-    /// Runs `input` on a live node's plane; a dead node does nothing.
-    fn with_plane(
-        &mut self,
-        id: &NodeId,
-        input: impl FnOnce(&mut Plane, u64) -> Vec<Action>,
-    ) -> Vec<Action> {
-        let now = self.now_ms;
-        match self.planes.get_mut(id) {
-            Some(Some(plane)) => input(plane, now),
-            _ => Vec::new(),
-        }
-    }
-
-    /// Carries out a node's actions: sends go on the link's queue.
-    fn apply(&mut self, from: &NodeId, actions: Vec<Action>) {
-        for action in actions {
-            match action {
-                Action::Send { peer, msg } => self.send(from, peer, msg),
-                Action::Decision {
-                    key,
-                    origin,
-                    outcome,
-                } => self.decisions.push(Decision {
-                    at_ms: self.now_ms,
-                    node: from.clone(),
-                    key,
-                    origin,
-                    outcome,
-                }),
-                Action::ChannelChanged(_) => {}
+    /// Carries out what a node's core produced: the frames it queued for
+    /// peers go on the links (decoded back into mesh messages), its events
+    /// are recorded. Returns how many messages it sent.
+    fn flush(&mut self, id: &NodeId) -> usize {
+        let Some(sim) = self.sim_mut(id) else {
+            return 0;
+        };
+        let events = sim.core.take_events();
+        let mut outgoing = Vec::new();
+        for (peer, link) in &sim.links {
+            for out in link.control.take() {
+                if let Outbound::Frame(frame) = out {
+                    let msg = PeerMsg::from_frame(frame)
+                        .unwrap_or_else(|| panic!("{id} wrote a non-mesh frame to {peer}"));
+                    outgoing.push((peer.clone(), msg));
+                }
             }
         }
+        for clients in sim.clients.values() {
+            for session in [&clients.publisher, &clients.subscriber]
+                .into_iter()
+                .flatten()
+            {
+                session.control.take();
+            }
+        }
+        for event in events {
+            if let CoreEvent::Route {
+                key,
+                origin,
+                outcome,
+            } = event
+            {
+                self.decisions.push(Decision {
+                    at_ms: self.now_ms,
+                    node: id.clone(),
+                    key,
+                    origin,
+                    outcome,
+                });
+            }
+        }
+        let sent = outgoing.len();
+        for (peer, msg) in outgoing {
+            self.send(id, peer, msg);
+        }
+        sent
     }
 
     fn send(&mut self, from: &NodeId, to: NodeId, msg: PeerMsg) {
         let link = undirected(from, &to);
         if !self.connected.contains(&link) {
-            self.unsendable.push((from.clone(), to, msg));
             return;
         }
         self.last_activity_ms = self.now_ms;
@@ -935,23 +1381,4 @@ impl Mesh {
             epoch,
         });
     }
-}
-
-/// Video tracks with the given keys, as a local publisher announces them.
-pub fn track_infos(tracks: &[u64]) -> BTreeMap<u64, TrackInfo> {
-    tracks
-        .iter()
-        .map(|&track| {
-            (
-                track,
-                TrackInfo {
-                    track,
-                    publisher: format!("user-{track}"),
-                    kind: TrackKind::Video,
-                    e2ee: false,
-                    name: format!("camera-{track}"),
-                },
-            )
-        })
-        .collect()
 }

@@ -138,6 +138,7 @@ fn any_frame() -> impl Strategy<Value = Frame> {
             })
         }),
         channel().prop_map(Frame::MeshUnsubscribe),
+        channel().prop_map(Frame::MeshSubscribeOk),
         (channel(), 1..=VARINT_MAX, name()).prop_map(|(c, code, message)| {
             Frame::MeshSubscribeError(MeshSubscribeError {
                 app: c.app,
@@ -239,7 +240,7 @@ proptest! {
 
 #[test]
 fn unknown_frame_types_are_protocol_violations() {
-    for frame_type in [0x00, 0x05, 0x18, 0x26, 0x3f, 0x4000] {
+    for frame_type in [0x00, 0x05, 0x18, 0x27, 0x3f, 0x4000] {
         let error = decode_frame(&raw_frame(frame_type, &[])).unwrap_err();
         assert_eq!(error, WireError::UnknownFrame(frame_type));
         assert_eq!(error.code(), ErrorCode::ProtocolViolation);

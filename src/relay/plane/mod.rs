@@ -6,7 +6,7 @@
 //! origin, a set of downstream peers). It takes inputs — a peer came up, a
 //! frame arrived, local tracks changed, a local subscriber appeared, a policy
 //! was reloaded, time passed — and returns [`Action`]s for the async driver
-//! in [`super::mesh`] to carry out. No tokio, no sockets, no clock: `now_ms`
+//! in [`super::mesh`] to carry out. No tokio, no sockets, no clock: `now`
 //! is an argument.
 //!
 //! # Why an app's data never reaches a disallowed node
@@ -29,6 +29,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::error::ErrorCode;
 use crate::ids::{AppId, NodeId};
@@ -36,8 +37,9 @@ use crate::wire::TrackInfo;
 
 use super::policy::Policy;
 
-/// An app's channel: the unit of announcement and subscription.
-pub type ChannelKey = (AppId, String);
+mod messages;
+
+pub use messages::{ChannelKey, PeerMsg};
 
 /// How many channel names [`Plane::seen_channels`] remembers at most; past
 /// that, new names are not recorded (the set is introspection, and must not
@@ -45,53 +47,19 @@ pub type ChannelKey = (AppId, String);
 pub const MAX_SEEN: usize = 65_536;
 
 /// How often a node re-sends the subscriptions it holds upstream.
-pub const REFRESH_MS: u64 = 2_000;
+pub const REFRESH: Duration = Duration::from_secs(2);
 /// A downstream subscription not refreshed for this long is dropped (soft
 /// state: forwarding that nobody asks for any more cannot linger).
-pub const EXPIRE_MS: u64 = 7_000;
+pub const EXPIRE: Duration = Duration::from_secs(7);
 /// Tracks of an origin that no live link reaches for this long are
 /// forgotten (the node died and did not come back, or left the fleet).
-pub const ORIGIN_EXPIRY_MS: u64 = 30_000;
+pub const ORIGIN_EXPIRY: Duration = Duration::from_secs(30);
 
 /// How long a forgotten channel's announcement sequence numbers are kept.
-pub const TOMBSTONE_MS: u64 = 60_000;
+pub const TOMBSTONE: Duration = Duration::from_secs(60);
 
 /// How long a failed upstream waits before the next attempt.
-const RETRY_BACKOFF_MS: u64 = 250;
-
-/// A control message between peers; maps one-to-one to a mesh wire frame.
-#[derive(Clone, Debug, PartialEq)]
-pub enum PeerMsg {
-    /// Flooded link state of `origin`: the peers it has a live link to.
-    LinkState {
-        origin: NodeId,
-        seq: u64,
-        links: Vec<(NodeId, u64)>,
-    },
-    /// The full current track set of a channel at `origin`.
-    Announce {
-        key: ChannelKey,
-        origin: NodeId,
-        seq: u64,
-        tracks: Vec<TrackInfo>,
-    },
-    /// Subscribe to a channel's tracks at `origin` along `path`
-    /// (`path[0]` is the subscriber's node, the last entry the origin).
-    Subscribe {
-        key: ChannelKey,
-        origin: NodeId,
-        path: Vec<NodeId>,
-    },
-    /// Stop forwarding the channel's tracks from `origin` to the sender.
-    Unsubscribe { key: ChannelKey, origin: NodeId },
-    /// A subscription failed or was torn down; the receiver re-routes.
-    SubscribeError {
-        key: ChannelKey,
-        origin: NodeId,
-        code: ErrorCode,
-        message: String,
-    },
-}
+pub const RETRY_BACKOFF: Duration = Duration::from_millis(250);
 
 /// What the driver must do after an input.
 #[derive(Clone, Debug, PartialEq)]
@@ -105,8 +73,42 @@ pub enum Action {
     Decision {
         key: ChannelKey,
         origin: NodeId,
-        outcome: Result<Vec<NodeId>, String>,
+        outcome: RouteOutcome,
     },
+    /// A peer sent something it must never send (a frame of an app that is
+    /// not allowed here, or a malformed source route); it was dropped.
+    Violation {
+        peer: NodeId,
+        app: AppId,
+        what: Violation,
+    },
+}
+
+/// The outcome of choosing a path to an origin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteOutcome {
+    /// This node subscribes along this path (this node first, the origin
+    /// last).
+    Chosen(Vec<NodeId>),
+    /// No allowed path exists right now: the routing core's reason.
+    Unavailable(crate::routing::NoRoute),
+}
+
+impl RouteOutcome {
+    /// Whether no allowed path exists.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, RouteOutcome::Unavailable(_))
+    }
+}
+
+/// What a peer sent that it must never send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// An announcement of a channel of an app not allowed here, or from an
+    /// origin not allowed for the app.
+    Announce,
+    /// A subscription for an app not allowed here or at the peer.
+    Subscribe,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -126,6 +128,19 @@ struct Upstream {
     peer: NodeId,
     /// This node first, the origin last.
     path: Vec<NodeId>,
+    /// Whether the peer said the path is established up to the origin
+    /// (`SubscribeOk`).
+    confirmed: bool,
+}
+
+impl Upstream {
+    fn new(peer: NodeId, path: Vec<NodeId>) -> Self {
+        Self {
+            peer,
+            path,
+            confirmed: false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -136,7 +151,7 @@ struct Channel {
     local_interest: bool,
     upstream: BTreeMap<NodeId, Upstream>,
     /// Origins whose last attempt failed: (retry at, reason).
-    failed: BTreeMap<NodeId, (u64, String)>,
+    failed: BTreeMap<NodeId, (Instant, String)>,
     /// Per origin: the downstream peers this node forwards to.
     downstream: BTreeMap<NodeId, BTreeMap<NodeId, Downstream>>,
 }
@@ -147,7 +162,7 @@ struct Downstream {
     /// The requester's path up to that peer (for the loop check).
     visited: Vec<NodeId>,
     /// When its subscription was last (re)sent; stale ones expire.
-    refreshed_ms: u64,
+    refreshed: Instant,
 }
 
 impl Channel {
@@ -192,18 +207,30 @@ pub struct Plane {
     /// Announcement sequence numbers of forgotten channels, per origin, so
     /// that a copy still travelling round a cycle is not taken for news:
     /// (seq, forget at).
-    tombstones: BTreeMap<(ChannelKey, NodeId), (u64, u64)>,
-    last_refresh_ms: u64,
+    tombstones: BTreeMap<(ChannelKey, NodeId), (u64, Instant)>,
+    /// When the subscriptions held upstream are re-sent next.
+    next_refresh: Instant,
     /// Nodes no live link reaches, since when.
-    unreachable_since: BTreeMap<NodeId, u64>,
+    unreachable_since: BTreeMap<NodeId, Instant>,
+    /// Sequence numbers this node originates are `seq_epoch_ms` plus the
+    /// monotonic milliseconds since `started`: increasing within a run
+    /// whatever the wall clock does, and above the previous run's.
+    seq_epoch_ms: u64,
+    started: Instant,
+    /// Above every sequence number a peer showed us from our previous run.
+    seq_floor: u64,
     topology_version: u64,
     seen: BTreeSet<ChannelKey>,
     violations: u64,
 }
 
 impl Plane {
-    /// A plane for node `me` under `policy`, with no peer connected yet.
-    pub fn new(me: NodeId, policy: Arc<Policy>) -> Self {
+    /// A plane for node `me` under `policy`, with no peer connected yet,
+    /// started at monotonic `now`. `seq_epoch_ms` is the wall clock at start
+    /// (Unix ms), read once: the sequence numbers this node originates start
+    /// there so that they supersede those of its previous run; after that
+    /// the plane only follows `now`.
+    pub fn new(me: NodeId, policy: Arc<Policy>, now: Instant, seq_epoch_ms: u64) -> Self {
         let mut topology = crate::routing::Topology::from_fleet(&policy.fleet);
         for link in &policy.fleet.links {
             topology.set_link_up(&link.a, &link.b, false);
@@ -217,8 +244,11 @@ impl Plane {
             my_seq: 0,
             channels: BTreeMap::new(),
             tombstones: BTreeMap::new(),
-            last_refresh_ms: 0,
+            next_refresh: now,
             unreachable_since: BTreeMap::new(),
+            seq_epoch_ms,
+            started: now,
+            seq_floor: 0,
             topology_version: 0,
             seen: BTreeSet::new(),
             violations: 0,
@@ -266,13 +296,32 @@ impl Plane {
         self.policy.node_allowed(app, &self.me)
     }
 
+    /// A sequence number for something this node originates at `now`.
+    fn seq_at(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.started).as_millis();
+        self.seq_epoch_ms
+            .saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
+            .max(self.seq_floor)
+    }
+
+    /// When the plane next needs [`Plane::tick`]: the next subscription
+    /// refresh or the earliest retry of a failed upstream. The driver sleeps
+    /// until then (or until the next input), as with quinn-proto's
+    /// `Connection::poll_timeout`.
+    pub fn poll_timeout(&self) -> Instant {
+        self.channels
+            .values()
+            .flat_map(|c| c.failed.values().map(|(at, _)| *at))
+            .fold(self.next_refresh, Instant::min)
+    }
+
     // ----- inputs ---------------------------------------------------------
 
     /// A mesh link to `peer` is established.
-    pub fn peer_up(&mut self, peer: NodeId, rtt_us: u64, now_ms: u64) -> Vec<Action> {
+    pub fn peer_up(&mut self, peer: NodeId, rtt_us: u64, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         self.peers.insert(peer.clone(), rtt_us);
-        self.flood_my_link_state(now_ms, &mut actions);
+        self.flood_my_link_state(now, &mut actions);
         // Give the new peer our whole link-state database...
         for (origin, record) in &self.link_db {
             if origin != &self.me {
@@ -288,7 +337,7 @@ impl Plane {
         }
         // ...and every announcement it may see.
         self.announce_all_to(&peer, &mut actions);
-        self.reconcile_all(now_ms, &mut actions);
+        self.reconcile_all(now, &mut actions);
         actions
     }
 
@@ -300,12 +349,12 @@ impl Plane {
     }
 
     /// The mesh link to `peer` is gone.
-    pub fn peer_down(&mut self, peer: &NodeId, now_ms: u64) -> Vec<Action> {
+    pub fn peer_down(&mut self, peer: &NodeId, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         if self.peers.remove(peer).is_none() {
             return actions;
         }
-        self.flood_my_link_state(now_ms, &mut actions);
+        self.flood_my_link_state(now, &mut actions);
         let keys: Vec<ChannelKey> = self.channels.keys().cloned().collect();
         for key in keys {
             let Some(channel) = self.channels.get_mut(&key) else {
@@ -322,41 +371,38 @@ impl Plane {
                 .map(|(origin, _)| origin.clone())
                 .collect();
             for origin in lost {
-                self.drop_upstream(
-                    &key,
-                    &origin,
-                    "upstream link went down",
-                    now_ms,
-                    &mut actions,
-                );
+                self.drop_upstream(&key, &origin, "upstream link went down", now, &mut actions);
                 changed = true;
             }
             if changed {
                 actions.push(Action::ChannelChanged(key));
             }
         }
-        self.reconcile_all(now_ms, &mut actions);
+        self.reconcile_all(now, &mut actions);
         actions
     }
 
     /// A control message arrived from a connected peer.
-    pub fn on_peer_msg(&mut self, from: &NodeId, msg: PeerMsg, now_ms: u64) -> Vec<Action> {
+    pub fn on_peer_msg(&mut self, from: &NodeId, msg: PeerMsg, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         match msg {
             PeerMsg::LinkState { origin, seq, links } => {
-                self.on_link_state(from, origin, seq, links, now_ms, &mut actions)
+                self.on_link_state(from, origin, seq, links, now, &mut actions)
             }
             PeerMsg::Announce {
                 key,
                 origin,
                 seq,
                 tracks,
-            } => self.on_announce(from, key, origin, seq, tracks, now_ms, &mut actions),
+            } => self.on_announce(from, key, origin, seq, tracks, now, &mut actions),
             PeerMsg::Subscribe { key, origin, path } => {
-                self.on_subscribe(from, key, origin, path, now_ms, &mut actions)
+                self.on_subscribe(from, key, origin, path, now, &mut actions)
             }
             PeerMsg::Unsubscribe { key, origin } => {
-                self.on_unsubscribe(from, key, origin, now_ms, &mut actions)
+                self.on_unsubscribe(from, key, origin, now, &mut actions)
+            }
+            PeerMsg::SubscribeOk { key, origin } => {
+                self.on_subscribe_ok(from, key, origin, &mut actions)
             }
             PeerMsg::SubscribeError {
                 key,
@@ -371,10 +417,10 @@ impl Plane {
                     .is_some_and(|up| &up.peer == from);
                 if is_upstream {
                     let reason = format!("{from}: {message}");
-                    let retry_at = now_ms + RETRY_BACKOFF_MS;
+                    let retry_at = now + RETRY_BACKOFF;
                     self.drop_upstream(&key, &origin, &reason, retry_at, &mut actions);
                     actions.push(Action::ChannelChanged(key.clone()));
-                    self.reconcile(&key, now_ms, &mut actions);
+                    self.reconcile(&key, now, &mut actions);
                 }
             }
         }
@@ -386,9 +432,10 @@ impl Plane {
         &mut self,
         key: &ChannelKey,
         tracks: BTreeMap<u64, TrackInfo>,
-        now_ms: u64,
+        now: Instant,
     ) -> Vec<Action> {
         let mut actions = Vec::new();
+        let seq = self.seq_at(now);
         let Some(channel) = self.local_channel(key) else {
             // Only a revoked session's tracks going away can get here.
             return vec![Action::ChannelChanged(key.clone())];
@@ -397,11 +444,11 @@ impl Plane {
             return actions;
         }
         channel.local = tracks;
-        channel.local_seq = channel.local_seq.saturating_add(1).max(now_ms);
+        channel.local_seq = channel.local_seq.saturating_add(1).max(seq);
         let msg = self.local_announce(key, &self.channels[key]);
         self.send_to_allowed_peers(&key.0, None, &msg, &mut actions);
         actions.push(Action::ChannelChanged(key.clone()));
-        self.gc(key, now_ms);
+        self.gc(key, now);
         actions
     }
 
@@ -410,7 +457,7 @@ impl Plane {
         &mut self,
         key: &ChannelKey,
         interested: bool,
-        now_ms: u64,
+        now: Instant,
     ) -> Vec<Action> {
         let mut actions = Vec::new();
         let Some(channel) = self.local_channel(key) else {
@@ -421,8 +468,8 @@ impl Plane {
         }
         channel.local_interest = interested;
         actions.push(Action::ChannelChanged(key.clone()));
-        self.reconcile(key, now_ms, &mut actions);
-        self.gc(key, now_ms);
+        self.reconcile(key, now, &mut actions);
+        self.gc(key, now);
         actions
     }
 
@@ -444,29 +491,37 @@ impl Plane {
     }
 
     /// Time passed: retry failed upstreams whose backoff expired.
-    pub fn tick(&mut self, now_ms: u64) -> Vec<Action> {
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         let due: Vec<ChannelKey> = self
             .channels
             .iter()
-            .filter(|(_, c)| c.failed.values().any(|(at, _)| *at <= now_ms))
+            .filter(|(_, c)| c.failed.values().any(|(at, _)| *at <= now))
             .map(|(k, _)| k.clone())
             .collect();
         for key in due {
-            self.reconcile(&key, now_ms, &mut actions);
+            self.reconcile(&key, now, &mut actions);
+            // A retry that is still due (its origin is served another way)
+            // waits one backoff, so the driver never spins on it.
+            if let Some(channel) = self.channels.get_mut(&key) {
+                for (at, _) in channel.failed.values_mut() {
+                    if *at <= now {
+                        *at = now + RETRY_BACKOFF;
+                    }
+                }
+            }
         }
-        if now_ms >= self.last_refresh_ms + REFRESH_MS {
-            self.last_refresh_ms = now_ms;
-            self.refresh(now_ms, &mut actions);
+        if now >= self.next_refresh {
+            self.next_refresh = now + REFRESH;
+            self.refresh(now, &mut actions);
         }
-        self.tombstones
-            .retain(|_, (_, forget_at)| *forget_at > now_ms);
+        self.tombstones.retain(|_, (_, forget_at)| *forget_at > now);
         actions
     }
 
     /// Drops the announced tracks of origins that no live link has reached
     /// for [`ORIGIN_EXPIRY_MS`]; returns the channels that changed.
-    fn forget_lost_origins(&mut self, now_ms: u64) -> Vec<ChannelKey> {
+    fn forget_lost_origins(&mut self, now: Instant) -> Vec<ChannelKey> {
         let mut reached = BTreeSet::from([self.me.clone()]);
         let mut frontier = vec![self.me.clone()];
         while let Some(node) = frontier.pop() {
@@ -481,13 +536,13 @@ impl Plane {
             if reached.contains(&node) {
                 self.unreachable_since.remove(&node);
             } else {
-                self.unreachable_since.entry(node).or_insert(now_ms);
+                self.unreachable_since.entry(node).or_insert(now);
             }
         }
         let lost: BTreeSet<&NodeId> = self
             .unreachable_since
             .iter()
-            .filter(|(_, since)| now_ms.saturating_sub(**since) >= ORIGIN_EXPIRY_MS)
+            .filter(|(_, since)| now.saturating_duration_since(**since) >= ORIGIN_EXPIRY)
             .map(|(node, _)| node)
             .collect();
         let mut changed = Vec::new();
@@ -503,7 +558,7 @@ impl Plane {
 
     /// Re-sends every upstream subscription (soft state) and expires
     /// downstream subscriptions that were not refreshed.
-    fn refresh(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+    fn refresh(&mut self, now: Instant, actions: &mut Vec<Action>) {
         let mut resend = Vec::new();
         let mut expired = Vec::new();
         for (key, channel) in &mut self.channels {
@@ -520,7 +575,7 @@ impl Plane {
             let mut changed = false;
             for downstream in channel.downstream.values_mut() {
                 let before = downstream.len();
-                downstream.retain(|_, d| now_ms.saturating_sub(d.refreshed_ms) <= EXPIRE_MS);
+                downstream.retain(|_, d| now.saturating_duration_since(d.refreshed) <= EXPIRE);
                 changed |= downstream.len() != before;
             }
             if changed {
@@ -530,18 +585,18 @@ impl Plane {
         for (peer, msg) in resend {
             self.send_if_allowed_peer(&peer, msg, actions);
         }
-        expired.extend(self.forget_lost_origins(now_ms));
+        expired.extend(self.forget_lost_origins(now));
         for key in expired {
             actions.push(Action::ChannelChanged(key.clone()));
-            self.reconcile(&key, now_ms, actions);
-            self.gc(&key, now_ms);
+            self.reconcile(&key, now, actions);
+            self.gc(&key, now);
         }
     }
 
     /// A new policy is in force (reload). Channels of apps no longer allowed
     /// here are forgotten; forwarding to or through disallowed nodes is torn
     /// down and re-routed.
-    pub fn set_policy(&mut self, policy: Arc<Policy>, now_ms: u64) -> Vec<Action> {
+    pub fn set_policy(&mut self, policy: Arc<Policy>, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         let mut topology = crate::routing::Topology::from_fleet(&policy.fleet);
         for link in &policy.fleet.links {
@@ -613,12 +668,12 @@ impl Plane {
                     &key,
                     &origin,
                     "policy reload: path crosses a disallowed node",
-                    0,
+                    now,
                     &mut actions,
                 );
             }
             actions.push(Action::ChannelChanged(key.clone()));
-            self.reconcile(&key, now_ms, &mut actions);
+            self.reconcile(&key, now, &mut actions);
         }
         // Peers that the new policy allows for an app may not have heard of
         // its channels yet.
@@ -687,6 +742,23 @@ impl Plane {
         out
     }
 
+    /// The origins of a channel whose media path to this node is
+    /// established: this node when it has local tracks, and every remote
+    /// origin whose upstream confirmed the path (`SubscribeOk`).
+    pub fn established(&self, key: &ChannelKey) -> BTreeSet<NodeId> {
+        let Some(channel) = self.channels.get(key) else {
+            return BTreeSet::new();
+        };
+        let local = (!channel.local.is_empty()).then(|| self.me.clone());
+        channel
+            .upstream
+            .iter()
+            .filter(|(_, up)| up.confirmed)
+            .map(|(origin, _)| origin.clone())
+            .chain(local)
+            .collect()
+    }
+
     /// What local subscribers of a channel are told about reachability:
     /// allowed nodes that no allowed path reaches, and origins whose route
     /// failed.
@@ -728,18 +800,18 @@ impl Plane {
                     msg: self.local_announce(key, channel),
                 });
             }
+            // The peer's own announcements too: if it restarted, it learns
+            // the sequence numbers its previous run reached.
             for (origin, remote) in &channel.remote {
-                if origin != peer {
-                    actions.push(Action::Send {
-                        peer: peer.clone(),
-                        msg: PeerMsg::Announce {
-                            key: key.clone(),
-                            origin: origin.clone(),
-                            seq: remote.seq,
-                            tracks: remote.tracks.clone(),
-                        },
-                    });
-                }
+                actions.push(Action::Send {
+                    peer: peer.clone(),
+                    msg: PeerMsg::Announce {
+                        key: key.clone(),
+                        origin: origin.clone(),
+                        seq: remote.seq,
+                        tracks: remote.tracks.clone(),
+                    },
+                });
             }
         }
     }
@@ -773,13 +845,7 @@ impl Plane {
     /// Sends `msg` (which concerns an app) only if the peer is connected and
     /// allowed for that app.
     fn send_if_allowed_peer(&self, peer: &NodeId, msg: PeerMsg, actions: &mut Vec<Action>) {
-        let app = match &msg {
-            PeerMsg::LinkState { .. } => None,
-            PeerMsg::Announce { key, .. }
-            | PeerMsg::Subscribe { key, .. }
-            | PeerMsg::Unsubscribe { key, .. }
-            | PeerMsg::SubscribeError { key, .. } => Some(&key.0),
-        };
+        let app = msg.app();
         let allowed = app.is_none_or(|app| self.peer_allowed(app, peer));
         if allowed && self.peers.contains_key(peer) {
             actions.push(Action::Send {
@@ -789,8 +855,8 @@ impl Plane {
         }
     }
 
-    fn flood_my_link_state(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
-        self.my_seq = self.my_seq.saturating_add(1).max(now_ms);
+    fn flood_my_link_state(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        self.my_seq = self.my_seq.saturating_add(1).max(self.seq_at(now));
         let record = LinkRecord {
             seq: self.my_seq,
             up: self.peers.clone(),
@@ -816,10 +882,20 @@ impl Plane {
         origin: NodeId,
         seq: u64,
         links: Vec<(NodeId, u64)>,
-        now_ms: u64,
+        now: Instant,
         actions: &mut Vec<Action>,
     ) {
-        if origin == self.me || !self.policy.fleet.nodes.contains_key(origin.as_str()) {
+        if origin == self.me {
+            // Our own link state from a previous run (whose wall clock was
+            // ahead): originate ours above it, so the fleet takes ours.
+            self.seq_floor = self.seq_floor.max(seq.saturating_add(1));
+            if seq > self.my_seq {
+                self.my_seq = seq;
+                self.flood_my_link_state(now, actions);
+            }
+            return;
+        }
+        if !self.policy.fleet.nodes.contains_key(origin.as_str()) {
             return;
         }
         if self.link_db.get(&origin).is_some_and(|r| r.seq >= seq) {
@@ -840,7 +916,7 @@ impl Plane {
             }
         }
         self.recompute_topology();
-        self.reconcile_all(now_ms, actions);
+        self.reconcile_all(now, actions);
     }
 
     /// A link of this node is up while its connection is live; any other
@@ -885,16 +961,21 @@ impl Plane {
         origin: NodeId,
         seq: u64,
         tracks: Vec<TrackInfo>,
-        now_ms: u64,
+        now: Instant,
         actions: &mut Vec<Action>,
     ) {
         if !self.me_allowed(&key.0) || !self.policy.node_allowed(&key.0, &origin) {
             // A peer must never send this; drop it without keeping the name.
             self.violations += 1;
-            tracing::warn!(peer = %from, app = %key.0, "dropped an announcement for an app not allowed here");
+            actions.push(Action::Violation {
+                peer: from.clone(),
+                app: key.0,
+                what: Violation::Announce,
+            });
             return;
         }
         if origin == self.me {
+            self.supersede_own_announcement(&key, seq, &tracks, actions);
             return;
         }
         let tombstone = self.tombstones.get(&(key.clone(), origin.clone()));
@@ -921,8 +1002,37 @@ impl Plane {
         };
         self.send_to_allowed_peers(&key.0, Some(from), &msg, actions);
         actions.push(Action::ChannelChanged(key.clone()));
-        self.reconcile(&key, now_ms, actions);
-        self.gc(&key, now_ms);
+        self.reconcile(&key, now, actions);
+        self.gc(&key, now);
+    }
+
+    /// A peer holds an announcement of ours at `seq` from a previous run of
+    /// this node (whose wall clock was ahead of ours now): announce what we
+    /// have now (nothing, if the channel is not here) above it, so that the
+    /// stale tracks are withdrawn.
+    fn supersede_own_announcement(
+        &mut self,
+        key: &ChannelKey,
+        seq: u64,
+        tracks: &[TrackInfo],
+        actions: &mut Vec<Action>,
+    ) {
+        self.seq_floor = self.seq_floor.max(seq.saturating_add(1));
+        let msg = match self.channels.get_mut(key) {
+            Some(channel) if channel.local_seq < seq => {
+                channel.local_seq = seq.saturating_add(1);
+                self.local_announce(key, &self.channels[key])
+            }
+            Some(_) => return,
+            None if tracks.is_empty() => return,
+            None => PeerMsg::Announce {
+                key: key.clone(),
+                origin: self.me.clone(),
+                seq: seq.saturating_add(1),
+                tracks: Vec::new(),
+            },
+        };
+        self.send_to_allowed_peers(&key.0, None, &msg, actions);
     }
 
     fn refuse(
@@ -933,7 +1043,6 @@ impl Plane {
         message: String,
         actions: &mut Vec<Action>,
     ) {
-        tracing::debug!(peer = %to, app = %key.0, %message, "refused a mesh subscription");
         self.send_if_allowed_peer(
             to,
             PeerMsg::SubscribeError {
@@ -952,12 +1061,16 @@ impl Plane {
         key: ChannelKey,
         origin: NodeId,
         path: Vec<NodeId>,
-        now_ms: u64,
+        now: Instant,
         actions: &mut Vec<Action>,
     ) {
         if !self.me_allowed(&key.0) || !self.peer_allowed(&key.0, from) {
             self.violations += 1;
-            tracing::warn!(peer = %from, app = %key.0, "dropped a subscription for an app not allowed here");
+            actions.push(Action::Violation {
+                peer: from.clone(),
+                app: key.0,
+                what: Violation::Subscribe,
+            });
             return;
         }
         self.remember(&key);
@@ -982,29 +1095,32 @@ impl Plane {
             .get_mut(&key)
             .and_then(|c| c.downstream.get_mut(&origin))
             .and_then(|d| d.get_mut(from))
-            .map(|d| d.refreshed_ms = now_ms)
+            .map(|d| d.refreshed = now)
             .is_some();
         if refreshed {
+            self.ack_if_established(from, &key, &origin, actions);
             return;
         }
         let entry = Downstream {
             visited,
-            refreshed_ms: now_ms,
+            refreshed: now,
         };
         if origin == self.me {
+            let seq = self.seq_at(now);
             let channel = self.channels.entry(key.clone()).or_default();
             channel
                 .downstream
-                .entry(origin)
+                .entry(origin.clone())
                 .or_default()
                 .insert(from.clone(), entry);
             if channel.local.is_empty() {
                 // The subscriber may hold tracks from before this node
                 // restarted: a fresh, empty announcement withdraws them.
-                channel.local_seq = channel.local_seq.saturating_add(1).max(now_ms);
+                channel.local_seq = channel.local_seq.saturating_add(1).max(seq);
             }
             let msg = self.local_announce(&key, &self.channels[&key]);
             self.send_if_allowed_peer(from, msg, actions);
+            self.ack_if_established(from, &key, &origin, actions);
             actions.push(Action::ChannelChanged(key));
             return;
         }
@@ -1027,13 +1143,9 @@ impl Plane {
                 return;
             }
             channel.failed.remove(&origin);
-            channel.upstream.insert(
-                origin.clone(),
-                Upstream {
-                    peer: next.clone(),
-                    path: remainder,
-                },
-            );
+            channel
+                .upstream
+                .insert(origin.clone(), Upstream::new(next.clone(), remainder));
             self.send_if_allowed_peer(
                 &next,
                 PeerMsg::Subscribe {
@@ -1047,9 +1159,67 @@ impl Plane {
         if let Some(channel) = self.channels.get_mut(&key) {
             channel
                 .downstream
-                .entry(origin)
+                .entry(origin.clone())
                 .or_default()
                 .insert(from.clone(), entry);
+        }
+        self.ack_if_established(from, &key, &origin, actions);
+        actions.push(Action::ChannelChanged(key));
+    }
+
+    /// Tells `to` that its subscription for `origin` is established, if
+    /// this node is the origin or its own upstream confirmed the path.
+    fn ack_if_established(
+        &self,
+        to: &NodeId,
+        key: &ChannelKey,
+        origin: &NodeId,
+        actions: &mut Vec<Action>,
+    ) {
+        let established = origin == &self.me
+            || self
+                .channels
+                .get(key)
+                .and_then(|c| c.upstream.get(origin))
+                .is_some_and(|up| up.confirmed);
+        if established {
+            self.send_if_allowed_peer(
+                to,
+                PeerMsg::SubscribeOk {
+                    key: key.clone(),
+                    origin: origin.clone(),
+                },
+                actions,
+            );
+        }
+    }
+
+    /// The upstream for `origin` confirmed the path: media can flow. The
+    /// downstream peers waiting on it hear it in turn.
+    fn on_subscribe_ok(
+        &mut self,
+        from: &NodeId,
+        key: ChannelKey,
+        origin: NodeId,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(channel) = self.channels.get_mut(&key) else {
+            return;
+        };
+        let Some(up) = channel.upstream.get_mut(&origin) else {
+            return;
+        };
+        if &up.peer != from || up.confirmed {
+            return;
+        }
+        up.confirmed = true;
+        let downstream: Vec<NodeId> = channel
+            .downstream
+            .get(&origin)
+            .map(|d| d.keys().cloned().collect())
+            .unwrap_or_default();
+        for peer in &downstream {
+            self.ack_if_established(peer, &key, &origin, actions);
         }
         actions.push(Action::ChannelChanged(key));
     }
@@ -1059,7 +1229,7 @@ impl Plane {
         from: &NodeId,
         key: ChannelKey,
         origin: NodeId,
-        now_ms: u64,
+        now: Instant,
         actions: &mut Vec<Action>,
     ) {
         let Some(channel) = self.channels.get_mut(&key) else {
@@ -1071,19 +1241,19 @@ impl Plane {
             .is_some_and(|d| d.remove(from).is_some());
         if removed {
             actions.push(Action::ChannelChanged(key.clone()));
-            self.reconcile(&key, now_ms, actions);
-            self.gc(&key, now_ms);
+            self.reconcile(&key, now, actions);
+            self.gc(&key, now);
         }
     }
 
     /// Drops the upstream for `origin` and tells every downstream peer, which
-    /// re-subscribe with fresh paths. `retry_at` of 0 retries at once.
+    /// re-subscribe with fresh paths; the next attempt is due at `retry_at`.
     fn drop_upstream(
         &mut self,
         key: &ChannelKey,
         origin: &NodeId,
         reason: &str,
-        retry_at: u64,
+        retry_at: Instant,
         actions: &mut Vec<Action>,
     ) {
         let Some(channel) = self.channels.get_mut(key) else {
@@ -1115,10 +1285,10 @@ impl Plane {
         }
     }
 
-    fn reconcile_all(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+    fn reconcile_all(&mut self, now: Instant, actions: &mut Vec<Action>) {
         let keys: Vec<ChannelKey> = self.channels.keys().cloned().collect();
         for key in keys {
-            self.reconcile(&key, now_ms, actions);
+            self.reconcile(&key, now, actions);
         }
     }
 
@@ -1126,7 +1296,7 @@ impl Plane {
     /// interest, one upstream per remote origin along the cheapest allowed
     /// path; transit upstreams (kept for downstream peers) follow the
     /// requesters' source routes and are only checked for validity here.
-    fn reconcile(&mut self, key: &ChannelKey, now_ms: u64, actions: &mut Vec<Action>) {
+    fn reconcile(&mut self, key: &ChannelKey, now: Instant, actions: &mut Vec<Action>) {
         let Some(channel) = self.channels.get(key) else {
             return;
         };
@@ -1187,7 +1357,7 @@ impl Plane {
                     changed = true;
                     continue;
                 }
-                self.drop_upstream(key, &origin, "path is no longer valid", 0, actions);
+                self.drop_upstream(key, &origin, "path is no longer valid", now, actions);
                 changed = true;
             }
             // Only a node with local interest computes a path; transit nodes
@@ -1198,11 +1368,7 @@ impl Plane {
             if !(channel.local_interest && announced) {
                 continue;
             }
-            if channel
-                .failed
-                .get(&origin)
-                .is_some_and(|(at, _)| *at > now_ms)
-            {
+            if channel.failed.get(&origin).is_some_and(|(at, _)| *at > now) {
                 continue;
             }
             match self.topology.cheapest_path(&allowed, &self.me, &origin) {
@@ -1211,13 +1377,9 @@ impl Plane {
                     let path = route.path.clone();
                     if let Some(channel) = self.channels.get_mut(key) {
                         channel.failed.remove(&origin);
-                        channel.upstream.insert(
-                            origin.clone(),
-                            Upstream {
-                                peer: next.clone(),
-                                path: path.clone(),
-                            },
-                        );
+                        channel
+                            .upstream
+                            .insert(origin.clone(), Upstream::new(next.clone(), path.clone()));
                     }
                     self.send_if_allowed_peer(
                         &next,
@@ -1231,7 +1393,7 @@ impl Plane {
                     actions.push(Action::Decision {
                         key: key.clone(),
                         origin: origin.clone(),
-                        outcome: Ok(path),
+                        outcome: RouteOutcome::Chosen(path),
                     });
                     changed = true;
                 }
@@ -1246,13 +1408,13 @@ impl Plane {
                     if let Some(channel) = self.channels.get_mut(key) {
                         channel
                             .failed
-                            .insert(origin.clone(), (now_ms + RETRY_BACKOFF_MS, reason.clone()));
+                            .insert(origin.clone(), (now + RETRY_BACKOFF, reason.clone()));
                     }
                     if previously.as_deref() != Some(reason.as_str()) {
                         actions.push(Action::Decision {
                             key: key.clone(),
                             origin: origin.clone(),
-                            outcome: Err(reason),
+                            outcome: RouteOutcome::Unavailable(no_route),
                         });
                         changed = true;
                     }
@@ -1307,10 +1469,7 @@ impl Plane {
         if let Some(channel) = self.channels.get_mut(key) {
             channel.upstream.insert(
                 origin.clone(),
-                Upstream {
-                    peer: next.clone(),
-                    path: route.path.clone(),
-                },
+                Upstream::new(next.clone(), route.path.clone()),
             );
         }
         self.send_if_allowed_peer(
@@ -1333,12 +1492,12 @@ impl Plane {
         actions.push(Action::Decision {
             key: key.clone(),
             origin: origin.clone(),
-            outcome: Ok(route.path),
+            outcome: RouteOutcome::Chosen(route.path),
         });
         true
     }
 
-    fn gc(&mut self, key: &ChannelKey, now_ms: u64) {
+    fn gc(&mut self, key: &ChannelKey, now: Instant) {
         if !self
             .channels
             .get(key)
@@ -1349,7 +1508,7 @@ impl Plane {
         if let Some(channel) = self.channels.remove(key) {
             for (origin, remote) in channel.remote {
                 self.tombstones
-                    .insert((key.clone(), origin), (remote.seq, now_ms + TOMBSTONE_MS));
+                    .insert((key.clone(), origin), (remote.seq, now + TOMBSTONE));
             }
         }
     }

@@ -1,0 +1,124 @@
+//! Hostile peers: connections that complete the QUIC handshake and then
+//! never send `HELLO`, and a peer that opens every stream it may and fills
+//! each without ever finishing it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quinn::{Connection, Endpoint};
+use rustls::RootCertStore;
+
+/// One client endpoint per source address.
+pub fn endpoints(sources: &[IpAddr], roots: &Arc<RootCertStore>) -> Vec<Endpoint> {
+    let transport = Arc::new(georelay::tls::transport_config(
+        georelay::tls::TransportKind::Client,
+    ));
+    let config = georelay::tls::client_config(Arc::clone(roots), transport).expect("client config");
+    sources
+        .iter()
+        .map(|ip| {
+            let mut endpoint =
+                Endpoint::client(SocketAddr::new(*ip, 0)).expect("bind a client endpoint");
+            endpoint.set_default_client_config(config.clone());
+            endpoint
+        })
+        .collect()
+}
+
+/// Opens `count` connections to `node` (spread over `endpoints`) that
+/// complete the handshake and then say nothing. Returns the ones that got
+/// through, with when each handshake finished.
+pub async fn never_hello(
+    endpoints: &[Endpoint],
+    node: SocketAddr,
+    server_name: &str,
+    count: usize,
+) -> Vec<(Connection, Instant)> {
+    let mut handshakes = tokio::task::JoinSet::new();
+    for n in 0..count {
+        let endpoint = endpoints[n % endpoints.len()].clone();
+        let name = server_name.to_owned();
+        handshakes.spawn(async move {
+            let conn = endpoint.connect(node, &name).ok()?.await.ok()?;
+            Some((conn, georelay::clock::monotonic_now()))
+        });
+    }
+    let mut connections = Vec::new();
+    while let Some(joined) = handshakes.join_next().await {
+        if let Ok(Some(conn)) = joined {
+            connections.push(conn);
+        }
+    }
+    connections
+}
+
+/// What a stream-exhaustion peer managed to make the node accept. Its
+/// streams stay open (unfinished) while this is alive.
+#[derive(Debug, Default)]
+pub struct Exhaustion {
+    /// The open streams, never finished.
+    pub streams: Vec<quinn::SendStream>,
+    /// Bidirectional streams it could open (the control stream included).
+    pub bidi_opened: usize,
+    /// Unidirectional streams it could open.
+    pub uni_opened: usize,
+    /// Bytes the node's flow control let it send, over all streams, before
+    /// every stream blocked.
+    pub bytes_accepted: u64,
+}
+
+/// Opens up to `bidi` bidirectional and `uni` unidirectional streams on
+/// `conn` and writes up to `per_stream` bytes on each, never finishing any.
+/// A stream blocked by flow control for `stall` counts as full; an open
+/// blocked as long counts as refused.
+pub async fn exhaust_streams(
+    conn: &Connection,
+    bidi: usize,
+    uni: usize,
+    per_stream: usize,
+    stall: Duration,
+) -> Exhaustion {
+    let mut report = Exhaustion::default();
+    let chunk = vec![0x5a_u8; 16 * 1024];
+    let mut sends = Vec::new();
+    for _ in 0..bidi {
+        match tokio::time::timeout(stall, conn.open_bi()).await {
+            Ok(Ok((send, _recv))) => {
+                report.bidi_opened += 1;
+                sends.push(send);
+            }
+            _ => break,
+        }
+    }
+    for _ in 0..uni {
+        match tokio::time::timeout(stall, conn.open_uni()).await {
+            Ok(Ok(send)) => {
+                report.uni_opened += 1;
+                sends.push(send);
+            }
+            _ => break,
+        }
+    }
+    let mut writers = tokio::task::JoinSet::new();
+    for mut send in sends {
+        let chunk = chunk.clone();
+        writers.spawn(async move {
+            let mut written = 0u64;
+            while (written as usize) < per_stream {
+                match tokio::time::timeout(stall, send.write(&chunk)).await {
+                    Ok(Ok(n)) => written += n as u64,
+                    _ => break,
+                }
+            }
+            (written, send)
+        });
+    }
+    while let Some(joined) = writers.join_next().await {
+        if let Ok((written, send)) = joined {
+            report.bytes_accepted += written;
+            report.streams.push(send);
+        }
+    }
+    report
+}
