@@ -18,10 +18,11 @@ count() { # mode packets -> instructions
 # Subtract a short run of each mode to cancel setup (policy parsing, hub
 # construction) and keep only the per-packet work.
 declare -A per
-for mode in baseline hub; do
+for mode in baseline hub direct; do
   long=$(count "$mode" "$packets")
   short=$(count "$mode" 1000)
   per[$mode]=$(( (long - short) / ((packets - 1000) * 10) ))
   echo "$mode: $(( long - short )) instructions for $(( (packets - 1000) * 10 )) deliveries = ${per[$mode]} per delivered packet"
 done
-awk -v h="${per[hub]}" -v b="${per[baseline]}" 'BEGIN{printf "hub / baseline = %.1fx\n", h/b}'
+awk -v h="${per[hub]}" -v d="${per[direct]}" -v b="${per[baseline]}" \
+  'BEGIN{printf "hub (queued outlets) / baseline = %.1fx\ndirect outlets / baseline = %.1fx\n", h/b, d/b}'

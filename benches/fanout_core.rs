@@ -8,8 +8,11 @@
 //! node (`Hub::client_datagram`: track lookup, ownership check, per-app
 //! counters, a `Bytes` clone onto each subscriber's bounded queue, the
 //! wake-up of its writer) and drains each queue as its writer would.
-//! `baseline` does the least any fan-out must: clone the `Bytes` into each
-//! subscriber's `VecDeque` and pop it. Both run the same packet count and
+//! `direct` is the same path with direct outlets (what client sessions use):
+//! the clone goes straight into each subscriber connection's send buffer,
+//! here a mutex-guarded `VecDeque` as in quinn, with no queue or writer of
+//! the relay's own. `baseline` does the least any fan-out must: clone the
+//! `Bytes` into each subscriber's `VecDeque` and pop it. Both run the same packet count and
 //! fan-out in one process; the script divides the two instruction counts.
 //! Run without arguments (as `cargo bench` and `cargo test --benches` do),
 //! it runs both briefly and checks that every packet was delivered.
@@ -25,7 +28,7 @@ use georelay::config::Fleet;
 use georelay::ids::{AppId, NodeId};
 use georelay::metadata::Recorder;
 use georelay::relay::core::SessionEntry;
-use georelay::relay::fanout::{DatagramQueue, MessageQueue, Queued};
+use georelay::relay::fanout::{DatagramQueue, DatagramSink, MessageQueue, Offer, Queued};
 use georelay::relay::hub::Hub;
 use georelay::relay::policy::Policy;
 use georelay::relay::routes::Receiver as Queues;
@@ -71,9 +74,31 @@ impl georelay::relay::core::Control for Unconnected {
 /// The receiving ends a session's writers would hold; kept alive for the run.
 type Writers = (Receiver<Outbound>, Receiver<Queued>);
 
-fn session(hub: &Hub, publish: bool) -> (u64, Arc<DatagramQueue>, Writers) {
+/// A connection's datagram send buffer as the relay sees it: quinn pushes
+/// the datagram onto a `VecDeque` under its connection lock.
+#[derive(Clone, Debug, Default)]
+struct SendBuffer(Arc<std::sync::Mutex<VecDeque<Bytes>>>);
+
+impl DatagramSink for SendBuffer {
+    fn offer(&self, datagram: Bytes) -> Offer {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(datagram);
+        Offer::Sent
+    }
+}
+
+fn session(
+    hub: &Hub,
+    publish: bool,
+    direct: Option<SendBuffer>,
+) -> (u64, Arc<DatagramQueue>, Writers) {
     let (control, control_rx) = tokio::sync::mpsc::channel(1024);
-    let queue = Arc::new(DatagramQueue::new(1024, Arc::clone(&hub.drops)));
+    let queue = Arc::new(match direct {
+        Some(buffer) => DatagramQueue::direct(Box::new(buffer), Arc::clone(&hub.drops)),
+        None => DatagramQueue::new(1024, Arc::clone(&hub.drops)),
+    });
     let (messages, messages_rx) = MessageQueue::new(16, Arc::clone(&hub.drops));
     let id = hub
         .add_session(
@@ -96,9 +121,10 @@ fn session(hub: &Hub, publish: bool) -> (u64, Arc<DatagramQueue>, Writers) {
     (id, queue, (control_rx, messages_rx))
 }
 
-/// Runs `packets` through the hub to `fanout` subscribers; returns how many
+/// Runs `packets` through the hub to `fanout` subscribers, through queued
+/// outlets and their writers or through `direct` ones; returns how many
 /// were delivered.
-fn hub_run(packets: u64, fanout: usize) -> u64 {
+fn hub_run(packets: u64, fanout: usize, direct: bool) -> u64 {
     let fleet = Fleet::parse(CONFIG, Path::new("bench.toml")).expect("bench config");
     let policy = Arc::new(Policy::from_fleet(fleet).expect("policy"));
     let hub = Hub::new(
@@ -109,13 +135,16 @@ fn hub_run(packets: u64, fanout: usize) -> u64 {
     );
     let mut writers = Vec::new();
     let mut queues = Vec::new();
+    let mut buffers = Vec::new();
     for _ in 0..fanout {
-        let (id, queue, held) = session(&hub, false);
+        let buffer = direct.then(SendBuffer::default);
+        let (id, queue, held) = session(&hub, false, buffer.clone());
         hub.subscribe(id).expect("subscribe");
         queues.push(queue);
+        buffers.extend(buffer);
         writers.push(held);
     }
-    let (publisher, _, held) = session(&hub, true);
+    let (publisher, _, held) = session(&hub, true, None);
     writers.push(held);
     let announce = Announce {
         track_id: 1,
@@ -129,8 +158,14 @@ fn hub_run(packets: u64, fanout: usize) -> u64 {
     for _ in 0..packets {
         hub.routes()
             .client_datagram(publisher, track, datagram.clone());
-        for queue in &queues {
+        for queue in queues.iter().filter(|q| !q.is_direct()) {
             if let Some(Some(_)) = queue.pop().now_or_never() {
+                delivered += 1;
+            }
+        }
+        for buffer in &buffers {
+            let mut held = buffer.0.lock().unwrap_or_else(|e| e.into_inner());
+            if held.pop_front().is_some() {
                 delivered += 1;
             }
         }
@@ -175,9 +210,10 @@ fn main() {
     let packets: u64 = args.next().and_then(|p| p.parse().ok()).unwrap_or(1_000);
     const FANOUT: usize = 10;
     let run = |mode: &str| match mode {
-        "hub" => hub_run(packets, FANOUT),
+        "hub" => hub_run(packets, FANOUT, false),
+        "direct" => hub_run(packets, FANOUT, true),
         "baseline" => baseline_run(packets, FANOUT),
-        other => panic!("unknown mode {other}: use hub or baseline"),
+        other => panic!("unknown mode {other}: use hub, direct or baseline"),
     };
     match mode.as_deref() {
         Some(mode) => println!(
@@ -186,7 +222,7 @@ fn main() {
             packets * FANOUT as u64
         ),
         None => {
-            for mode in ["baseline", "hub"] {
+            for mode in ["baseline", "hub", "direct"] {
                 let delivered = run(mode);
                 assert_eq!(
                     delivered,

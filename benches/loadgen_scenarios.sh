@@ -6,6 +6,9 @@
 #
 #   cargo build --release && benches/loadgen_scenarios.sh [ROUNDS] [SCENARIOS...]
 #
+# GEORELAY_BIN (default target/release/georelay) runs another build, e.g. the
+# one before a change, for a before/after pair; GEORELAY_RESULTS (default
+# target/loadgen-scenarios/results.jsonl) names the results file.
 # SCENARIOS (default: all): fanout rooms video mesh idle
 # Every loadgen summary is appended, one JSON line each, to
 # target/loadgen-scenarios/results.jsonl with the scenario name and round;
@@ -22,11 +25,11 @@ rounds="${1:-3}"
 shift || true
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout rooms video mesh idle)
-bin=target/release/georelay
+bin="${GEORELAY_BIN:-target/release/georelay}"
 [ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 2; }
 out=target/loadgen-scenarios
 mkdir -p "$out"
-results="$out/results.jsonl"
+results="${GEORELAY_RESULTS:-$out/results.jsonl}"
 work="$(mktemp -d)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -100,7 +103,7 @@ for round in $(seq "$rounds"); do
   for scenario in "${scenarios[@]}"; do
     case $scenario in
       fanout)
-        for n in 1 10 50 200 500; do
+        for n in 1 10 25 50 200 500; do
           run "fanout_1_to_$n" "$round" --node solo --subscribers "$n" --rate 1000 --size 1100 --duration 5 --baseline
         done ;;
       rooms)

@@ -3,9 +3,17 @@
 //!
 //! A datagram is a `Bytes`; fanning it out to N receivers clones the handle N
 //! times (a reference count), never the payload. Each receiver (a subscriber
-//! session or a mesh peer) has its own [`DatagramQueue`], drained by its own
-//! writer task, so one slow receiver never stalls the publisher or the others:
-//! when its queue is full the oldest datagram is dropped and counted.
+//! session or a mesh peer) has its own [`DatagramQueue`], its datagram
+//! outlet, so one slow receiver never stalls the publisher or the others:
+//!
+//! - a **direct** outlet (client sessions) hands each datagram straight to
+//!   the connection's own bounded send buffer from the publisher's ingress
+//!   task ([`DatagramSink::offer`], never waiting): no queue, writer task or
+//!   wake-up of ours per delivered packet. When that buffer is full QUIC
+//!   discards its oldest datagram, counted here as a `queue_full` drop;
+//! - a **queued** outlet (mesh links, simulated networks) keeps a bounded
+//!   queue drained by a writer; when full the oldest datagram is dropped and
+//!   counted.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -109,9 +117,36 @@ impl DropCounters {
 /// One queued datagram and the app it is counted against.
 pub type Queued = (Bytes, Arc<AppCounters>);
 
-/// A bounded queue of datagrams to one receiver; drops the oldest when full.
+/// What became of a datagram offered to a connection's send buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offer {
+    /// Buffered for sending; nothing was discarded.
+    Sent,
+    /// Buffered, but the buffer was full: the connection discarded its
+    /// oldest buffered datagram(s) to make room.
+    DisplacedOldest,
+    /// Larger than the path allows right now; not sent.
+    TooLarge,
+    /// The connection is gone; not sent.
+    Closed,
+}
+
+/// A connection that takes a datagram now, never waiting: the object-safe
+/// face of a transport that a direct outlet sends through (every
+/// [`super::transport::SessionTransport`] is one).
+pub trait DatagramSink: Send + Sync + std::fmt::Debug {
+    /// Hands `datagram` to the connection's bounded send buffer.
+    fn offer(&self, datagram: Bytes) -> Offer;
+}
+
+/// The datagram outlet of one receiver (see the module docs): direct to its
+/// connection's send buffer, or a bounded queue that drops the oldest when
+/// full. Either way it counts what it sent and dropped, so that for every
+/// datagram pushed exactly one of `sent`, a `queue_full` or a `too_large`
+/// drop grows (or, for a queue, it is still waiting).
 #[derive(Debug)]
 pub struct DatagramQueue {
+    direct: Option<Box<dyn DatagramSink>>,
     queue: Mutex<VecDeque<Queued>>,
     capacity: usize,
     ready: Notify,
@@ -128,6 +163,7 @@ impl DatagramQueue {
     /// in `node_drops`.
     pub fn new(capacity: usize, node_drops: Arc<DropCounters>) -> Self {
         Self {
+            direct: None,
             queue: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
             capacity: capacity.max(1),
             ready: Notify::new(),
@@ -138,10 +174,46 @@ impl DatagramQueue {
         }
     }
 
-    /// Queues a datagram without waiting. When full, the oldest queued
-    /// datagram is dropped (fresher media is worth more) and counted.
+    /// A direct outlet into `sink`'s own send buffer: no queue and no
+    /// writer task; drops are also counted in `node_drops`.
+    pub fn direct(sink: Box<dyn DatagramSink>, node_drops: Arc<DropCounters>) -> Self {
+        Self {
+            direct: Some(sink),
+            queue: Mutex::new(VecDeque::new()),
+            capacity: 1,
+            ready: Notify::new(),
+            closed: AtomicBool::new(false),
+            drops: DropCounters::default(),
+            sent: AppCounters::default(),
+            node_drops,
+        }
+    }
+
+    /// Whether this outlet sends directly (no writer drains it).
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// Sends or queues a datagram without waiting. When full, the oldest
+    /// datagram is dropped (fresher media is worth more) and counted. On a
+    /// direct outlet whose connection discarded an older datagram to take
+    /// this one, the drop is counted in place of this send (the totals
+    /// stay exact: one packet was lost, one will go out).
     pub fn push(&self, datagram: Bytes, app: &Arc<AppCounters>) {
         if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(sink) = &self.direct {
+            let len = datagram.len();
+            match sink.offer(datagram) {
+                Offer::Sent => {
+                    app.count_out(len);
+                    self.sent.count_out(len);
+                }
+                Offer::DisplacedOldest => self.count_drop(DropReason::QueueFull),
+                Offer::TooLarge => self.count_drop(DropReason::TooLarge),
+                Offer::Closed => self.closed.store(true, Ordering::Relaxed),
+            }
             return;
         }
         let dropped = {
@@ -247,5 +319,60 @@ mod tests {
         assert_eq!(queue.pop().await.unwrap().0, Bytes::from(vec![4u8]));
         queue.close();
         assert!(queue.pop().await.is_none());
+    }
+
+    /// A connection whose send buffer holds `room` datagrams; beyond that
+    /// it displaces its oldest, like quinn's.
+    #[derive(Debug)]
+    struct Buffer {
+        room: usize,
+        held: Mutex<VecDeque<Bytes>>,
+    }
+
+    impl DatagramSink for Arc<Buffer> {
+        fn offer(&self, datagram: Bytes) -> Offer {
+            if datagram.len() > 4 {
+                return Offer::TooLarge;
+            }
+            let mut held = self.held.lock().unwrap();
+            held.push_back(datagram);
+            if held.len() > self.room {
+                held.pop_front();
+                Offer::DisplacedOldest
+            } else {
+                Offer::Sent
+            }
+        }
+    }
+
+    #[test]
+    fn a_direct_outlet_counts_each_datagram_once_as_sent_or_dropped() {
+        let node = Arc::new(DropCounters::default());
+        let buffer = Arc::new(Buffer {
+            room: 2,
+            held: Mutex::default(),
+        });
+        let outlet = DatagramQueue::direct(Box::new(Arc::clone(&buffer)), Arc::clone(&node));
+        assert!(outlet.is_direct());
+        let app = Arc::new(AppCounters::default());
+        for i in 0..5u8 {
+            outlet.push(Bytes::from(vec![i]), &app);
+        }
+        outlet.push(Bytes::from_static(b"too large"), &app);
+        assert_eq!(outlet.sent.snapshot().packets_out, 2);
+        assert_eq!(app.snapshot().packets_out, 2);
+        assert_eq!(outlet.drops.get(DropReason::QueueFull), 3);
+        assert_eq!(node.get(DropReason::QueueFull), 3);
+        assert_eq!(node.get(DropReason::TooLarge), 1);
+        let held: Vec<Bytes> = buffer.held.lock().unwrap().iter().cloned().collect();
+        assert_eq!(
+            held,
+            vec![Bytes::from(vec![3u8]), Bytes::from(vec![4u8])],
+            "the freshest datagrams are the ones kept"
+        );
+        assert!(outlet.try_pop().is_none(), "nothing is queued on our side");
+        outlet.close();
+        outlet.push(Bytes::from_static(b"x"), &app);
+        assert_eq!(buffer.held.lock().unwrap().len(), 2, "closed: not sent");
     }
 }

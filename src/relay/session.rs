@@ -26,7 +26,7 @@ use super::hub::{CONTROL_QUEUE, Hub};
 use super::quality::JitterMeter;
 use super::routes::{Forwarded, Receiver, Sender};
 use super::transport::{QueuedControl, SessionTransport};
-use super::writers::{run_datagram_writer, run_message_writer};
+use super::writers::run_message_writer;
 
 /// How long a client has to open its control stream and send `HELLO`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -108,8 +108,8 @@ pub async fn run_client<T: SessionTransport + std::fmt::Debug>(
             refuse(&hub, &control, Some(app), refusal);
             return;
         };
-        let datagrams = Arc::new(DatagramQueue::new(
-            limits.subscriber_queue_packets,
+        let datagrams = Arc::new(DatagramQueue::direct(
+            Box::new(conn.clone()),
             Arc::clone(&hub.drops),
         ));
         let (messages, messages_rx) = MessageQueue::new(MESSAGE_QUEUE, Arc::clone(&hub.drops));
@@ -162,7 +162,6 @@ pub async fn run_client<T: SessionTransport + std::fmt::Debug>(
             },
         );
         let opened = crate::clock::timer_now();
-        tokio::spawn(run_datagram_writer(Arc::clone(&datagrams), conn.clone()));
         tokio::spawn(run_message_writer(
             messages_rx,
             conn.clone(),

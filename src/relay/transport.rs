@@ -7,7 +7,8 @@
 //! (`web_transport_quinn::Session`, ALPN `h3`, path `/georelay`) and a
 //! WebSocket adapter serve clients alike. It maps one-to-one onto
 //! `web_transport_quinn::Session`: `accept_bi` (the control stream),
-//! `accept_uni`/`open_uni`, `read_datagram`/`send_datagram`,
+//! `accept_uni`/`open_uni`, `read_datagram`/`send_datagram` (and the
+//! non-blocking `send_datagram` behind [`SessionTransport::send_datagram_now`]),
 //! `max_datagram_size`, `close(code: u32, reason)`, `closed()`, and the
 //! underlying `quinn::Connection` (it derefs to one) for the remote
 //! address, stable id and path statistics.
@@ -27,6 +28,7 @@ use crate::error::ErrorCode;
 use crate::wire::stream::{CloseConnection, Outbound};
 
 use super::core::Control;
+use super::fanout::{DatagramSink, Offer};
 
 /// A connection-level failure: the connection closed or a stream could not
 /// be opened or accepted.
@@ -43,6 +45,16 @@ pub enum DatagramError {
     /// The connection is gone or does not support datagrams.
     #[error("{0}")]
     Closed(String),
+}
+
+/// How a datagram handed over without waiting was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatagramSent {
+    /// Buffered for sending; nothing was discarded.
+    Buffered,
+    /// Buffered, but the send buffer was full, so the transport discarded
+    /// its oldest buffered datagram(s) to make room (counted `queue_full`).
+    DisplacedOldest,
 }
 
 /// Path statistics of a connection, for quality samples.
@@ -79,6 +91,19 @@ pub trait SessionTransport: CloseConnection + Clone + Send + Sync + 'static {
         &self,
         datagram: Bytes,
     ) -> impl Future<Output = Result<(), DatagramError>> + Send;
+    /// Sends one media datagram now, never waiting: it goes into the
+    /// connection's bounded datagram send buffer, and when that buffer has
+    /// no room the transport discards its *oldest* buffered datagrams to
+    /// make room (fresher media is worth more) and returns
+    /// [`DatagramSent::DisplacedOldest`]. This is the relay's fast path: it
+    /// is called from the publisher's ingress task once per subscriber, so it
+    /// must not block, allocate per call beyond the datagram, or wait for
+    /// the congestion controller. Errors as for [`Self::send_datagram`].
+    ///
+    /// Over `quinn::Connection` (and a WebTransport session, which derefs
+    /// to one): `datagram_send_buffer_space() < datagram.len()` before
+    /// `quinn::Connection::send_datagram` means it displaced older ones.
+    fn send_datagram_now(&self, datagram: Bytes) -> Result<DatagramSent, DatagramError>;
     /// The largest datagram the path takes now; `None` without datagram
     /// support.
     fn max_datagram_size(&self) -> Option<usize>;
@@ -136,6 +161,10 @@ impl SessionTransport for quinn::Connection {
         }
     }
 
+    fn send_datagram_now(&self, datagram: Bytes) -> Result<DatagramSent, DatagramError> {
+        send_quinn_datagram_now(self, datagram)
+    }
+
     fn max_datagram_size(&self) -> Option<usize> {
         quinn::Connection::max_datagram_size(self)
     }
@@ -158,6 +187,35 @@ impl SessionTransport for quinn::Connection {
             rtt: self.rtt(),
             sent_packets: path.sent_packets,
             lost_packets: path.lost_packets,
+        }
+    }
+}
+
+/// [`SessionTransport::send_datagram_now`] over a quinn connection (also
+/// what a WebTransport session, which derefs to one, calls): quinn's
+/// non-blocking `send_datagram` drops the oldest buffered datagrams when
+/// its buffer is full, which is exactly when the space left is below the
+/// datagram's size.
+pub fn send_quinn_datagram_now(
+    conn: &quinn::Connection,
+    datagram: Bytes,
+) -> Result<DatagramSent, DatagramError> {
+    let displaces = conn.datagram_send_buffer_space() < datagram.len();
+    match conn.send_datagram(datagram) {
+        Ok(()) if displaces => Ok(DatagramSent::DisplacedOldest),
+        Ok(()) => Ok(DatagramSent::Buffered),
+        Err(quinn::SendDatagramError::TooLarge) => Err(DatagramError::TooLarge),
+        Err(err) => Err(DatagramError::Closed(err.to_string())),
+    }
+}
+
+impl<T: SessionTransport + std::fmt::Debug> DatagramSink for T {
+    fn offer(&self, datagram: Bytes) -> Offer {
+        match self.send_datagram_now(datagram) {
+            Ok(DatagramSent::Buffered) => Offer::Sent,
+            Ok(DatagramSent::DisplacedOldest) => Offer::DisplacedOldest,
+            Err(DatagramError::TooLarge) => Offer::TooLarge,
+            Err(DatagramError::Closed(_)) => Offer::Closed,
         }
     }
 }
