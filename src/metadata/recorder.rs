@@ -372,6 +372,17 @@ impl MetadataHandle {
         done_rx.await.map_err(|_| MetadataError::WriterGone)
     }
 
+    /// A handle that replaces the retention policy like
+    /// [`MetadataHandle::set_retention`], for the relay's reload path.
+    pub fn retention_setter(&self) -> impl Fn(RetentionPolicy) + Send + Sync + 'static {
+        let shared = self.running.as_ref().map(|r| Arc::clone(&r.policy));
+        move |policy| {
+            if let Some(shared) = &shared {
+                *shared.write().unwrap_or_else(PoisonError::into_inner) = policy;
+            }
+        }
+    }
+
     /// Replaces the retention policy (after a config reload); the next sweep
     /// and the next flush use it.
     pub fn set_retention(&self, policy: RetentionPolicy) {
