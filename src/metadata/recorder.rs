@@ -59,8 +59,10 @@ impl Recorder {
         Self { inner: None }
     }
 
-    /// A recorder feeding a fresh bounded channel of `capacity` events.
-    pub(crate) fn channel(capacity: usize) -> (Self, mpsc::Receiver<Event>) {
+    /// A recorder feeding a fresh bounded channel of `capacity` events, and
+    /// the channel's receiving end (for embedding the recorder in another
+    /// writer, tests and benches; [`start`] uses it with its own writer).
+    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<Event>) {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
         let inner = RecorderInner {
             sender,
