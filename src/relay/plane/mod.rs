@@ -1198,7 +1198,11 @@ impl Plane {
     }
 
     /// The upstream for `origin` confirmed the path: media can flow. The
-    /// downstream peers waiting on it hear it in turn.
+    /// downstream peers waiting on it hear it in turn. A confirmation from a
+    /// peer that is not this node's upstream for `origin` means the peer
+    /// forwards to us what nobody here asked for (a subscription that was in
+    /// flight across a revoke and a restore, or an old path after a switch):
+    /// it is told to stop at once instead of when the soft state expires.
     fn on_subscribe_ok(
         &mut self,
         from: &NodeId,
@@ -1206,16 +1210,24 @@ impl Plane {
         origin: NodeId,
         actions: &mut Vec<Action>,
     ) {
-        let Some(channel) = self.channels.get_mut(&key) else {
+        let upstream = self
+            .channels
+            .get_mut(&key)
+            .and_then(|c| c.upstream.get_mut(&origin))
+            .filter(|up| &up.peer == from);
+        let Some(up) = upstream else {
+            if self.me_allowed(&key.0) {
+                self.send_if_allowed_peer(from, PeerMsg::Unsubscribe { key, origin }, actions);
+            }
             return;
         };
-        let Some(up) = channel.upstream.get_mut(&origin) else {
-            return;
-        };
-        if &up.peer != from || up.confirmed {
+        if up.confirmed {
             return;
         }
         up.confirmed = true;
+        let Some(channel) = self.channels.get(&key) else {
+            return;
+        };
         let downstream: Vec<NodeId> = channel
             .downstream
             .get(&origin)
