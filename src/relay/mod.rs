@@ -15,6 +15,8 @@
 //! - [`quality`]: interarrival jitter of publishers' media.
 //!
 //! Drivers (tokio + quinn):
+//! - `accept`: the accept loop, gated by [`crate::gate::AcceptGate`]
+//!   (Retry, connection caps, HELLO permits).
 //! - [`hub`]: the node's shared state: a mutex around the core, the clock,
 //!   metrics and metadata.
 //! - [`transport`]: what the relay needs from a client connection (native
@@ -24,6 +26,7 @@
 //! - [`session`]: one client connection.
 //! - [`mesh`]: mesh links.
 
+mod accept;
 pub mod admission;
 pub mod core;
 pub mod directory;
@@ -47,12 +50,13 @@ use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::admin::metric_names as m;
+use crate::admin::AdminAuth;
 use crate::admin::{ChannelSeen, NodeIntrospect, Readiness, ReloadReport, StatusReport};
 use crate::clock::SharedClock;
 use crate::error::ErrorCode;
+use crate::gate::{AcceptGate, GateLimits};
 use crate::ids::NodeId;
-use crate::tls::{FleetPki, TransportKind};
+use crate::tls::{FleetPki, NodeTls, TransportKind};
 
 use self::hub::Hub;
 use self::policy::{Policy, PolicyError};
@@ -66,6 +70,10 @@ pub enum RelayError {
     /// TLS material is missing or invalid.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The admin authentication could not be set up (token unreadable, or
+    /// a non-loopback admin address without one).
+    #[error(transparent)]
+    AdminAuth(#[from] crate::admin::AdminAuthError),
     /// A listen or admin address could not be bound.
     #[error("cannot bind {what} {addr}: {source}")]
     Bind {
@@ -109,6 +117,10 @@ pub struct RunningNode {
     pub listen: SocketAddr,
     /// The bound admin address.
     pub admin: SocketAddr,
+    /// The node's TLS material, rotated on reload.
+    pub tls: NodeTls,
+    /// The accept loop's gate (connection counts, HELLO permits).
+    pub gate: AcceptGate,
     endpoint: quinn::Endpoint,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -173,21 +185,16 @@ impl RunningNode {
             .get(options.id.as_str())
             .ok_or_else(|| RelayError::UnknownNode(options.id.clone()))?
             .clone();
-        let identity = options
-            .pki
-            .identity(&node.id)
-            .ok_or_else(|| crate::tls::TlsError::MissingNodeCert(node.id.clone()))?;
-        let client_transport = Arc::new(crate::tls::transport_config(TransportKind::Client));
+        let limits = policy.fleet.limits.clone();
+        let tls = NodeTls::new(&node.id, &options.pki)?;
+        let client_transport = Arc::new(crate::tls::client_transport_config(&limits));
         let mesh_transport = Arc::new(crate::tls::transport_config(TransportKind::Mesh));
-        let server =
-            crate::tls::server_config(&identity, Arc::clone(&options.pki.roots), client_transport)?;
-        let mesh_client = crate::tls::mesh_client_config(
-            &identity,
-            Arc::clone(&options.pki.roots),
-            mesh_transport,
-        )?;
+        let mut server = tls.server_config(client_transport)?;
+        crate::tls::apply_handshake_limits(&mut server, &limits);
+        let mesh_client = tls.mesh_client_config(mesh_transport)?;
+        let admin_auth = AdminAuth::for_node(&policy.fleet.admin, &node.id, node.admin)?;
         let endpoint =
-            quinn::Endpoint::server(server, node.listen).map_err(|source| RelayError::Bind {
+            accept::bind_endpoint(node.listen, server).map_err(|source| RelayError::Bind {
                 what: "listen",
                 addr: node.listen,
                 source,
@@ -220,11 +227,12 @@ impl RunningNode {
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        let limits = policy.fleet.limits.clone();
+        let gate = AcceptGate::new(GateLimits::from_limits(&limits));
 
-        tasks.spawn(accept_loop(
+        tasks.spawn(accept::accept_loop(
             Arc::clone(&hub),
             endpoint.clone(),
+            gate.clone(),
             limits.clone(),
             shutdown_rx.clone(),
         ));
@@ -257,7 +265,8 @@ impl RunningNode {
             hub: Arc::clone(&hub),
             reloader: options.reloader.clone(),
         });
-        let router = crate::admin::router(introspect, options.metrics.clone());
+        let router =
+            crate::admin::router_with_auth(introspect, options.metrics.clone(), admin_auth);
         let mut admin_shutdown = shutdown_rx.clone();
         tasks.spawn(async move {
             let stop = async move {
@@ -272,6 +281,8 @@ impl RunningNode {
             hub,
             listen,
             admin,
+            tls,
+            gate,
             endpoint,
             shutdown,
             tasks,
@@ -324,43 +335,6 @@ impl RunningNode {
     }
 }
 
-async fn accept_loop(
-    hub: Arc<Hub>,
-    endpoint: quinn::Endpoint,
-    limits: crate::config::Limits,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let incoming = tokio::select! {
-            incoming = endpoint.accept() => incoming,
-            _ = shutdown.changed() => return,
-        };
-        let Some(incoming) = incoming else {
-            return;
-        };
-        let hub = Arc::clone(&hub);
-        let limits = limits.clone();
-        tokio::spawn(async move {
-            let started = crate::clock::monotonic_now();
-            let Ok(conn) = incoming.await else {
-                return;
-            };
-            metrics::histogram!(m::HANDSHAKE_DURATION_SECONDS, m::LABEL_NODE => hub.me().to_string())
-                .record(started.elapsed().as_secs_f64());
-            match crate::tls::negotiated_alpn(&conn).as_deref() {
-                Some(crate::wire::ALPN_MESH) => {
-                    mesh::run_link(hub, conn, None, limits.max_message_bytes).await;
-                }
-                _ => {
-                    metrics::counter!(m::CONNECTIONS_TOTAL, m::LABEL_NODE => hub.me().to_string(), m::LABEL_KIND => m::KIND_CLIENT)
-                        .increment(1);
-                    session::run_client(hub, conn, limits).await;
-                }
-            }
-        });
-    }
-}
-
 /// Runs the hub's timers: sleeps until the plane's next deadline
 /// ([`Hub::poll_timeout`]), or until an input moved it, then ticks.
 async fn timer_loop(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
@@ -373,6 +347,10 @@ async fn timer_loop(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
         }
     }
 }
+
+/// The hubs and TLS of a process's nodes, filled as they start; read by
+/// the reloader.
+type SharedNodes = Arc<std::sync::Mutex<Vec<(Arc<Hub>, NodeTls)>>>;
 
 /// Every node of a configuration in one process (`serve --all`), sharing one
 /// policy: a reload applies to all of them before it returns.
@@ -387,6 +365,46 @@ impl std::fmt::Debug for Fleet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fleet").field("nodes", &self.nodes).finish()
     }
+}
+
+/// Re-reads each node's TLS files as the policy in force names them
+/// ([`NodeTls::reload_from_files`]): new handshakes use the new material,
+/// open connections continue. A node whose files do not load keeps its old
+/// material; the failures come back as text for the reload report.
+pub fn rotate_tls(nodes: &[NodeTls], fleet: &crate::config::Fleet) -> Vec<String> {
+    nodes
+        .iter()
+        .filter_map(|tls| match tls.reload_from_files(fleet) {
+            Ok(rotation) => {
+                if rotation.changed() {
+                    tracing::info!(?rotation, "TLS material rotated");
+                }
+                None
+            }
+            Err(err) => {
+                tracing::error!(%err, "TLS reload failed; the old certificate stays in force");
+                Some(format!(
+                    "TLS reload failed, the old certificate stays: {err}"
+                ))
+            }
+        })
+        .collect()
+}
+
+/// [`reload_hubs`], then [`rotate_tls`] under the new policy.
+fn reload_with_tls(
+    path: &std::path::Path,
+    hubs: &[Arc<Hub>],
+    tls: &[NodeTls],
+) -> Result<ReloadReport, String> {
+    let mut report = reload_hubs(path, hubs)?;
+    if let Some(hub) = hubs.first() {
+        for failure in rotate_tls(tls, &hub.policy().fleet) {
+            report.message.push_str("; ");
+            report.message.push_str(&failure);
+        }
+    }
+    Ok(report)
 }
 
 /// Applies a freshly loaded policy to `hubs`; invalid files are rejected and
@@ -425,15 +443,20 @@ impl Fleet {
         } else {
             ids
         };
-        let hubs: Arc<std::sync::Mutex<Vec<Arc<Hub>>>> = Arc::default();
+        let hubs: SharedNodes = Arc::default();
         let reloader: Reloader = {
             let hubs = Arc::clone(&hubs);
             let path = path.clone();
             Arc::new(move || {
-                let hubs = hubs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let (hubs, tls): (Vec<_>, Vec<_>) = hubs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .cloned()
+                    .unzip();
                 let path = path.clone();
                 Box::pin(async move {
-                    tokio::task::spawn_blocking(move || reload_hubs(&path, &hubs))
+                    tokio::task::spawn_blocking(move || reload_with_tls(&path, &hubs, &tls))
                         .await
                         .map_err(|e| e.to_string())?
                 })
@@ -453,7 +476,7 @@ impl Fleet {
             .await?;
             hubs.lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(Arc::clone(&node.hub));
+                .push((Arc::clone(&node.hub), node.tls.clone()));
             nodes.push(node);
         }
         Ok(Fleet { nodes, path })
@@ -464,9 +487,11 @@ impl Fleet {
         self.nodes.iter().map(|n| Arc::clone(&n.hub)).collect()
     }
 
-    /// Re-reads the configuration and applies it to every node.
+    /// Re-reads the configuration and applies it to every node, then
+    /// re-reads their TLS files ([`rotate_tls`]).
     pub fn reload(&self) -> Result<ReloadReport, String> {
-        reload_hubs(&self.path, &self.hubs())
+        let tls: Vec<NodeTls> = self.nodes.iter().map(|n| n.tls.clone()).collect();
+        reload_with_tls(&self.path, &self.hubs(), &tls)
     }
 
     /// The node with this id.
