@@ -10,6 +10,9 @@
 //!   run without loss;
 //! - killing the transit node 10 times: time until media resumes on the
 //!   other path, p50 and max;
+//! - a flood of 5,000 Initials from 250 addresses against a node: Retries
+//!   beyond the threshold, pending unvalidated handshakes within it, a
+//!   bystander session keeps its delivery, peak RSS;
 //! - connections that never send `HELLO` are all closed by the relay at its
 //!   configured HELLO deadline, the per-address cap refuses one more, and
 //!   a bystander session keeps its delivery;
@@ -300,6 +303,137 @@ async fn london_packets(fleet: &TestFleet) -> u64 {
         .apps
         .get("globex-media")
         .map_or(0, |app| app.packets_in)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_flood_gets_retries_and_bystanders_keep_delivery() {
+    let fleet = TestFleet::start_nodes(FleetSpec::default(), &["eu-fra-1"]).await;
+    let node = fleet.fleet.node("eu-fra-1").expect("node");
+    let gate = node.gate.clone();
+    let limits = Limits::default();
+    let mut subscriber = fleet
+        .connect(
+            "eu-fra-1",
+            "acme-health",
+            "room",
+            "sub",
+            Role::Subscribe,
+            None,
+        )
+        .await
+        .expect("bystander subscriber");
+    subscriber.subscribe().await.expect("subscribe");
+    let publisher = fleet
+        .connect(
+            "eu-fra-1",
+            "acme-health",
+            "room",
+            "pub",
+            Role::Publish,
+            None,
+        )
+        .await
+        .expect("bystander publisher");
+    let track = publisher
+        .announce(TrackKind::Audio, false, "mic")
+        .await
+        .expect("announce");
+    assert_eq!(track_added(&mut subscriber).await.track, track);
+    let rss_before = faults::flood::peak_rss_bytes();
+
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let sampler = async {
+        let mut most = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            most = most.max(gate.stats().unvalidated_handshakes);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        most
+    };
+    let bystander_send = async {
+        let mut sent = 0u64;
+        let mut pace = tokio::time::interval(Duration::from_millis(10));
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            pace.tick().await;
+            sent += 1;
+            publisher
+                .send_media(track, sent, sent, b"bystander")
+                .expect("send");
+        }
+        sent
+    };
+    let bystander_receive = async {
+        let mut got = std::collections::BTreeSet::new();
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            got.extend(media_seqs(&mut subscriber, track, Duration::from_millis(100)).await);
+        }
+        got.extend(media_seqs(&mut subscriber, track, Duration::from_millis(300)).await);
+        got
+    };
+    let flood = async {
+        let transport = Arc::new(georelay::tls::client_transport_config(&limits));
+        let client = georelay::tls::client_config(Arc::clone(&fleet.pki.roots), transport)
+            .expect("client config");
+        let octet = 224 + (std::process::id() % 16) as u8;
+        let report = faults::flood::flood(
+            fleet.node_addr("eu-fra-1"),
+            "eu-fra-1",
+            client,
+            (octet, 9),
+            250,
+            5000,
+            Duration::from_secs(5),
+        )
+        .await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        report
+    };
+    let (most_unvalidated, sent, got, report) =
+        tokio::join!(sampler, bystander_send, bystander_receive, flood);
+    let rss_after = faults::flood::peak_rss_bytes();
+    let delivery = got.len() as f64 / sent as f64;
+    println!(
+        "flood against a node: {} Initials from {} addresses in {:?}: {} Retries, {} other replies, \
+         {} B out, {} B back (amplification {:.3}); unvalidated handshakes at most {most_unvalidated} \
+         (threshold {}); bystander delivery {delivery:.4} ({} of {sent}); peak RSS (test process, \
+         node included) {} -> {} MiB",
+        report.initials,
+        report.sources,
+        report.elapsed,
+        report.retries,
+        report.other_packets,
+        report.bytes_out,
+        report.bytes_in,
+        report.amplification(),
+        limits.retry_threshold,
+        got.len(),
+        rss_before >> 20,
+        rss_after >> 20,
+    );
+    assert_eq!(report.initials, 5000);
+    assert!(
+        most_unvalidated <= limits.retry_threshold,
+        "pending unvalidated handshakes within the limit: {most_unvalidated}"
+    );
+    assert!(
+        report.retries >= 4000,
+        "beyond the threshold the node answers with Retry: {report:?}"
+    );
+    assert!(report.amplification() <= 3.0, "RFC 9000 8.1: {report:?}");
+    assert!(delivery >= 0.99, "bystanders keep delivery: {delivery}");
+    // A real client still gets in after the flood.
+    fleet
+        .connect(
+            "eu-fra-1",
+            "acme-health",
+            "room",
+            "late",
+            Role::Subscribe,
+            None,
+        )
+        .await
+        .expect("a client connects after the flood");
 }
 
 /// Per-address cap and HELLO deadline of the never-`HELLO` test; it opens
