@@ -16,8 +16,14 @@ use support::fleet::{FleetSpec, NODES, http_get};
 use support::served::{BIN, ServedFleet};
 
 /// Starts `serve --all` and waits until every node answers `/readyz` 200.
+/// Every loadgen session comes from one loopback address: the per-address
+/// connection cap is raised above the runs' session counts.
 async fn start_fleet() -> ServedFleet {
-    let mut fleet = ServedFleet::configure(&FleetSpec::default());
+    let spec = FleetSpec {
+        extra: "[limits]\nmax_connections_per_address = 1000\n".to_string(),
+        ..FleetSpec::default()
+    };
+    let mut fleet = ServedFleet::configure(&spec);
     fleet.serve_all("info");
     for node in NODES {
         fleet.wait_ready(node).await;

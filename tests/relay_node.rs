@@ -663,6 +663,54 @@ async fn a_subscriber_that_announces_is_closed_unauthorized() {
     fleet.fleet.shutdown().await;
 }
 
+/// Connects `user` with `role` to eu-fra-1's acme-health room-1.
+async fn acme_on_fra(fleet: &TestFleet, user: &str, role: Role) -> Client {
+    fleet
+        .connect("eu-fra-1", "acme-health", "room-1", user, role, Some("DE"))
+        .await
+        .expect("admitted")
+}
+
+/// The code `client`'s session closes with, within 3 s.
+async fn closed_with(client: &mut Client) -> Option<Option<ErrorCode>> {
+    next_matching(client, Duration::from_secs(3), |e| match e {
+        Event::Closed { code, .. } => Some(code),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_sends_a_datagram_is_closed_unauthorized() {
+    let fleet = TestFleet::start_nodes(FleetSpec::default(), &["eu-fra-1"]).await;
+    let mut sub = acme_on_fra(&fleet, "sneaky", Role::Subscribe).await;
+    sub.send_media(1, 1, 1, b"x").expect("sent");
+    assert_eq!(
+        closed_with(&mut sub).await,
+        Some(Some(ErrorCode::Unauthorized))
+    );
+    wait_sessions(&fleet, "eu-fra-1", 0).await;
+    fleet.fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unannouncing_a_track_of_another_session_is_a_protocol_violation() {
+    let fleet = TestFleet::start_nodes(FleetSpec::default(), &["eu-fra-1"]).await;
+    let owner = acme_on_fra(&fleet, "owner", Role::Publish).await;
+    let track = owner
+        .announce(TrackKind::Audio, false, "mic")
+        .await
+        .expect("announce");
+    let mut other = acme_on_fra(&fleet, "other", Role::Publish).await;
+    other.unannounce(track).await.expect("sent");
+    assert_eq!(
+        closed_with(&mut other).await,
+        Some(Some(ErrorCode::ProtocolViolation))
+    );
+    wait_sessions(&fleet, "eu-fra-1", 1).await;
+    fleet.fleet.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_from_a_denied_country_is_refused() {
     let fleet = TestFleet::start_nodes(FleetSpec::default(), &["eu-fra-1"]).await;

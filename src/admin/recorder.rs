@@ -28,6 +28,13 @@ pub mod metric_names {
     /// Connections or requests refused (counter), labels `node`, `code`
     /// (a stable error code name such as `GEOFENCE_DENIED`).
     pub const REFUSALS_TOTAL: &str = "georelay_refusals_total";
+    /// Connections the accept gate refused before or right after the
+    /// handshake (counter), labels `node`, `reason` (`node_full`,
+    /// `address_full`, `awaiting_hello_full`).
+    pub const CONNECTIONS_REFUSED_TOTAL: &str = "georelay_connections_refused_total";
+    /// Stateless Retries sent to validate a client address (counter), label
+    /// `node`.
+    pub const RETRIES_TOTAL: &str = "georelay_retries_total";
     /// QUIC handshake time, from the accept loop taking the connection to
     /// the handshake's end (histogram, seconds), label `node`.
     pub const HANDSHAKE_DURATION_SECONDS: &str = "georelay_handshake_duration_seconds";

@@ -329,13 +329,14 @@ impl NodeCore {
         Ok(track)
     }
 
-    /// A publisher withdraws a track it owns.
+    /// A publisher withdraws a track it owns; any other key is a protocol
+    /// violation (PROTOCOL.md, Publishing).
     pub fn unannounce(&mut self, session: u64, track: u64, now: Instant) -> Result<(), Refusal> {
         let key = self.session_key(session)?;
         let info = self
             .directory
             .withdraw(&key, session, track)
-            .map_err(|err| Refusal::plain(ErrorCode::NotFound, err.to_string()))?;
+            .map_err(|err| Refusal::plain(ErrorCode::ProtocolViolation, err.to_string()))?;
         self.record_withdrawn(&key, session, vec![info]);
         self.local_tracks_changed(&key, now);
         Ok(())
@@ -365,6 +366,17 @@ impl NodeCore {
     /// A session subscribes to its channel.
     pub fn subscribe(&mut self, session: u64, now: Instant) -> Result<(), Refusal> {
         let key = self.session_key(session)?;
+        let max = self.policy.fleet.limits.max_subscribers_per_channel;
+        if self.directory.subscriber_count(&key) >= max
+            && !self.directory.subscribers(&key).any(|s| s == session)
+        {
+            return Err(Refusal::plain(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "the channel has {max} subscribers on this node (max_subscribers_per_channel)"
+                ),
+            ));
+        }
         self.directory.subscribe(&key, session);
         let mut actions = self.plane.set_local_interest(&key, true, now);
         actions.push(Action::ChannelChanged(key));

@@ -15,6 +15,8 @@
 //! - [`quality`]: interarrival jitter of publishers' media.
 //!
 //! Drivers (tokio + quinn):
+//! - `accept`: the accept loop, gated by [`crate::gate::AcceptGate`]
+//!   (Retry, connection caps, HELLO permits).
 //! - [`hub`]: the node's shared state: a mutex around the core, the clock,
 //!   metrics and metadata.
 //! - [`transport`]: what the relay needs from a client connection (native
@@ -25,6 +27,7 @@
 //! - [`mesh`]: mesh links.
 //! - [`reload`]: the one reload path (SIGHUP and `POST /reload`).
 
+mod accept;
 pub mod admission;
 pub mod core;
 pub mod directory;
@@ -49,12 +52,13 @@ use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::admin::metric_names as m;
+use crate::admin::AdminAuth;
 use crate::admin::{ChannelSeen, NodeIntrospect, Readiness, ReloadReport, StatusReport};
 use crate::clock::SharedClock;
 use crate::error::ErrorCode;
+use crate::gate::{AcceptGate, GateLimits};
 use crate::ids::NodeId;
-use crate::tls::{FleetPki, TransportKind};
+use crate::tls::{FleetPki, NodeTls, TransportKind};
 
 use self::hub::Hub;
 use self::policy::{Policy, PolicyError};
@@ -69,6 +73,10 @@ pub enum RelayError {
     /// TLS material is missing or invalid.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The admin authentication could not be set up (token unreadable, or
+    /// a non-loopback admin address without one).
+    #[error(transparent)]
+    AdminAuth(#[from] crate::admin::AdminAuthError),
     /// A listen or admin address could not be bound.
     #[error("cannot bind {what} {addr}: {source}")]
     Bind {
@@ -109,6 +117,10 @@ pub struct RunningNode {
     pub listen: SocketAddr,
     /// The bound admin address.
     pub admin: SocketAddr,
+    /// The node's TLS material, rotated on reload.
+    pub tls: NodeTls,
+    /// The accept loop's gate (connection counts, HELLO permits).
+    pub gate: AcceptGate,
     endpoint: quinn::Endpoint,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -181,26 +193,17 @@ impl RunningNode {
             .get(options.id.as_str())
             .ok_or_else(|| RelayError::UnknownNode(options.id.clone()))?
             .clone();
-        let identity = options
-            .pki
-            .identity(&node.id)
-            .ok_or_else(|| crate::tls::TlsError::MissingNodeCert(node.id.clone()))?;
-        let client_transport = Arc::new(crate::tls::transport_config(TransportKind::Client));
+        let limits = policy.fleet.limits.clone();
+        let tls = NodeTls::new(&node.id, &options.pki)?;
+        let client_transport = Arc::new(crate::tls::client_transport_config(&limits));
         let mesh_transport = Arc::new(crate::tls::transport_config(TransportKind::Mesh));
-        let server =
-            crate::tls::server_config(&identity, Arc::clone(&options.pki.roots), client_transport)?;
+        let mut server = tls.server_config(client_transport)?;
+        crate::tls::apply_handshake_limits(&mut server, &limits);
         // A linked peer dials from its own listen address: its connection is
         // accepted with the mesh transport, like the dialling side's.
-        let mesh_server = Arc::new(crate::tls::server_config(
-            &identity,
-            Arc::clone(&options.pki.roots),
-            Arc::clone(&mesh_transport),
-        )?);
-        let mesh_client = crate::tls::mesh_client_config(
-            &identity,
-            Arc::clone(&options.pki.roots),
-            mesh_transport,
-        )?;
+        let mesh_server = Arc::new(tls.server_config(Arc::clone(&mesh_transport))?);
+        let mesh_client = tls.mesh_client_config(mesh_transport)?;
+        let admin_auth = AdminAuth::for_node(&policy.fleet.admin, &node.id, node.admin)?;
         let mesh_peers: std::collections::HashSet<SocketAddr> = policy
             .fleet
             .links
@@ -217,7 +220,7 @@ impl RunningNode {
             })
             .collect();
         let endpoint =
-            quinn::Endpoint::server(server, node.listen).map_err(|source| RelayError::Bind {
+            accept::bind_endpoint(node.listen, server).map_err(|source| RelayError::Bind {
                 what: "listen",
                 addr: node.listen,
                 source,
@@ -250,15 +253,16 @@ impl RunningNode {
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        let limits = policy.fleet.limits.clone();
+        let gate = AcceptGate::new(GateLimits::from_limits(&limits));
 
-        tasks.spawn(accept_loop(
+        tasks.spawn(accept::accept_loop(
             Arc::clone(&hub),
             endpoint.clone(),
-            Acceptor {
-                limits: limits.clone(),
-                mesh_server,
-                mesh_peers,
+            gate.clone(),
+            limits.clone(),
+            accept::MeshAcceptance {
+                server: mesh_server,
+                peers: mesh_peers,
             },
             shutdown_rx.clone(),
         ));
@@ -291,7 +295,8 @@ impl RunningNode {
             hub: Arc::clone(&hub),
             reloader: options.reloader.clone(),
         });
-        let router = crate::admin::router(introspect, options.metrics.clone());
+        let router =
+            crate::admin::router_with_auth(introspect, options.metrics.clone(), admin_auth);
         let mut admin_shutdown = shutdown_rx.clone();
         tasks.spawn(async move {
             let stop = async move {
@@ -306,6 +311,8 @@ impl RunningNode {
             hub,
             listen,
             admin,
+            tls,
+            gate,
             endpoint,
             shutdown,
             tasks,
@@ -355,63 +362,6 @@ impl RunningNode {
     /// Puts a new policy in force on this node.
     pub fn set_policy(&self, policy: Arc<Policy>) -> ReloadReport {
         self.hub.set_policy(policy)
-    }
-}
-
-/// How the accept loop treats an incoming connection.
-struct Acceptor {
-    limits: crate::config::Limits,
-    /// The server config with the mesh transport (datagram buffers, streams
-    /// and keep-alives of a mesh link).
-    mesh_server: Arc<quinn::ServerConfig>,
-    /// Listen addresses of this node's linked peers: their dials come from
-    /// there.
-    mesh_peers: std::collections::HashSet<SocketAddr>,
-}
-
-async fn accept_loop(
-    hub: Arc<Hub>,
-    endpoint: quinn::Endpoint,
-    acceptor: Acceptor,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let limits = acceptor.limits.clone();
-    loop {
-        let incoming = tokio::select! {
-            incoming = endpoint.accept() => incoming,
-            _ = shutdown.changed() => return,
-        };
-        let Some(incoming) = incoming else {
-            return;
-        };
-        let hub = Arc::clone(&hub);
-        let limits = limits.clone();
-        let connecting = if acceptor.mesh_peers.contains(&incoming.remote_address()) {
-            incoming.accept_with(Arc::clone(&acceptor.mesh_server))
-        } else {
-            incoming.accept()
-        };
-        tokio::spawn(async move {
-            let started = crate::clock::monotonic_now();
-            let Ok(connecting) = connecting else {
-                return;
-            };
-            let Ok(conn) = connecting.await else {
-                return;
-            };
-            metrics::histogram!(m::HANDSHAKE_DURATION_SECONDS, m::LABEL_NODE => hub.me().to_string())
-                .record(started.elapsed().as_secs_f64());
-            match crate::tls::negotiated_alpn(&conn).as_deref() {
-                Some(crate::wire::ALPN_MESH) => {
-                    mesh::run_link(hub, conn, None, limits.max_message_bytes).await;
-                }
-                _ => {
-                    metrics::counter!(m::CONNECTIONS_TOTAL, m::LABEL_NODE => hub.me().to_string(), m::LABEL_KIND => m::KIND_CLIENT)
-                        .increment(1);
-                    session::run_client(hub, conn, limits).await;
-                }
-            }
-        });
     }
 }
 
@@ -474,6 +424,7 @@ impl Fleet {
             })
             .await?;
             reloader.add_hub(Arc::clone(&node.hub));
+            reloader.add_node_tls(node.tls.clone());
             nodes.push(node);
         }
         Ok(Fleet {

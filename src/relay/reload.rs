@@ -8,12 +8,12 @@
 //!    problem reported as `file:line:column`;
 //! 2. each app's token secret (`secret_env`, `secret_file`);
 //! 3. the GeoIP database and overrides;
-//! 4. the TLS files named by `[tls]` (CA and node certificates): checked
-//!    now; connections keep the identity they were started with (rotation
-//!    is a later step, added here);
+//! 4. the TLS files named by `[tls]` (CA and node certificates), checked;
 //! 5. then puts the new policy in force on every node of the process
-//!    (sessions no longer allowed are revoked, routes recomputed), and
-//!    calls every [`Reloader::on_applied`] hook (metadata retention).
+//!    (sessions no longer allowed are revoked, routes recomputed), rotates
+//!    each node's TLS material to those files ([`NodeTls::reload_from_files`]:
+//!    new handshakes use it, open connections continue), and calls every
+//!    [`Reloader::on_applied`] hook (metadata retention).
 //!
 //! An invalid file leaves the old policy in force and says why.
 
@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::admin::ReloadReport;
 use crate::ids::NodeId;
+
+use crate::tls::NodeTls;
 
 use super::hub::Hub;
 use super::policy::{Policy, PolicyError};
@@ -60,6 +62,7 @@ pub type AppliedHook = Box<dyn Fn(&Policy) + Send + Sync>;
 pub struct Reloader {
     path: PathBuf,
     hubs: Mutex<Vec<Arc<Hub>>>,
+    node_tls: Mutex<Vec<NodeTls>>,
     hooks: Mutex<Vec<AppliedHook>>,
 }
 
@@ -77,6 +80,7 @@ impl Reloader {
         Self {
             path,
             hubs: Mutex::new(Vec::new()),
+            node_tls: Mutex::new(Vec::new()),
             hooks: Mutex::new(Vec::new()),
         }
     }
@@ -92,6 +96,14 @@ impl Reloader {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(hub);
+    }
+
+    /// Adds a node's TLS material, rotated to the `[tls]` files on reload.
+    pub fn add_node_tls(&self, tls: NodeTls) {
+        self.node_tls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(tls);
     }
 
     /// Runs `hook` after every successful reload (e.g. metadata retention).
@@ -130,6 +142,7 @@ impl Reloader {
             report.revoked_sessions += applied.revoked_sessions;
             report.rerouted += applied.rerouted;
         }
+        let tls_failures = self.rotate_tls(&policy);
         for hook in self
             .hooks
             .lock()
@@ -154,12 +167,42 @@ impl Reloader {
             },
             report.revoked_sessions
         );
+        for failure in tls_failures {
+            report.message.push_str("; ");
+            report.message.push_str(&failure);
+        }
         tracing::info!(message = %report.message, "reload");
         Ok(report)
     }
 
     /// Checks the `[tls]` files for every node of this process, if the
     /// configuration names them; `false` when it does not (dev CA).
+    /// Re-reads each node's TLS files as `policy` names them: new handshakes
+    /// use the new material, open connections continue. A node whose files
+    /// do not load keeps its old material; the failures are returned for the
+    /// report.
+    fn rotate_tls(&self, policy: &Policy) -> Vec<String> {
+        self.node_tls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(|tls| match tls.reload_from_files(&policy.fleet) {
+                Ok(rotation) => {
+                    if rotation.changed() {
+                        tracing::info!(?rotation, "TLS material rotated");
+                    }
+                    None
+                }
+                Err(err) => {
+                    tracing::error!(%err, "TLS reload failed; the old certificate stays in force");
+                    Some(format!(
+                        "TLS reload failed, the old certificate stays: {err}"
+                    ))
+                }
+            })
+            .collect()
+    }
+
     fn check_tls(&self, policy: &Policy) -> Result<bool, ReloadError> {
         if policy.fleet.tls.ca.is_none() {
             return Ok(false);

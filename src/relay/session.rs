@@ -29,8 +29,17 @@ use super::routes::{Forwarded, Receiver, Sender};
 use super::transport::{QueuedControl, SessionTransport};
 use super::writers::run_message_writer;
 
-/// How long a client has to open its control stream and send `HELLO`.
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// What a connection holds between its handshake and `HELLO`: a permit of
+/// the accept gate's `max_pending_hello` (released when `HELLO` arrives)
+/// and the one deadline (`hello_timeout_ms` after the handshake) for
+/// opening the control stream and sending `HELLO`.
+#[derive(Debug)]
+pub struct AwaitingHello {
+    /// When the connection is closed (`PROTOCOL_VIOLATION`) without `HELLO`.
+    pub deadline: tokio::time::Instant,
+    /// The gate's permit.
+    pub permit: crate::gate::HelloPermit,
+}
 
 /// How many `ANNOUNCE`s one session may send in its life (each client-local
 /// track id is remembered to refuse repeats).
@@ -44,11 +53,13 @@ pub async fn run_client<T: SessionTransport + std::fmt::Debug>(
     hub: Arc<Hub>,
     conn: T,
     limits: Limits,
+    awaiting: AwaitingHello,
 ) {
     let conn_id = conn.stable_id();
     let span = tracing::info_span!("conn", id = conn_id, app = tracing::field::Empty, region = %hub.region());
     async move {
-        let Ok(Ok((send, recv))) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_control()).await
+        let AwaitingHello { deadline, permit } = awaiting;
+        let Ok(Ok((send, recv))) = tokio::time::timeout_at(deadline, conn.accept_control()).await
         else {
             conn.close(code(ErrorCode::ProtocolViolation), b"no control stream");
             return;
@@ -62,7 +73,7 @@ pub async fn run_client<T: SessionTransport + std::fmt::Debug>(
             Arc::clone(&closed_with),
         ));
         let mut reader = FrameReader::new(recv);
-        let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await {
+        let hello = match tokio::time::timeout_at(deadline, reader.next()).await {
             Ok(Ok(Some(Frame::Hello(hello)))) => hello,
             Ok(Err(err)) => {
                 refuse(
@@ -82,6 +93,7 @@ pub async fn run_client<T: SessionTransport + std::fmt::Debug>(
                 return;
             }
         };
+        drop(permit);
         tracing::Span::current().record("app", hello.app.as_str());
         let policy = hub.policy();
         let request = AdmissionRequest {
@@ -115,11 +127,12 @@ pub async fn run_client<T: SessionTransport + std::fmt::Debug>(
         ));
         let (messages, messages_rx) = MessageQueue::new(MESSAGE_QUEUE, Arc::clone(&hub.drops));
         let traffic = Arc::new(AppCounters::default());
+        let can_publish = admitted.claims.role == crate::auth::Role::Publish;
         let entry = SessionEntry {
             app: app.clone(),
             channel: admitted.claims.channel.clone(),
             user: admitted.claims.user.clone(),
-            can_publish: admitted.claims.role == crate::auth::Role::Publish,
+            can_publish,
             client_region: admitted.client_region.clone(),
             client_country: admitted.country,
             control: Arc::new(QueuedControl::new(control.clone(), conn.clone())),
@@ -168,7 +181,8 @@ pub async fn run_client<T: SessionTransport + std::fmt::Debug>(
             conn.clone(),
             Arc::clone(&traffic),
         ));
-        let max_payload = crate::wire::max_media_payload(max_datagram);
+        let max_payload =
+            crate::wire::max_media_payload(max_datagram).min(limits.max_datagram_payload_bytes);
         let welcome = Frame::Welcome(Welcome {
             session_id: session,
             node: hub.me().to_string(),
@@ -180,20 +194,22 @@ pub async fn run_client<T: SessionTransport + std::fmt::Debug>(
         tracing::debug!(session, "session admitted");
 
         let jitter: SharedJitter = Arc::default();
-        let datagram_task = tokio::spawn(read_datagrams(
-            Arc::clone(&hub),
-            conn.clone(),
+        let inbound = Inbound {
+            hub: Arc::clone(&hub),
             session,
+            can_publish,
+            traffic: Arc::clone(&traffic),
+        };
+        let datagram_task = tokio::spawn(read_datagrams(
+            inbound.clone(),
+            conn.clone(),
             max_payload,
-            Arc::clone(&traffic),
             Arc::clone(&jitter),
         ));
         let streams_task = tokio::spawn(read_message_streams(
-            Arc::clone(&hub),
+            inbound,
             conn.clone(),
-            session,
             limits.max_message_bytes,
-            Arc::clone(&traffic),
         ));
         let quality_every = Duration::from_secs(policy.fleet.metadata.quality_interval_secs.max(1));
         let meters = Meters {
@@ -214,6 +230,19 @@ pub async fn run_client<T: SessionTransport + std::fmt::Debug>(
         loop {
             let frame = tokio::select! {
                 frame = reader.next() => frame,
+                extra = conn.accept_control() => {
+                    if extra.is_ok() {
+                        close_code = Some(ErrorCode::ProtocolViolation);
+                        close(
+                            &control,
+                            ErrorFrame::new(
+                                ErrorCode::ProtocolViolation,
+                                "a client opens exactly one bidirectional stream",
+                            ),
+                        );
+                    }
+                    break;
+                }
                 _ = conn.closed() => break,
             };
             let ended = match frame {
@@ -352,19 +381,46 @@ fn handle_frame(
 /// A session's jitter estimator, fed per packet, read per quality sample.
 type SharedJitter = Arc<Mutex<JitterMeter>>;
 
+/// What a session's inbound readers share.
+#[derive(Clone)]
+struct Inbound {
+    hub: Arc<Hub>,
+    session: u64,
+    /// Whether the token's role is `publish`: media from any other session
+    /// ends it with `UNAUTHORIZED` (PROTOCOL.md, Publishing).
+    can_publish: bool,
+    traffic: Arc<AppCounters>,
+}
+
+impl Inbound {
+    /// Closes a subscribe-only session that sent media, with `what` it sent.
+    fn refuse_media<T: SessionTransport>(&self, conn: &T, what: &str) {
+        let reason = format!("a subscribe token may not send {what}");
+        conn.close(code(ErrorCode::Unauthorized), reason.as_bytes());
+    }
+}
+
 /// Reads the client's media datagrams: each is parsed once, checked against
 /// the payload limit advertised in `WELCOME` (larger ones are dropped and
 /// counted as `too_large`), measured for jitter, and handed to the hub.
 async fn read_datagrams<T: SessionTransport>(
-    hub: Arc<Hub>,
+    inbound: Inbound,
     conn: T,
-    session: u64,
     max_payload: usize,
-    traffic: Arc<AppCounters>,
     jitter: SharedJitter,
 ) {
+    let Inbound {
+        hub,
+        session,
+        traffic,
+        ..
+    } = &inbound;
     let started = crate::clock::timer_now();
     while let Ok(datagram) = conn.read_datagram().await {
+        if !inbound.can_publish {
+            inbound.refuse_media(&conn, "datagrams");
+            return;
+        }
         traffic.count_in(datagram.len());
         let Ok((header, header_len)) = crate::wire::MediaHeader::parse(&datagram) else {
             hub.drops.count(DropReason::Malformed);
@@ -379,7 +435,7 @@ async fn read_datagrams<T: SessionTransport>(
         // the estimator with made-up track keys.
         if hub
             .routes()
-            .client_datagram(session, header.track, datagram)
+            .client_datagram(*session, header.track, datagram)
             == Forwarded::Yes
         {
             let mut meter = jitter.lock().unwrap_or_else(|e| e.into_inner());
@@ -388,15 +444,17 @@ async fn read_datagrams<T: SessionTransport>(
     }
 }
 
-async fn read_message_streams<T: SessionTransport>(
-    hub: Arc<Hub>,
-    conn: T,
-    session: u64,
-    max_len: usize,
-    traffic: Arc<AppCounters>,
-) {
+async fn read_message_streams<T: SessionTransport>(inbound: Inbound, conn: T, max_len: usize) {
     while let Ok(recv) = conn.accept_uni().await {
-        let (hub, traffic) = (Arc::clone(&hub), Arc::clone(&traffic));
+        if !inbound.can_publish {
+            inbound.refuse_media(&conn, "message streams");
+            return;
+        }
+        let (hub, traffic, session) = (
+            Arc::clone(&inbound.hub),
+            Arc::clone(&inbound.traffic),
+            inbound.session,
+        );
         tokio::spawn(read_messages(
             recv,
             conn.clone(),

@@ -408,7 +408,7 @@ fn only_the_owner_may_unannounce() {
     let other = fra.join(true);
     let track = fra.announce(&studio).unwrap();
     let refusal = fra.core.unannounce(other.id, track, fra.now).unwrap_err();
-    assert_eq!(refusal.code, ErrorCode::NotFound);
+    assert_eq!(refusal.code, ErrorCode::ProtocolViolation);
     assert_eq!(
         fra.send(&other, track),
         Forwarded::Dropped(DropReason::UnknownTrack)
@@ -633,4 +633,22 @@ fn the_timer_is_due_at_the_refresh_and_ticking_moves_it_forward() {
             .any(|m| matches!(m, PeerMsg::Subscribe { .. })),
         "the refresh re-sends the subscription upstream"
     );
+}
+
+#[test]
+fn subscribers_per_channel_are_capped_and_a_repeat_subscribe_is_no_new_one() {
+    let mut fra = node(
+        "fra",
+        "[limits]\nmax_subscribers_per_channel = 2\n[apps.acme]\nsecret = \"s\"\nallow_regions = [\"eu\", \"uk\"]\n",
+    );
+    let first = fra.join(false);
+    let second = fra.join(false);
+    let third = fra.join(false);
+    fra.core.subscribe(first.id, fra.now).unwrap();
+    fra.core.subscribe(second.id, fra.now).unwrap();
+    fra.core.subscribe(second.id, fra.now).unwrap();
+    let refusal = fra.core.subscribe(third.id, fra.now).unwrap_err();
+    assert_eq!(refusal.code, ErrorCode::LimitExceeded);
+    fra.core.unsubscribe(first.id, fra.now).unwrap();
+    fra.core.subscribe(third.id, fra.now).unwrap();
 }
