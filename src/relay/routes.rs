@@ -5,9 +5,10 @@
 //! This is the only place a media packet is handled after its header was
 //! parsed: [`RouteTable::client_datagram`], [`RouteTable::peer_datagram`]
 //! and [`RouteTable::message`] look the track up (a read lock, never the
-//! control mutex), check that the sender may send it, count it, and push a
-//! cheap `Bytes` clone onto each receiver's bounded queue. Rebuilds happen
-//! on control events only ([`build_channel_routes`], then
+//! control mutex), check that the sender may send it, count it, and hand a
+//! cheap `Bytes` clone to each receiver's outlet (straight into a client
+//! connection's send buffer, or onto a mesh link's bounded queue).
+//! Rebuilds happen on control events only ([`build_channel_routes`], then
 //! [`RouteTable::replace_channel`]).
 
 use std::collections::{BTreeMap, HashMap};

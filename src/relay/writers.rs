@@ -1,7 +1,8 @@
 //! The writer tasks that drain a receiver's queues into its connection:
-//! media datagrams, and reliable messages onto one unidirectional stream.
-//! Generic over the [`SessionTransport`], so clients on any transport and
-//! mesh peers are written alike.
+//! media datagrams of a mesh link (client sessions have direct outlets and
+//! no datagram writer), and reliable messages onto one unidirectional
+//! stream for clients and peers alike. Generic over the
+//! [`SessionTransport`].
 
 use std::sync::Arc;
 
