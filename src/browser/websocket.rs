@@ -419,6 +419,14 @@ impl WsRecvStream {
     pub async fn read_chunk(&mut self) -> Option<Bytes> {
         self.rx.recv().await
     }
+
+    /// Polls for the next bytes, as [`Self::read_chunk`].
+    pub fn poll_chunk(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Bytes>> {
+        self.rx.poll_recv(cx)
+    }
 }
 
 /// Accepts fallback sessions: TLS, then the WebSocket handshake (path

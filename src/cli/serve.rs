@@ -126,6 +126,7 @@ async fn serve(
             node.listen,
             node.admin
         );
+        crate::browser::serve::print_browser_addresses(node);
     }
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| CliError::Runtime(e.into()))?;

@@ -76,6 +76,9 @@ pub enum RelayError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The browser development certificate could not be issued.
+    #[error(transparent)]
+    BrowserCert(#[from] crate::browser::devcert::DevCertError),
 }
 
 /// Re-reads the configuration and puts it in force; shared by the nodes of
@@ -109,6 +112,10 @@ pub struct RunningNode {
     pub listen: SocketAddr,
     /// The bound admin address.
     pub admin: SocketAddr,
+    /// The bound WebSocket fallback address, when configured.
+    pub websocket: Option<SocketAddr>,
+    /// The node's browser serving state (development certificate).
+    pub browser: crate::browser::serve::BrowserServing,
     endpoint: quinn::Endpoint,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -179,8 +186,17 @@ impl RunningNode {
             .ok_or_else(|| crate::tls::TlsError::MissingNodeCert(node.id.clone()))?;
         let client_transport = Arc::new(crate::tls::transport_config(TransportKind::Client));
         let mesh_transport = Arc::new(crate::tls::transport_config(TransportKind::Mesh));
-        let server =
-            crate::tls::server_config(&identity, Arc::clone(&options.pki.roots), client_transport)?;
+        let browser = crate::browser::serve::BrowserServing::new(
+            options.pki.dev_ca().is_some(),
+            node.listen,
+            options.clock.now_unix_secs(),
+        )?;
+        let server = crate::browser::serve::client_server_config(
+            &identity,
+            Arc::clone(&options.pki.roots),
+            client_transport,
+            &browser,
+        )?;
         let mesh_client = crate::tls::mesh_client_config(
             &identity,
             Arc::clone(&options.pki.roots),
@@ -212,6 +228,24 @@ impl RunningNode {
                 source,
             })?;
 
+        let websocket_listener = match node.websocket {
+            Some(addr) => {
+                let tls = browser.websocket_tls(&identity, Arc::clone(&options.pki.roots))?;
+                Some(
+                    crate::browser::serve::bind_websocket(addr, tls)
+                        .await
+                        .map_err(|source| RelayError::Bind {
+                            what: "websocket",
+                            addr,
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let websocket = websocket_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok());
         let hub = Arc::new(Hub::new(
             node.id.clone(),
             Arc::clone(&policy),
@@ -253,11 +287,23 @@ impl RunningNode {
             ));
         }
         tasks.spawn(timer_loop(Arc::clone(&hub), shutdown_rx.clone()));
+        if let Some(listener) = websocket_listener {
+            tasks.spawn(crate::browser::serve::run_websocket_listener(
+                Arc::clone(&hub),
+                listener,
+                limits.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
+        if let Some(renewal) = browser.renewal(options.clock.clone(), shutdown_rx.clone()) {
+            tasks.spawn(renewal);
+        }
         let introspect = Arc::new(Introspect {
             hub: Arc::clone(&hub),
             reloader: options.reloader.clone(),
         });
-        let router = crate::admin::router(introspect, options.metrics.clone());
+        let router =
+            browser.admin_routes(crate::admin::router(introspect, options.metrics.clone()));
         let mut admin_shutdown = shutdown_rx.clone();
         tasks.spawn(async move {
             let stop = async move {
@@ -272,6 +318,8 @@ impl RunningNode {
             hub,
             listen,
             admin,
+            websocket,
+            browser,
             endpoint,
             shutdown,
             tasks,
@@ -350,6 +398,9 @@ async fn accept_loop(
             match crate::tls::negotiated_alpn(&conn).as_deref() {
                 Some(crate::wire::ALPN_MESH) => {
                     mesh::run_link(hub, conn, None, limits.max_message_bytes).await;
+                }
+                Some(crate::browser::devcert::ALPN_H3) => {
+                    crate::browser::serve::run_webtransport(hub, conn, limits).await;
                 }
                 _ => {
                     metrics::counter!(m::CONNECTIONS_TOTAL, m::LABEL_NODE => hub.me().to_string(), m::LABEL_KIND => m::KIND_CLIENT)
