@@ -100,10 +100,17 @@ impl BrowserServing {
         identity: &NodeIdentity,
         roots: Arc<RootCertStore>,
     ) -> Result<rustls::ServerConfig, TlsError> {
-        let mut config = crate::tls::rustls_server_config(identity, roots)?;
-        if let Some(store) = &self.cert {
-            config.cert_resolver = Arc::new(AlwaysBrowser(Arc::clone(store)));
-        }
+        let cert_resolver: Arc<dyn ResolvesServerCert> = match &self.cert {
+            Some(store) => Arc::new(AlwaysBrowser(Arc::clone(store))),
+            None => crate::tls::rustls_server_config(identity, roots)?.cert_resolver,
+        };
+        // No client certificates: browsers asked for one may prompt or abort.
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_cert_resolver(cert_resolver);
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(config)
     }
