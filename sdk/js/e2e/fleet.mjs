@@ -8,8 +8,10 @@
 // and over the forced WebSocket fallback (500 datagrams, 20 messages,
 // one-way latency measured in the page); an app whose client countries
 // deny DE → GEOFENCE_DENIED; an app allowed only in the US, dialled at the
-// EU node → follows GEOFENCE_REDIRECT to the US node. Every token is an
-// HS256 JWT minted here with jose.
+// EU node → follows GEOFENCE_REDIRECT to the US node; a malformed control
+// frame over raw WebTransport → the session closed with PROTOCOL_VIOLATION
+// while another session stays up (and the runs after it are served). Every
+// token is an HS256 JWT minted here with jose.
 //
 // Run from sdk/js after `npm run build` and `cargo build`: node e2e/fleet.mjs
 // Prints one JSON summary; exits 1 when any expectation fails.
@@ -174,6 +176,12 @@ try {
     websocket: Object.fromEntries(Object.entries(nodes).map(([id, n]) => [id, n.websocket])),
   };
   const eu = { node: "eu-fra-1", addr: nodes["eu-fra-1"].listen };
+  const malformed = await page.evaluate((args) => window.runMalformed(args), {
+    fleet, target: eu, join: await joinAs("e2e-eu", "room", "subscribe"),
+  });
+  // PROTOCOL_VIOLATION is wire code 6 (docs/PROTOCOL.md, error codes).
+  const violation = malformed.errorFrame?.type === "ERROR" && malformed.errorFrame.code === 6;
+  if (!violation || !malformed.bystanderOpen) failures.push(`malformed frame gave ${JSON.stringify(malformed)}`);
   const runs = {};
   for (const transport of ["webtransport", "websocket"]) {
     const run = await page.evaluate((args) => window.runPubSub(args), {
@@ -209,7 +217,7 @@ try {
       failures.push(`${transport}: redirect gave ${JSON.stringify(redirected)}`);
     }
   }
-  console.log(JSON.stringify({ chromium: await browser.version(), runs, admission, failures }, null, 2));
+  console.log(JSON.stringify({ chromium: await browser.version(), malformed, runs, admission, failures }, null, 2));
 } catch (err) {
   failures.push(String(err?.stack ?? err));
   console.error(err);
