@@ -11,9 +11,12 @@
 // EU node → follows GEOFENCE_REDIRECT to the US node; a malformed control
 // frame over raw WebTransport → the session closed with PROTOCOL_VIOLATION
 // while another session stays up (and the runs after it are served). Every
-// token is an HS256 JWT minted here with jose.
+// token is an HS256 JWT minted here with jose. A native Rust SDK client
+// (examples/native_peer.rs) and a browser in one channel exchange media and
+// messages both ways, and /status counts both sessions.
 //
-// Run from sdk/js after `npm run build` and `cargo build`: node e2e/fleet.mjs
+// Run from sdk/js after `npm run build` and
+// `cargo build --bin georelay --example native_peer`: node e2e/fleet.mjs
 // Prints one JSON summary; exits 1 when any expectation fails.
 import { spawn } from "node:child_process";
 import { createHash, X509Certificate } from "node:crypto";
@@ -125,6 +128,34 @@ function spkiOf(addr) {
   });
 }
 
+// The native Rust SDK peer (examples/native_peer.rs): JSON lines out.
+function nativePeer(configPath, role) {
+  const bin = process.env.NATIVE_PEER ?? join(repo, "target", "debug", "examples", "native_peer");
+  const child = spawn(bin, ["--config", configPath, "--app", "e2e-eu", "--channel", "mixed", "--node", "eu-fra-1", "--role", role], {
+    stdio: ["pipe", "pipe", "inherit"],
+  });
+  const lines = [];
+  const waiters = [];
+  createInterface({ input: child.stdout }).on("line", (line) => {
+    lines.push(JSON.parse(line));
+    waiters.splice(0).forEach((wake) => wake());
+  });
+  child.once("exit", () => waiters.splice(0).forEach((wake) => wake()));
+  const next = async (index) => {
+    const deadline = Date.now() + 20000;
+    while (lines.length <= index) {
+      if (child.exitCode !== null || Date.now() > deadline) throw new Error(`native ${role} gave no line ${index}`);
+      await new Promise((resolve) => { waiters.push(resolve); setTimeout(resolve, 500); });
+    }
+    return lines[index];
+  };
+  return { child, next };
+}
+
+async function status(admin) {
+  return (await fetch(`http://${admin}/status`)).json();
+}
+
 function serveStatic() {
   const types = { ".html": "text/html", ".js": "text/javascript", ".map": "application/json" };
   const server = createServer((req, res) => {
@@ -203,6 +234,37 @@ try {
     if (run.delivery < 0.99) failures.push(`${transport}: delivery ${run.delivery}`);
     if (run.messagesReceived !== run.messagesSent || !run.messagesInOrder) failures.push(`${transport}: messages`);
   }
+  // Native and browser clients in one channel, both directions, over
+  // WebTransport; /status counts both sessions.
+  const configPath = join(dir, "regions.toml");
+  const admin = nodes["eu-fra-1"].listen.replace(":4433", ":9090");
+  const mixed = {};
+  {
+    const sub = nativePeer(configPath, "subscribe");
+    await sub.next(0);
+    const pub = await page.evaluate((args) => window.runPublishOnly(args), {
+      fleet, target: eu, transport: "webtransport", count: 500, messages: 20,
+      join: await joinAs("e2e-eu", "mixed", "publish"),
+    });
+    const got = await sub.next(1);
+    mixed.browserToNative = { ...pub, ...got, delivery: got.received / 500 };
+    if (got.received < 495 || got.messages !== 20 || !got.in_order) failures.push(`browser→native: ${JSON.stringify(got)}`);
+  }
+  {
+    await page.evaluate((args) => window.startSubscriber(args), {
+      fleet, target: eu, transport: "webtransport", join: await joinAs("e2e-eu", "mixed", "subscribe"),
+    });
+    const pub = nativePeer(configPath, "publish");
+    await pub.next(0);
+    const trackSeen = await page.evaluate(() => window.awaitTrack());
+    const sessions = (await status(admin)).sessions;
+    pub.child.stdin.write("go\n");
+    await pub.next(1);
+    const got = await page.evaluate((args) => window.finishSubscriber(args), { count: 500, messages: 20 });
+    mixed.nativeToBrowser = { trackSeen, statusSessions: sessions, ...got, delivery: got.received / 500 };
+    if (!trackSeen || sessions < 2) failures.push(`native→browser: track ${trackSeen}, /status sessions ${sessions}`);
+    if (got.received < 495 || got.messagesReceived !== 20 || !got.messagesInOrder) failures.push(`native→browser: ${JSON.stringify(got)}`);
+  }
   const admission = {};
   for (const transport of ["webtransport", "websocket"]) {
     const denied = await page.evaluate((args) => window.runConnect(args), {
@@ -217,7 +279,7 @@ try {
       failures.push(`${transport}: redirect gave ${JSON.stringify(redirected)}`);
     }
   }
-  console.log(JSON.stringify({ chromium: await browser.version(), malformed, runs, admission, failures }, null, 2));
+  console.log(JSON.stringify({ chromium: await browser.version(), malformed, runs, mixed, admission, failures }, null, 2));
 } catch (err) {
   failures.push(String(err?.stack ?? err));
   console.error(err);
