@@ -225,25 +225,3 @@ pub async fn run_websocket_listener(
         });
     }
 }
-
-/// `serve`'s line about a node's browser endpoints: the WebTransport URL,
-/// the fallback's and the development certificate's hash.
-pub fn print_browser_addresses(node: &crate::relay::RunningNode) {
-    let mut line = format!(
-        "node {} browsers: https://{}{}",
-        node.hub.me(),
-        node.listen,
-        super::webtransport::WEBTRANSPORT_PATH
-    );
-    if let Some(ws) = node.websocket {
-        line.push_str(&format!(" wss://{ws}{}", super::websocket::WS_PATH));
-    }
-    if let Some(store) = &node.browser.cert {
-        line.push_str(&format!(
-            " (dev certificate sha256 {}: http://{}/certificate.sha256)",
-            store.current().sha256_hex,
-            node.admin
-        ));
-    }
-    println!("{line}");
-}
