@@ -23,6 +23,7 @@
 //!   connection.
 //! - [`session`]: one client connection.
 //! - [`mesh`]: mesh links.
+//! - [`reload`]: the one reload path (SIGHUP and `POST /reload`).
 
 pub mod admission;
 pub mod core;
@@ -33,6 +34,7 @@ pub mod mesh;
 pub mod plane;
 pub mod policy;
 pub mod quality;
+pub mod reload;
 pub mod routes;
 pub mod session;
 pub mod transport;
@@ -56,6 +58,7 @@ use crate::tls::{FleetPki, TransportKind};
 
 use self::hub::Hub;
 use self::policy::{Policy, PolicyError};
+use self::reload::{ReloadError, ReloadSource, Reloader};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -81,10 +84,6 @@ pub enum RelayError {
     BrowserCert(#[from] crate::browser::devcert::DevCertError),
 }
 
-/// Re-reads the configuration and puts it in force; shared by the nodes of
-/// one process so that a reload applies to all of them before it returns.
-pub type Reloader = Arc<dyn Fn() -> BoxFuture<'static, Result<ReloadReport, String>> + Send + Sync>;
-
 /// What a node needs to start.
 #[derive(Clone)]
 pub struct NodeOptions {
@@ -100,8 +99,9 @@ pub struct NodeOptions {
     pub recorder: crate::metadata::Recorder,
     /// The Prometheus handle that renders `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    /// What `POST /reload` runs; `None` disables it.
-    pub reloader: Option<Reloader>,
+    /// What `POST /reload` runs (the process's one reload path); `None`
+    /// disables it.
+    pub reloader: Option<Arc<Reloader>>,
 }
 
 /// A started node.
@@ -133,7 +133,7 @@ impl std::fmt::Debug for RunningNode {
 
 struct Introspect {
     hub: Arc<Hub>,
-    reloader: Option<Reloader>,
+    reloader: Option<Arc<Reloader>>,
 }
 
 impl NodeIntrospect for Introspect {
@@ -156,7 +156,15 @@ impl NodeIntrospect for Introspect {
 
     fn reload(&self) -> BoxFuture<'static, Result<ReloadReport, String>> {
         match &self.reloader {
-            Some(reload) => reload(),
+            Some(reloader) => {
+                let reloader = Arc::clone(reloader);
+                Box::pin(async move {
+                    reloader
+                        .reload(ReloadSource::ConfigFile)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }
             None => Box::pin(async { Err("reload is not available on this node".to_string()) }),
         }
     }
@@ -197,11 +205,33 @@ impl RunningNode {
             client_transport,
             &browser,
         )?;
+        // A linked peer dials from its own listen address: its connection is
+        // accepted with the mesh transport, like the dialling side's.
+        let mesh_server = Arc::new(crate::tls::server_config(
+            &identity,
+            Arc::clone(&options.pki.roots),
+            Arc::clone(&mesh_transport),
+        )?);
         let mesh_client = crate::tls::mesh_client_config(
             &identity,
             Arc::clone(&options.pki.roots),
             mesh_transport,
         )?;
+        let mesh_peers: std::collections::HashSet<SocketAddr> = policy
+            .fleet
+            .links
+            .iter()
+            .filter_map(|l| {
+                let peer = if l.a == node.id {
+                    &l.b
+                } else if l.b == node.id {
+                    &l.a
+                } else {
+                    return None;
+                };
+                policy.fleet.nodes.get(peer.as_str()).map(|n| n.listen)
+            })
+            .collect();
         let endpoint =
             quinn::Endpoint::server(server, node.listen).map_err(|source| RelayError::Bind {
                 what: "listen",
@@ -259,7 +289,11 @@ impl RunningNode {
         tasks.spawn(accept_loop(
             Arc::clone(&hub),
             endpoint.clone(),
-            limits.clone(),
+            Acceptor {
+                limits: limits.clone(),
+                mesh_server,
+                mesh_peers,
+            },
             shutdown_rx.clone(),
         ));
         for link in &policy.fleet.links {
@@ -372,12 +406,24 @@ impl RunningNode {
     }
 }
 
+/// How the accept loop treats an incoming connection.
+struct Acceptor {
+    limits: crate::config::Limits,
+    /// The server config with the mesh transport (datagram buffers, streams
+    /// and keep-alives of a mesh link).
+    mesh_server: Arc<quinn::ServerConfig>,
+    /// Listen addresses of this node's linked peers: their dials come from
+    /// there.
+    mesh_peers: std::collections::HashSet<SocketAddr>,
+}
+
 async fn accept_loop(
     hub: Arc<Hub>,
     endpoint: quinn::Endpoint,
-    limits: crate::config::Limits,
+    acceptor: Acceptor,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let limits = acceptor.limits.clone();
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
@@ -388,9 +434,17 @@ async fn accept_loop(
         };
         let hub = Arc::clone(&hub);
         let limits = limits.clone();
+        let connecting = if acceptor.mesh_peers.contains(&incoming.remote_address()) {
+            incoming.accept_with(Arc::clone(&acceptor.mesh_server))
+        } else {
+            incoming.accept()
+        };
         tokio::spawn(async move {
             let started = crate::clock::monotonic_now();
-            let Ok(conn) = incoming.await else {
+            let Ok(connecting) = connecting else {
+                return;
+            };
+            let Ok(conn) = connecting.await else {
                 return;
             };
             metrics::histogram!(m::HANDSHAKE_DURATION_SECONDS, m::LABEL_NODE => hub.me().to_string())
@@ -432,32 +486,13 @@ pub struct Fleet {
     pub nodes: Vec<RunningNode>,
     /// The configuration file, re-read on reload.
     pub path: PathBuf,
+    reloader: Arc<Reloader>,
 }
 
 impl std::fmt::Debug for Fleet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fleet").field("nodes", &self.nodes).finish()
     }
-}
-
-/// Applies a freshly loaded policy to `hubs`; invalid files are rejected and
-/// the old policy stays.
-pub fn reload_hubs(path: &std::path::Path, hubs: &[Arc<Hub>]) -> Result<ReloadReport, String> {
-    let policy = Arc::new(Policy::load(path).map_err(|e| e.to_string())?);
-    let mut total = ReloadReport::default();
-    for hub in hubs {
-        let report = hub.set_policy(Arc::clone(&policy));
-        total.revoked_sessions += report.revoked_sessions;
-        total.rerouted += report.rerouted;
-    }
-    total.message = format!(
-        "policy reloaded from {} on {} node(s); {} session(s) revoked",
-        path.display(),
-        hubs.len(),
-        total.revoked_sessions
-    );
-    tracing::info!(message = %total.message, "reload");
-    Ok(total)
 }
 
 impl Fleet {
@@ -476,20 +511,7 @@ impl Fleet {
         } else {
             ids
         };
-        let hubs: Arc<std::sync::Mutex<Vec<Arc<Hub>>>> = Arc::default();
-        let reloader: Reloader = {
-            let hubs = Arc::clone(&hubs);
-            let path = path.clone();
-            Arc::new(move || {
-                let hubs = hubs.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let path = path.clone();
-                Box::pin(async move {
-                    tokio::task::spawn_blocking(move || reload_hubs(&path, &hubs))
-                        .await
-                        .map_err(|e| e.to_string())?
-                })
-            })
-        };
+        let reloader = Arc::new(Reloader::new(path.clone()));
         let mut nodes = Vec::new();
         for id in ids {
             let node = RunningNode::start(NodeOptions {
@@ -502,12 +524,14 @@ impl Fleet {
                 reloader: Some(Arc::clone(&reloader)),
             })
             .await?;
-            hubs.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(Arc::clone(&node.hub));
+            reloader.add_hub(Arc::clone(&node.hub));
             nodes.push(node);
         }
-        Ok(Fleet { nodes, path })
+        Ok(Fleet {
+            nodes,
+            path,
+            reloader,
+        })
     }
 
     /// The hubs of every node.
@@ -515,9 +539,15 @@ impl Fleet {
         self.nodes.iter().map(|n| Arc::clone(&n.hub)).collect()
     }
 
-    /// Re-reads the configuration and applies it to every node.
-    pub fn reload(&self) -> Result<ReloadReport, String> {
-        reload_hubs(&self.path, &self.hubs())
+    /// The process's reload path (SIGHUP and `POST /reload`).
+    pub fn reloader(&self) -> &Arc<Reloader> {
+        &self.reloader
+    }
+
+    /// Re-reads the configuration and applies it to every node, blocking
+    /// (tests and tools; a serving process uses [`Reloader::reload`]).
+    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        self.reloader.reload_blocking(&ReloadSource::ConfigFile)
     }
 
     /// The node with this id.

@@ -5,9 +5,12 @@
 //! channel), and the per-channel forwarding state (one upstream peer per
 //! origin, a set of downstream peers). It takes inputs — a peer came up, a
 //! frame arrived, local tracks changed, a local subscriber appeared, a policy
-//! was reloaded, time passed — and returns [`Action`]s for the async driver
-//! in [`super::mesh`] to carry out. No tokio, no sockets, no clock: `now`
-//! is an argument.
+//! was reloaded, time passed — and returns [`Action`]s for
+//! [`super::core::NodeCore`] to carry out. No tokio, no sockets, no clock,
+//! no logging: `now` is a monotonic [`Instant`] argument, and
+//! [`Plane::poll_timeout`] says when the next tick is due. The messages it
+//! exchanges with peers ([`PeerMsg`]) and their wire frames are in
+//! `messages.rs`.
 //!
 //! # Why an app's data never reaches a disallowed node
 //! Every frame that carries an app's channel name or track ids, and every
