@@ -52,13 +52,26 @@ const SPEC_FRAMES: [string, Frame][] = [
       redirect: [{ node: "eu-fra-1", addr: "127.10.0.1:4433" }],
     },
   ],
+  [
+    "subscription-state-active",
+    { type: "SUBSCRIPTION_STATE", state: "active", code: 0, message: "media path established from eu-fra-1" },
+  ],
+  ["mesh-subscribe-ok", { type: "MESH_SUBSCRIBE_OK", app: "acme-health", channel: "room-1", origin: "eu-fra-1" }],
 ];
 
 const hex = (text: string) => Uint8Array.from(text.split(" ").map((pair) => parseInt(pair, 16)));
 
 test("the spec has exactly the examples tests/wire_spec.rs checks", () => {
   const names = [...examples(spec(), "wire-example").keys()].sort();
-  assert.deepEqual(names, ["error-redirect", "hello", "media-datagram", "message-stream", "welcome"]);
+  assert.deepEqual(names, [
+    "error-redirect",
+    "hello",
+    "media-datagram",
+    "mesh-subscribe-ok",
+    "message-stream",
+    "subscription-state-active",
+    "welcome",
+  ]);
 });
 
 test("frame examples decode and encode byte for byte", () => {
@@ -114,7 +127,7 @@ test("varints: the spec's examples, shortest form, 62-bit values", () => {
 
 test("the frame type table lists exactly the codec's types", () => {
   const rows = tableRows(spec(), (cell) => cell.startsWith("`0x"));
-  assert.equal(rows.length, 18);
+  assert.equal(rows.length, 19);
   for (const row of rows) {
     const type = parseInt(row[0]!.replaceAll("`", ""), 16);
     assert.equal(`\`${frameTypeName(type)}\``, row[1], `type ${type}`);
