@@ -63,6 +63,13 @@ pub mod metric_names {
 
     /// `kind` value of SDK client connections.
     pub const KIND_CLIENT: &str = "client";
+    /// `kind` value of browser WebTransport sessions (ALPN `h3`).
+    pub const KIND_WEBTRANSPORT: &str = "webtransport";
+    /// `kind` value of browser WebSocket fallback sessions.
+    pub const KIND_WEBSOCKET: &str = "websocket";
+    /// `reason` value of datagrams a WebSocket fallback session's
+    /// drop-oldest queue discarded.
+    pub const REASON_WEBSOCKET_QUEUE: &str = "websocket_queue";
     /// `kind` value of mesh connections.
     pub const KIND_MESH: &str = "mesh";
 }

@@ -38,5 +38,7 @@
 //!    `max_datagram_size()`, `rtt()`.
 
 pub mod devcert;
+pub mod serve;
+pub mod transport;
 pub mod websocket;
 pub mod webtransport;

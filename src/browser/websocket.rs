@@ -276,9 +276,14 @@ impl WsSession {
 
     /// Queues a datagram for the client (the oldest is dropped when full).
     pub fn send_datagram(&self, datagram: Bytes) -> Result<(), WsClosed> {
+        self.send_datagram_displacing(datagram).map(drop)
+    }
+
+    /// [`WsSession::send_datagram`], saying whether the datagram displaced
+    /// the oldest queued one.
+    pub fn send_datagram_displacing(&self, datagram: Bytes) -> Result<bool, WsClosed> {
         self.check_open()?;
-        self.shared.datagrams_out.push(datagram);
-        Ok(())
+        Ok(self.shared.datagrams_out.push(datagram))
     }
 
     /// The next datagram from the client.
@@ -418,6 +423,14 @@ impl WsRecvStream {
     /// gone.
     pub async fn read_chunk(&mut self) -> Option<Bytes> {
         self.rx.recv().await
+    }
+
+    /// Polls for the next bytes, as [`Self::read_chunk`].
+    pub fn poll_chunk(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Bytes>> {
+        self.rx.poll_recv(cx)
     }
 }
 

@@ -131,6 +131,7 @@ async fn serve(
             node.listen,
             node.admin
         );
+        print_browser_addresses(node);
     }
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| CliError::Runtime(e.into()))?;
@@ -155,6 +156,31 @@ async fn serve(
         Err(err) => eprintln!("metadata: {err}"),
     }
     Ok(())
+}
+
+/// `serve`'s line about a node's browser endpoints: the WebTransport URL,
+/// the fallback's and the development certificate's hash.
+fn print_browser_addresses(node: &crate::relay::RunningNode) {
+    let mut line = format!(
+        "node {} browsers: https://{}{}",
+        node.hub.me(),
+        node.listen,
+        crate::browser::webtransport::WEBTRANSPORT_PATH
+    );
+    if let Some(ws) = node.websocket {
+        line.push_str(&format!(
+            " wss://{ws}{}",
+            crate::browser::websocket::WS_PATH
+        ));
+    }
+    if let Some(store) = &node.browser.cert {
+        line.push_str(&format!(
+            " (dev certificate sha256 {}: http://{}/certificate.sha256)",
+            store.current().sha256_hex,
+            node.admin
+        ));
+    }
+    println!("{line}");
 }
 
 fn policy_error(err: PolicyError) -> CliError {

@@ -99,6 +99,9 @@ pub struct Node {
     pub listen: SocketAddr,
     /// HTTP admin address (`/metrics`, `/healthz`, `/readyz`, `/status`).
     pub admin: SocketAddr,
+    /// TLS WebSocket fallback address for browsers (docs/PROTOCOL.md §12);
+    /// none: no fallback on this node.
+    pub websocket: Option<SocketAddr>,
     /// This node's certificate (PEM), overriding `[tls] dir`.
     pub cert: Option<PathBuf>,
     /// This node's private key (PEM), overriding `[tls] dir`.

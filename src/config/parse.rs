@@ -31,7 +31,7 @@ const ROOT_KEYS: &[&str] = &[
 const ADMIN_KEYS: &[&str] = &["token_env", "token_file", "protect_reads"];
 const GEOIP_KEYS: &[&str] = &["database", "overrides"];
 const REGION_KEYS: &[&str] = &["name", "countries"];
-const NODE_KEYS: &[&str] = &["region", "listen", "admin", "cert", "key"];
+const NODE_KEYS: &[&str] = &["region", "listen", "admin", "websocket", "cert", "key"];
 const LINK_KEYS: &[&str] = &["between", "rtt_ms"];
 const SECRET_KEYS: [&str; 3] = ["secret_env", "secret", "secret_file"];
 const APP_KEYS: &[&str] = &[
@@ -673,6 +673,16 @@ impl Checker<'_> {
                 }
                 *slot = Some(addr);
             }
+            let websocket = self.string(&node, "websocket").and_then(|text| {
+                let addr = self.socket_addr(&text)?;
+                if let Some(first) = bound.get(&addr) {
+                    let message = format!("address {addr} is already used by {first}");
+                    self.report(&text.span, &text.path, message);
+                } else {
+                    bound.insert(addr, text.path.clone());
+                }
+                Some(addr)
+            });
             let cert = self.string(&node, "cert");
             let key_file = self.string(&node, "key");
             match (&cert, &key_file) {
@@ -691,6 +701,7 @@ impl Checker<'_> {
                     region,
                     listen,
                     admin,
+                    websocket,
                     cert: cert.map(|cert| self.resolve_path(cert.value)),
                     key: key_file.map(|key_file| self.resolve_path(key_file.value)),
                 };

@@ -142,9 +142,12 @@ async fn serve_connection(
         Some(crate::wire::ALPN_MESH) => {
             mesh::run_link(hub, conn, None, limits.max_message_bytes).await;
         }
-        _ => {
-            metrics::counter!(m::CONNECTIONS_TOTAL, m::LABEL_NODE => hub.me().to_string(), m::LABEL_KIND => m::KIND_CLIENT)
-                .increment(1);
+        alpn => {
+            let webtransport = alpn.as_deref() == Some(crate::browser::devcert::ALPN_H3);
+            if !webtransport {
+                metrics::counter!(m::CONNECTIONS_TOTAL, m::LABEL_NODE => hub.me().to_string(), m::LABEL_KIND => m::KIND_CLIENT)
+                    .increment(1);
+            }
             let permit = match gate.await_hello() {
                 Ok(permit) => permit,
                 Err(refusal) => {
@@ -162,7 +165,11 @@ async fn serve_connection(
                 deadline: crate::clock::timer_now() + gate.hello_deadline(),
                 permit,
             };
-            session::run_client(hub, conn, limits, awaiting).await;
+            if webtransport {
+                crate::browser::serve::run_webtransport(hub, conn, limits, awaiting).await;
+            } else {
+                session::run_client(hub, conn, limits, awaiting).await;
+            }
         }
     }
     drop(slot);

@@ -87,6 +87,9 @@ pub enum RelayError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The browser development certificate could not be issued.
+    #[error(transparent)]
+    BrowserCert(#[from] crate::browser::devcert::DevCertError),
 }
 
 /// What a node needs to start.
@@ -121,6 +124,10 @@ pub struct RunningNode {
     pub tls: NodeTls,
     /// The accept loop's gate (connection counts, HELLO permits).
     pub gate: AcceptGate,
+    /// The bound WebSocket fallback address, when configured.
+    pub websocket: Option<SocketAddr>,
+    /// The node's browser serving state (development certificate).
+    pub browser: crate::browser::serve::BrowserServing,
     endpoint: quinn::Endpoint,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -197,7 +204,13 @@ impl RunningNode {
         let tls = NodeTls::new(&node.id, &options.pki)?;
         let client_transport = Arc::new(crate::tls::client_transport_config(&limits));
         let mesh_transport = Arc::new(crate::tls::transport_config(TransportKind::Mesh));
-        let mut server = tls.server_config(client_transport)?;
+        let browser = crate::browser::serve::BrowserServing::new(
+            options.pki.dev_ca().is_some(),
+            node.listen,
+            options.clock.now_unix_secs(),
+        )?;
+        let mut server =
+            crate::browser::serve::client_server_config(&tls, client_transport, &browser)?;
         crate::tls::apply_handshake_limits(&mut server, &limits);
         // A linked peer dials from its own listen address: its connection is
         // accepted with the mesh transport, like the dialling side's.
@@ -245,6 +258,24 @@ impl RunningNode {
                 source,
             })?;
 
+        let websocket_listener = match node.websocket {
+            Some(addr) => {
+                let tls = browser.websocket_tls(&tls)?;
+                Some(
+                    crate::browser::serve::bind_websocket(addr, tls)
+                        .await
+                        .map_err(|source| RelayError::Bind {
+                            what: "websocket",
+                            addr,
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let websocket = websocket_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok());
         let hub = Arc::new(Hub::new(
             node.id.clone(),
             Arc::clone(&policy),
@@ -291,12 +322,27 @@ impl RunningNode {
             ));
         }
         tasks.spawn(timer_loop(Arc::clone(&hub), shutdown_rx.clone()));
+        if let Some(listener) = websocket_listener {
+            tasks.spawn(crate::browser::serve::run_websocket_listener(
+                Arc::clone(&hub),
+                listener,
+                limits.clone(),
+                gate.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
+        if let Some(renewal) = browser.renewal(options.clock.clone(), shutdown_rx.clone()) {
+            tasks.spawn(renewal);
+        }
         let introspect = Arc::new(Introspect {
             hub: Arc::clone(&hub),
             reloader: options.reloader.clone(),
         });
-        let router =
-            crate::admin::router_with_auth(introspect, options.metrics.clone(), admin_auth);
+        let router = browser.admin_routes(crate::admin::router_with_auth(
+            introspect,
+            options.metrics.clone(),
+            admin_auth,
+        ));
         let mut admin_shutdown = shutdown_rx.clone();
         tasks.spawn(async move {
             let stop = async move {
@@ -313,6 +359,8 @@ impl RunningNode {
             admin,
             tls,
             gate,
+            websocket,
+            browser,
             endpoint,
             shutdown,
             tasks,

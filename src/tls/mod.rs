@@ -32,7 +32,7 @@ use rustls::server::WebPkiClientVerifier;
 
 pub use dev_ca::{CLOCK_SKEW, CertValidity, DevCa};
 pub use fleet::FleetPki;
-pub use reload::{NodeTls, Rotation};
+pub use reload::{NodeTls, Rotation, quic_server_config};
 pub use transport::{
     TransportKind, TransportLimits, apply_handshake_limits, client_transport_config,
     transport_config,

@@ -132,22 +132,30 @@ impl NodeTls {
         self.current().cert_fingerprint.clone()
     }
 
-    /// The QUIC server config of the node (both ALPNs, optional client
+    /// The rustls server config of the node (both ALPNs, optional client
     /// certificates), reading the material in force at each handshake.
+    pub fn rustls_server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(Arc::new(Swapped(self.clone())))
+            .with_cert_resolver(self.cert_resolver());
+        config.session_storage = Arc::new(Swapped(self.clone()));
+        config.alpn_protocols = vec![ALPN_CLIENT.to_vec(), ALPN_MESH.to_vec()];
+        Ok(config)
+    }
+
+    /// The node's certificate as a rustls resolver: the material in force
+    /// at each handshake.
+    pub fn cert_resolver(&self) -> Arc<dyn ResolvesServerCert> {
+        Arc::new(Swapped(self.clone()))
+    }
+
+    /// [`NodeTls::rustls_server_config`] as a QUIC server config.
     pub fn server_config(
         &self,
         transport: Arc<quinn::TransportConfig>,
     ) -> Result<quinn::ServerConfig, TlsError> {
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_client_cert_verifier(Arc::new(Swapped(self.clone())))
-            .with_cert_resolver(Arc::new(Swapped(self.clone())));
-        config.session_storage = Arc::new(Swapped(self.clone()));
-        config.alpn_protocols = vec![ALPN_CLIENT.to_vec(), ALPN_MESH.to_vec()];
-        let crypto = QuicServerConfig::try_from(config)?;
-        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        config.transport_config(transport);
-        Ok(config)
+        quic_server_config(self.rustls_server_config()?, transport)
     }
 
     /// The QUIC config this node dials mesh peers with (ALPN
@@ -203,6 +211,17 @@ fn material(node: &NodeId, pki: &FleetPki) -> Result<Material, TlsError> {
 }
 
 /// The rustls hooks, each reading the material in force when called.
+/// Wraps a rustls server config for QUIC with `transport`.
+pub fn quic_server_config(
+    tls: rustls::ServerConfig,
+    transport: Arc<quinn::TransportConfig>,
+) -> Result<quinn::ServerConfig, TlsError> {
+    let crypto = QuicServerConfig::try_from(tls)?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(transport);
+    Ok(config)
+}
+
 struct Swapped(NodeTls);
 
 impl fmt::Debug for Swapped {
