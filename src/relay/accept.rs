@@ -143,7 +143,7 @@ async fn serve_connection(
             mesh::run_link(hub, conn, None, limits.max_message_bytes).await;
         }
         alpn => {
-            let webtransport = alpn.as_deref() == Some(crate::browser::devcert::ALPN_H3);
+            let webtransport = alpn == Some(crate::browser::devcert::ALPN_H3);
             if !webtransport {
                 metrics::counter!(m::CONNECTIONS_TOTAL, m::LABEL_NODE => hub.me().to_string(), m::LABEL_KIND => m::KIND_CLIENT)
                     .increment(1);
