@@ -14,7 +14,8 @@
 # Relays: `georelay serve --node` processes of a bench fleet written to a
 # temp dir (metadata off, max_sessions 20000): `solo` alone, and the chain
 # `hop-a -- hop-b -- hop-c` (links of 1 ms) in three processes, so each
-# node's CPU is its own and loadgen sums the distinct processes it reads.
+# node's CPU is its own and loadgen sums the distinct processes it reads;
+# `georelay certs` gives them one CA.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-3}"
@@ -68,6 +69,9 @@ max_sessions = 20000
 [metadata]
 enabled = false
 TOML
+# One CA for the four processes (each would otherwise make its own dev CA).
+"$bin" certs --config "$work/regions.toml" --out "$work/certs" > /dev/null
+printf '[tls]\nca = "certs/ca.pem"\ndir = "certs"\n' >> "$work/regions.toml"
 ulimit -n "$(ulimit -Hn)"
 for node in solo hop-a hop-b hop-c; do
   RUST_LOG=warn "$bin" serve --node "$node" --config "$work/regions.toml" > "$work/$node.log" 2>&1 &

@@ -5,8 +5,8 @@
 # instance's exposure at most 2.0 ("OK"). Usage: deploy/verify.sh BINARY
 # (the georelay binary the unit's ExecStart is pointed at for the check).
 set -euo pipefail
-cd "$(dirname "$0")"
 binary="$(realpath "${1:?usage: deploy/verify.sh path/to/georelay}")"
+cd "$(dirname "$0")"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 unit="$work/georelay@eu-fra-1.service"

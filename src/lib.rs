@@ -8,19 +8,24 @@
 //! Foundation (no networking):
 //! - [`ids`]: node, region, app and country identifiers.
 //! - [`error`]: the stable error codes of the contract (`UNAUTHORIZED`, ...).
-//! - [`clock`]: the only module that reads the wall clock.
+//! - [`clock`]: the only module that reads clocks (wall and monotonic).
 //! - [`config`]: `regions.toml` parsing and validation into a [`config::Fleet`].
 //! - [`geo`]: IP address → country → region (MaxMind DB + overrides).
 //! - [`auth`]: signed client tokens (`gr1` and standard JWTs).
 //! - [`routing`]: the sans-IO geofenced routing core: cheapest allowed paths,
 //!   redirect targets. One core serves `route`, admission and the mesh.
-//! - [`wire`]: the `georelay/1` and `georelay-mesh/1` codecs.
+//! - [`wire`]: the `georelay/1` and `georelay-mesh/1` codecs, and the
+//!   control-stream framing the relay and the SDK share.
+//! - [`relay`]'s sans-IO core: the mesh control plane, the local channel
+//!   directory, the media route table and `NodeCore` over them, all driven
+//!   with a monotonic `now`.
 //!
 //! Runtime (tokio + quinn):
 //! - [`tls`]: dev CA and node certificates, rustls configs, peer identity.
 //! - [`gate`]: the accept loop's bounds: per-address and total connection
 //!   counts, Retry under load, connections waiting for `HELLO`.
-//! - [`relay`]: the node: client endpoint, sessions, fan-out, mesh links.
+//! - [`relay`]'s drivers: the thin hub, client sessions over any
+//!   `SessionTransport`, mesh links, the timer loop, the one reload path.
 //! - [`browser`]: WebTransport sessions, the browser development certificate
 //!   and the WebSocket fallback, for web clients.
 //! - [`admin`]: the per-node HTTP surface (`/metrics`, `/status`, ...).

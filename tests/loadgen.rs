@@ -1,7 +1,7 @@
 //! `georelay loadgen` against `georelay serve --all` in a child process, on
 //! a test fleet at a random `127.a.b.*` prefix: exact accounting (1
 //! publisher → 3 subscribers, nothing lost), redirects and refusals
-//! counted, the traffic profiles (audio rooms, video keyframe bursts,
+//! counted, a route that stays unavailable counted, the traffic profiles (audio rooms, video keyframe bursts,
 //! reliable data), entry nodes spread over lists, idle sessions held open,
 //! the per-second series, the progress line on a terminal, the relays'
 //! process metrics and the cost read from them, and the bare quinn
@@ -228,7 +228,7 @@ async fn profiles_rooms_and_spread_entry_nodes() {
     assert_eq!(number(&summary, "rate_pps"), 50.0, "{summary}");
     assert_eq!(count(&summary, "planned"), 6 * 100, "{summary}");
     let sent = count(&summary, "sent");
-    assert!(sent > 500, "{summary}");
+    assert!(sent > 300, "{summary}");
     assert_eq!(count(&summary, "expected"), 2 * sent, "{summary}");
     assert_exact(&summary);
     assert_eq!(
@@ -306,9 +306,49 @@ async fn profiles_rooms_and_spread_entry_nodes() {
             ]),
         )
         .await;
-    assert_eq!(count(&summary, "sent"), 100, "{summary}");
-    assert_eq!(count(&summary, "expected"), 200, "{summary}");
+    assert_eq!(count(&summary, "planned"), 100, "{summary}");
+    let sent = count(&summary, "sent");
+    assert!(
+        (80..=100).contains(&sent),
+        "a missed tick is skipped: {summary}"
+    );
+    assert_eq!(count(&summary, "expected"), 2 * sent, "{summary}");
     assert_exact(&summary);
+
+    // initech-chat may use the EU and the US but not the UK, the only way
+    // between them: the subscriptions stay unavailable, counted once each,
+    // and every packet they were owed is lost.
+    let summary = fleet
+        .loadgen(
+            "initech-chat",
+            &args(&[
+                "--pub-node",
+                "us-iad-1",
+                "--sub-node",
+                "eu-fra-1",
+                "--subscribers",
+                "2",
+                "--duration",
+                "1",
+                "--setup-timeout",
+                "3",
+                "--bind",
+                &nl,
+            ]),
+        )
+        .await;
+    assert_eq!(
+        summary["errors"]["ROUTE_UNAVAILABLE"].as_u64(),
+        Some(2),
+        "{summary}"
+    );
+    assert_eq!(count(&summary, "unready_subscribers"), 2, "{summary}");
+    assert_eq!(count(&summary, "received"), 0, "{summary}");
+    assert_eq!(
+        count(&summary, "lost"),
+        2 * count(&summary, "sent"),
+        "{summary}"
+    );
 
     // A shape flag given to a profile that has its own shape is refused (exit 2).
     let out = Command::new(BIN)

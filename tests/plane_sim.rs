@@ -626,7 +626,14 @@ fn a_subscription_in_flight_across_revoke_and_restore_leaves_no_orphan_forwardin
     mesh.set_policy(&example_toml(&us_apac_only));
     mesh.set_policy(&example_toml(APPS));
     mesh.run_until_quiet();
-    // Subscriptions are soft state: one nobody refreshes expires.
+    // lon's confirmation reaches ams, which asked for nothing: ams tells lon
+    // to stop at once (found by PLANE_SIM_CASES=8000).
+    let media = mesh.media(&key, IAD);
+    assert!(
+        media.rejected.is_empty() && media.link_copies.is_empty(),
+        "an orphan subscription outlives the restore: {media:#?}"
+    );
+    // And subscriptions are soft state: one nobody refreshes expires.
     mesh.advance(
         (georelay::relay::plane::EXPIRE + 2 * georelay::relay::plane::REFRESH).as_millis() as u64,
     );

@@ -222,3 +222,51 @@ async fn with_mlock_on_serve_locks_its_memory() {
         "mlockall locked the relay's memory: VmLck {locked_kb} kB"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_and_post_reload_take_the_same_path_and_an_invalid_file_keeps_the_old_policy() {
+    let mut fleet = ServedFleet::configure(&FleetSpec::default());
+    fleet.serve_all("info");
+    fleet.wait_ready("eu-fra-1").await;
+    let admin = fleet.addr("eu-fra-1", 9090);
+    let valid = std::fs::read_to_string(fleet.config()).expect("config");
+    let join = fleet.join("acme-health", "ward", "nurse", Role::Subscribe);
+
+    // A typo on line 2 of the file: both entry points refuse it and say where.
+    std::fs::write(
+        fleet.config(),
+        format!("[geoip]\ndatabse = \"x.mmdb\"\n{valid}"),
+    )
+    .expect("write");
+    let (code, body) = support::fleet::http_request(admin, "POST", "/reload").await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("regions.toml:2:"), "file:line:column: {body}");
+    fleet.signal("serve", "-HUP");
+    support::events::until(
+        Duration::from_secs(10),
+        "SIGHUP reports the same error",
+        || {
+            let log = fleet.log("serve");
+            async move { log.contains("reload rejected") && log.contains("regions.toml:2:") }
+        },
+    )
+    .await;
+    // The old policy is still in force: a client is admitted.
+    let client = Client::connect(&fleet.client_options(), &[fleet.target("eu-fra-1")], &join)
+        .await
+        .expect("admitted under the old policy");
+    client.close().await;
+
+    // A valid file: both put it in force with the same typed report.
+    std::fs::write(fleet.config(), &valid).expect("write");
+    let (code, body) = support::fleet::http_request(admin, "POST", "/reload").await;
+    assert_eq!(code, 200, "{body}");
+    let report: georelay::admin::ReloadReport = serde_json::from_str(&body).expect("report");
+    assert!(report.message.contains("policy reloaded"), "{report:?}");
+    fleet.signal("serve", "-HUP");
+    support::events::until(Duration::from_secs(10), "SIGHUP reloads too", || {
+        let log = fleet.log("serve");
+        async move { log.matches("policy reloaded from").count() >= 2 }
+    })
+    .await;
+}

@@ -13,6 +13,7 @@ use super::{CliError, CliResult, ConfigArg};
 use crate::clock::{SharedClock, SystemClock};
 use crate::ids::NodeId;
 use crate::relay::policy::{Policy, PolicyError};
+use crate::relay::reload::ReloadSource;
 use crate::tls::FleetPki;
 
 /// Arguments of `georelay serve`.
@@ -118,6 +119,10 @@ async fn serve(
     let fleet = crate::relay::Fleet::start(path, policy, pki, ids, clock, recorder, metrics)
         .await
         .map_err(|e| CliError::Runtime(e.into()))?;
+    let set_retention = metadata.retention_setter();
+    fleet.reloader().on_applied(move |policy| {
+        set_retention(crate::metadata::RetentionPolicy::from_fleet(&policy.fleet));
+    });
     for node in &fleet.nodes {
         println!(
             "node {} ({}) listening on quic://{} admin http://{}",
@@ -134,13 +139,8 @@ async fn serve(
     loop {
         tokio::select! {
             _ = hangup.recv() => {
-                match fleet.reload() {
-                    Ok(report) => {
-                        if let Some(hub) = fleet.hubs().first() {
-                            metadata.set_retention(crate::metadata::RetentionPolicy::from_fleet(&hub.policy().fleet));
-                        }
-                        println!("{}", report.message);
-                    }
+                match Arc::clone(fleet.reloader()).reload(ReloadSource::ConfigFile).await {
+                    Ok(report) => println!("{}", report.message),
                     Err(errors) => eprintln!("reload rejected, the old policy stays in force:\n{errors}"),
                 }
             }

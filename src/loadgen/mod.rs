@@ -46,7 +46,9 @@
 //! - The drain window lasts until every subscriber has all it expects, or
 //!   `drain` elapses.
 //! - A refused client does not abort the run: its stable code is counted in
-//!   `errors`; failures without a code in `failures`.
+//!   `errors`; failures without a code in `failures`. A subscription still
+//!   unavailable (`SUBSCRIPTION_STATE`) at the end counts its code once; one
+//!   that was unavailable only while the mesh found the publisher does not.
 //!
 //! # Pacing
 //! Each publisher follows its profile's [`shape`] on a `tokio::time::interval`
@@ -763,6 +765,8 @@ struct Report {
     errors: BTreeMap<String, u64>,
     closed: u64,
     finished_sending: Option<Instant>,
+    /// The code of the subscription's last `SUBSCRIPTION_STATE`, while unavailable.
+    unavailable: Option<&'static str>,
 }
 
 fn histogram() -> Result<Histogram<u64>, LoadError> {
@@ -1454,6 +1458,7 @@ impl ClientTask {
             errors: BTreeMap::new(),
             closed: 0,
             finished_sending: None,
+            unavailable: None,
         };
         let mut seen: BTreeMap<u32, Seen> = self
             .known
@@ -1584,6 +1589,9 @@ impl ClientTask {
                 }
             }
         }
+        if let Some(code) = report.unavailable {
+            *report.errors.entry(code.to_string()).or_default() += 1;
+        }
         report
     }
 }
@@ -1607,13 +1615,14 @@ fn handle_event(
             }
             return false;
         }
-        Event::State(state) if state.state == SubscriptionStatus::Unavailable => {
-            let name = crate::error::ErrorCode::from_wire(state.code)
-                .map_or("ROUTE_UNAVAILABLE", |c| c.name());
-            *report.errors.entry(name.to_string()).or_default() += 1;
-            if let Some(p) = progress {
-                p.failed.store(true, Ordering::Relaxed);
-            }
+        Event::State(state) => {
+            // A subscription may be unavailable for a moment while the mesh
+            // finds the publisher; only one still unavailable at the end
+            // counts as an error.
+            report.unavailable = (state.state == SubscriptionStatus::Unavailable).then(|| {
+                crate::error::ErrorCode::from_wire(state.code)
+                    .map_or("ROUTE_UNAVAILABLE", |c| c.name())
+            });
             return false;
         }
         Event::Closed { code, .. } => {

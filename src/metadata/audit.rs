@@ -32,8 +32,7 @@ use serde::Serialize;
 use crate::config::CanonicalPolicy;
 use crate::ids::AppId;
 use crate::metadata::day::{DAY_MS, UtcDay};
-use crate::metadata::event::{Event, EventKind};
-use crate::metadata::traffic::{Direction, TrafficPeer};
+use crate::metadata::event::{Direction, Event, EventKind, TrafficPeer};
 
 /// Consecutive intervals closer than this are one island of reporting.
 pub const COVERAGE_TOLERANCE_MS: u64 = 1000;
@@ -832,8 +831,6 @@ mod tests {
     use super::*;
     use crate::config::Fleet;
     use crate::ids::{NodeId, RegionId};
-    use crate::metadata::recorder::Recorder;
-    use crate::metadata::traffic::{TrafficCounts, TrafficKey, TrafficRecorder, TrafficSnapshot};
 
     const FLEET: &str = r#"
 [regions.eu]
@@ -859,42 +856,72 @@ allow_regions = ["eu"]
     const T0: u64 = 20_000 * DAY_MS;
     const MINUTE: u64 = 60_000;
 
-    fn drain(receiver: &mut tokio::sync::mpsc::Receiver<Event>) -> Vec<Event> {
-        let mut events = Vec::new();
-        while let Ok(event) = receiver.try_recv() {
-            events.push(event);
+    /// What a node records: its policy at start, then per one-minute
+    /// interval its flows and the marker.
+    fn node_events(
+        fleet: &Fleet,
+        node: &str,
+        region: &str,
+        minutes: std::ops::RangeInclusive<u64>,
+        flow: Option<(Direction, TrafficPeer, u64)>,
+    ) -> Vec<Event> {
+        let version = fleet.policy_version();
+        let event = |at_ms, app: Option<&str>, kind| Event {
+            at_ms,
+            node: NodeId::from(node),
+            region: RegionId::from(region),
+            app: app.map(AppId::from),
+            kind,
+        };
+        let first = T0 + (minutes.start() - 1) * MINUTE;
+        let mut events = vec![event(
+            first,
+            None,
+            EventKind::Policy {
+                version,
+                policy: Box::new(fleet.canonical_policy()),
+            },
+        )];
+        for minute in minutes {
+            let start = T0 + (minute - 1) * MINUTE;
+            if let Some((direction, peer, packets)) = &flow {
+                events.push(event(
+                    start,
+                    Some("acme"),
+                    EventKind::Traffic {
+                        interval_ms: MINUTE,
+                        direction: *direction,
+                        peer: peer.clone(),
+                        packets: *packets,
+                        bytes: 100 * packets,
+                        policy_version: version,
+                    },
+                ));
+            }
+            events.push(event(
+                start,
+                None,
+                EventKind::TrafficInterval {
+                    interval_ms: MINUTE,
+                    policy_version: version,
+                },
+            ));
         }
         events
     }
 
-    /// Ten minutes of fra carrying acme from clients; lon only reports
-    /// idle intervals, from minute 2 to minute 8.
+    /// Ten minutes of fra carrying acme from clients (100 packets a
+    /// minute); lon only reports idle intervals, from minute 2 to minute 8.
     fn clean_events(fleet: &Fleet) -> Vec<Event> {
-        let (recorder, mut receiver) = Recorder::channel(10_000);
-        let mut fra =
-            TrafficRecorder::start(recorder.clone(), fleet, &NodeId::from("eu-fra-1"), T0).unwrap();
-        let mut lon =
-            TrafficRecorder::start(recorder, fleet, &NodeId::from("uk-lon-1"), T0 + 2 * MINUTE)
-                .unwrap();
-        let key = TrafficKey {
-            app: AppId::from("acme"),
-            direction: Direction::In,
-            peer: TrafficPeer::Clients,
-        };
-        for minute in 1..=10 {
-            let counts = TrafficCounts {
-                packets: 100 * minute,
-                bytes: 10_000 * minute,
-            };
-            fra.record_interval(
-                T0 + minute * MINUTE,
-                &TrafficSnapshot::from([(key.clone(), counts)]),
-            );
-            if (3..=8).contains(&minute) {
-                lon.record_interval(T0 + minute * MINUTE, &TrafficSnapshot::new());
-            }
-        }
-        drain(&mut receiver)
+        let mut events = node_events(
+            fleet,
+            "eu-fra-1",
+            "eu",
+            1..=10,
+            Some((Direction::In, TrafficPeer::Clients, 100)),
+        );
+        events.extend(node_events(fleet, "uk-lon-1", "uk", 3..=8, None));
+        events
     }
 
     fn query() -> AuditQuery {

@@ -33,6 +33,7 @@
 //! relay.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -40,7 +41,6 @@ use crate::config::{CanonicalPolicy, PolicyVersion};
 use crate::error::ErrorCode;
 use crate::ids::{AppId, CountryCode, NodeId, RegionId};
 use crate::metadata::ip::MinimisedIp;
-use crate::metadata::traffic::{Direction, TrafficPeer};
 
 /// One operational event.
 #[derive(Clone, Debug, PartialEq)]
@@ -319,6 +319,75 @@ impl EventKind {
     }
 }
 
+/// Which way media went, seen from the recording node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Received by the node.
+    In,
+    /// Forwarded by the node.
+    Out,
+}
+
+/// Where media came from or went to: the node's own clients, or a peer node.
+/// Written `clients` or `node:<id>`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TrafficPeer {
+    /// Client sessions on this node (any transport).
+    Clients,
+    /// A peer node over a mesh link.
+    Node(NodeId),
+}
+
+impl TrafficPeer {
+    const NODE_PREFIX: &'static str = "node:";
+
+    /// The peer node, if the peer is one.
+    pub fn node(&self) -> Option<&NodeId> {
+        match self {
+            TrafficPeer::Clients => None,
+            TrafficPeer::Node(node) => Some(node),
+        }
+    }
+
+    /// Parses `clients` or `node:<id>`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "clients" => Some(TrafficPeer::Clients),
+            _ => text
+                .strip_prefix(Self::NODE_PREFIX)
+                .filter(|id| !id.is_empty())
+                .map(|id| TrafficPeer::Node(NodeId::from(id))),
+        }
+    }
+}
+
+impl fmt::Display for TrafficPeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrafficPeer::Clients => f.write_str("clients"),
+            TrafficPeer::Node(node) => write!(f, "{}{node}", Self::NODE_PREFIX),
+        }
+    }
+}
+
+impl Serialize for TrafficPeer {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TrafficPeer {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid traffic peer {text:?}: expected clients or node:<id>"
+            ))
+        })
+    }
+}
+
 /// The stored form of an event: indexed columns plus a JSON detail. Both
 /// stores write and read exactly this.
 #[derive(Clone, Debug, PartialEq)]
@@ -572,7 +641,7 @@ mod tests {
             }),
             base(EventKind::Traffic {
                 interval_ms: 60_000,
-                direction: crate::metadata::traffic::Direction::Out,
+                direction: Direction::Out,
                 peer: TrafficPeer::Node(NodeId::from("uk-lon-1")),
                 packets: 12,
                 bytes: 3400,

@@ -59,8 +59,10 @@ impl Recorder {
         Self { inner: None }
     }
 
-    /// A recorder feeding a fresh bounded channel of `capacity` events.
-    pub(crate) fn channel(capacity: usize) -> (Self, mpsc::Receiver<Event>) {
+    /// A recorder feeding a fresh bounded channel of `capacity` events, and
+    /// the channel's receiving end (for embedding the recorder in another
+    /// writer, tests and benches; [`start`] uses it with its own writer).
+    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<Event>) {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
         let inner = RecorderInner {
             sender,
@@ -370,6 +372,17 @@ impl MetadataHandle {
             .await
             .map_err(|_| MetadataError::WriterGone)?;
         done_rx.await.map_err(|_| MetadataError::WriterGone)
+    }
+
+    /// A handle that replaces the retention policy like
+    /// [`MetadataHandle::set_retention`], for the relay's reload path.
+    pub fn retention_setter(&self) -> impl Fn(RetentionPolicy) + Send + Sync + 'static {
+        let shared = self.running.as_ref().map(|r| Arc::clone(&r.policy));
+        move |policy| {
+            if let Some(shared) = &shared {
+                *shared.write().unwrap_or_else(PoisonError::into_inner) = policy;
+            }
+        }
     }
 
     /// Replaces the retention policy (after a config reload); the next sweep

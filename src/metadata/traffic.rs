@@ -25,87 +25,16 @@
 //! holds counts only: there is no field that could hold a payload byte.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-
-use serde::{Deserialize, Serialize};
 
 use crate::config::{CanonicalPolicy, Fleet, PolicyVersion};
 use crate::ids::{AppId, NodeId, RegionId};
 use crate::metadata::MetadataError;
 use crate::metadata::day::UtcDay;
+pub use crate::metadata::event::{Direction, TrafficPeer};
 use crate::metadata::event::{Event, EventKind};
 use crate::metadata::recorder::Recorder;
-
-/// Which way media went, seen from the recording node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    /// Received by the node.
-    In,
-    /// Forwarded by the node.
-    Out,
-}
-
-/// Where media came from or went to: the node's own clients, or a peer node.
-/// Written `clients` or `node:<id>`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum TrafficPeer {
-    /// Client sessions on this node (any transport).
-    Clients,
-    /// A peer node over a mesh link.
-    Node(NodeId),
-}
-
-impl TrafficPeer {
-    const NODE_PREFIX: &'static str = "node:";
-
-    /// The peer node, if the peer is one.
-    pub fn node(&self) -> Option<&NodeId> {
-        match self {
-            TrafficPeer::Clients => None,
-            TrafficPeer::Node(node) => Some(node),
-        }
-    }
-
-    /// Parses `clients` or `node:<id>`.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "clients" => Some(TrafficPeer::Clients),
-            _ => text
-                .strip_prefix(Self::NODE_PREFIX)
-                .filter(|id| !id.is_empty())
-                .map(|id| TrafficPeer::Node(NodeId::from(id))),
-        }
-    }
-}
-
-impl fmt::Display for TrafficPeer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TrafficPeer::Clients => f.write_str("clients"),
-            TrafficPeer::Node(node) => write!(f, "{}{node}", Self::NODE_PREFIX),
-        }
-    }
-}
-
-impl Serialize for TrafficPeer {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for TrafficPeer {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Self::parse(&text).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "invalid traffic peer {text:?}: expected clients or node:<id>"
-            ))
-        })
-    }
-}
 
 /// One counter of the relay: an app's media in one direction with one peer.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -56,12 +56,23 @@ pub(super) fn bind_endpoint(
     )
 }
 
+/// How the accept loop treats an admitted connection.
+pub(super) struct Acceptor {
+    pub(super) limits: Limits,
+    /// The server config with the mesh transport (datagram buffers, streams
+    /// and keep-alives of a mesh link).
+    pub(super) mesh_server: Arc<quinn::ServerConfig>,
+    /// Listen addresses of this node's linked peers: their dials come from
+    /// there.
+    pub(super) mesh_peers: std::collections::HashSet<SocketAddr>,
+}
+
 /// Accepts connections on `endpoint` until `shutdown` changes.
 pub(super) async fn accept_loop(
     hub: Arc<Hub>,
     endpoint: quinn::Endpoint,
     gate: AcceptGate,
-    limits: Limits,
+    acceptor: Acceptor,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -88,12 +99,17 @@ pub(super) async fn accept_loop(
                 incoming.refuse();
             }
             IncomingDecision::Accept(slot) => {
+                let connecting = if acceptor.mesh_peers.contains(&incoming.remote_address()) {
+                    incoming.accept_with(Arc::clone(&acceptor.mesh_server))
+                } else {
+                    incoming.accept()
+                };
                 tokio::spawn(serve_connection(
                     Arc::clone(&hub),
-                    incoming,
+                    connecting,
                     slot,
                     gate.clone(),
-                    limits.clone(),
+                    acceptor.limits.clone(),
                 ));
             }
         }
@@ -104,14 +120,17 @@ pub(super) async fn accept_loop(
 /// it ends.
 async fn serve_connection(
     hub: Arc<Hub>,
-    incoming: quinn::Incoming,
+    connecting: Result<quinn::Connecting, quinn::ConnectionError>,
     mut slot: ConnectionSlot,
     gate: AcceptGate,
     limits: Limits,
 ) {
     let started = crate::clock::monotonic_now();
     // The handshake is bounded by the transport's idle timeout.
-    let handshake = incoming.await;
+    let handshake = match connecting {
+        Ok(connecting) => connecting.await,
+        Err(err) => Err(err),
+    };
     slot.handshake_done();
     let Ok(conn) = handshake else {
         return;

@@ -25,6 +25,7 @@
 //!   connection.
 //! - [`session`]: one client connection.
 //! - [`mesh`]: mesh links.
+//! - [`reload`]: the one reload path (SIGHUP and `POST /reload`).
 
 mod accept;
 pub mod admission;
@@ -36,6 +37,7 @@ pub mod mesh;
 pub mod plane;
 pub mod policy;
 pub mod quality;
+pub mod reload;
 pub mod routes;
 pub mod session;
 pub mod transport;
@@ -60,6 +62,7 @@ use crate::tls::{FleetPki, NodeTls, TransportKind};
 
 use self::hub::Hub;
 use self::policy::{Policy, PolicyError};
+use self::reload::{ReloadError, ReloadSource, Reloader};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -86,10 +89,6 @@ pub enum RelayError {
     },
 }
 
-/// Re-reads the configuration and puts it in force; shared by the nodes of
-/// one process so that a reload applies to all of them before it returns.
-pub type Reloader = Arc<dyn Fn() -> BoxFuture<'static, Result<ReloadReport, String>> + Send + Sync>;
-
 /// What a node needs to start.
 #[derive(Clone)]
 pub struct NodeOptions {
@@ -105,8 +104,9 @@ pub struct NodeOptions {
     pub recorder: crate::metadata::Recorder,
     /// The Prometheus handle that renders `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    /// What `POST /reload` runs; `None` disables it.
-    pub reloader: Option<Reloader>,
+    /// What `POST /reload` runs (the process's one reload path); `None`
+    /// disables it.
+    pub reloader: Option<Arc<Reloader>>,
 }
 
 /// A started node.
@@ -138,7 +138,7 @@ impl std::fmt::Debug for RunningNode {
 
 struct Introspect {
     hub: Arc<Hub>,
-    reloader: Option<Reloader>,
+    reloader: Option<Arc<Reloader>>,
 }
 
 impl NodeIntrospect for Introspect {
@@ -161,7 +161,15 @@ impl NodeIntrospect for Introspect {
 
     fn reload(&self) -> BoxFuture<'static, Result<ReloadReport, String>> {
         match &self.reloader {
-            Some(reload) => reload(),
+            Some(reloader) => {
+                let reloader = Arc::clone(reloader);
+                Box::pin(async move {
+                    reloader
+                        .reload(ReloadSource::ConfigFile)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }
             None => Box::pin(async { Err("reload is not available on this node".to_string()) }),
         }
     }
@@ -191,8 +199,28 @@ impl RunningNode {
         let mesh_transport = Arc::new(crate::tls::transport_config(TransportKind::Mesh));
         let mut server = tls.server_config(client_transport)?;
         crate::tls::apply_handshake_limits(&mut server, &limits);
+        // A linked peer dials from its own listen address: its connection is
+        // accepted with the mesh transport, like the dialling side's.
+        let mut mesh_server = tls.server_config(Arc::clone(&mesh_transport))?;
+        crate::tls::apply_handshake_limits(&mut mesh_server, &limits);
+        let mesh_server = Arc::new(mesh_server);
         let mesh_client = tls.mesh_client_config(mesh_transport)?;
         let admin_auth = AdminAuth::for_node(&policy.fleet.admin, &node.id, node.admin)?;
+        let mesh_peers: std::collections::HashSet<SocketAddr> = policy
+            .fleet
+            .links
+            .iter()
+            .filter_map(|l| {
+                let peer = if l.a == node.id {
+                    &l.b
+                } else if l.b == node.id {
+                    &l.a
+                } else {
+                    return None;
+                };
+                policy.fleet.nodes.get(peer.as_str()).map(|n| n.listen)
+            })
+            .collect();
         let endpoint =
             accept::bind_endpoint(node.listen, server).map_err(|source| RelayError::Bind {
                 what: "listen",
@@ -233,7 +261,11 @@ impl RunningNode {
             Arc::clone(&hub),
             endpoint.clone(),
             gate.clone(),
-            limits.clone(),
+            accept::Acceptor {
+                limits: limits.clone(),
+                mesh_server,
+                mesh_peers,
+            },
             shutdown_rx.clone(),
         ));
         for link in &policy.fleet.links {
@@ -348,10 +380,6 @@ async fn timer_loop(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// The hubs and TLS of a process's nodes, filled as they start; read by
-/// the reloader.
-type SharedNodes = Arc<std::sync::Mutex<Vec<(Arc<Hub>, NodeTls)>>>;
-
 /// Every node of a configuration in one process (`serve --all`), sharing one
 /// policy: a reload applies to all of them before it returns.
 pub struct Fleet {
@@ -359,6 +387,7 @@ pub struct Fleet {
     pub nodes: Vec<RunningNode>,
     /// The configuration file, re-read on reload.
     pub path: PathBuf,
+    reloader: Arc<Reloader>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -391,42 +420,6 @@ pub fn rotate_tls(nodes: &[NodeTls], fleet: &crate::config::Fleet) -> Vec<String
         .collect()
 }
 
-/// [`reload_hubs`], then [`rotate_tls`] under the new policy.
-fn reload_with_tls(
-    path: &std::path::Path,
-    hubs: &[Arc<Hub>],
-    tls: &[NodeTls],
-) -> Result<ReloadReport, String> {
-    let mut report = reload_hubs(path, hubs)?;
-    if let Some(hub) = hubs.first() {
-        for failure in rotate_tls(tls, &hub.policy().fleet) {
-            report.message.push_str("; ");
-            report.message.push_str(&failure);
-        }
-    }
-    Ok(report)
-}
-
-/// Applies a freshly loaded policy to `hubs`; invalid files are rejected and
-/// the old policy stays.
-pub fn reload_hubs(path: &std::path::Path, hubs: &[Arc<Hub>]) -> Result<ReloadReport, String> {
-    let policy = Arc::new(Policy::load(path).map_err(|e| e.to_string())?);
-    let mut total = ReloadReport::default();
-    for hub in hubs {
-        let report = hub.set_policy(Arc::clone(&policy));
-        total.revoked_sessions += report.revoked_sessions;
-        total.rerouted += report.rerouted;
-    }
-    total.message = format!(
-        "policy reloaded from {} on {} node(s); {} session(s) revoked",
-        path.display(),
-        hubs.len(),
-        total.revoked_sessions
-    );
-    tracing::info!(message = %total.message, "reload");
-    Ok(total)
-}
-
 impl Fleet {
     /// Starts `ids` (every node when empty) of the configuration at `path`.
     pub async fn start(
@@ -443,25 +436,7 @@ impl Fleet {
         } else {
             ids
         };
-        let hubs: SharedNodes = Arc::default();
-        let reloader: Reloader = {
-            let hubs = Arc::clone(&hubs);
-            let path = path.clone();
-            Arc::new(move || {
-                let (hubs, tls): (Vec<_>, Vec<_>) = hubs
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .cloned()
-                    .unzip();
-                let path = path.clone();
-                Box::pin(async move {
-                    tokio::task::spawn_blocking(move || reload_with_tls(&path, &hubs, &tls))
-                        .await
-                        .map_err(|e| e.to_string())?
-                })
-            })
-        };
+        let reloader = Arc::new(Reloader::new(path.clone()));
         let mut nodes = Vec::new();
         for id in ids {
             let node = RunningNode::start(NodeOptions {
@@ -474,12 +449,15 @@ impl Fleet {
                 reloader: Some(Arc::clone(&reloader)),
             })
             .await?;
-            hubs.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((Arc::clone(&node.hub), node.tls.clone()));
+            reloader.add_hub(Arc::clone(&node.hub));
+            reloader.add_tls(node.tls.clone());
             nodes.push(node);
         }
-        Ok(Fleet { nodes, path })
+        Ok(Fleet {
+            nodes,
+            path,
+            reloader,
+        })
     }
 
     /// The hubs of every node.
@@ -487,11 +465,15 @@ impl Fleet {
         self.nodes.iter().map(|n| Arc::clone(&n.hub)).collect()
     }
 
-    /// Re-reads the configuration and applies it to every node, then
-    /// re-reads their TLS files ([`rotate_tls`]).
-    pub fn reload(&self) -> Result<ReloadReport, String> {
-        let tls: Vec<NodeTls> = self.nodes.iter().map(|n| n.tls.clone()).collect();
-        reload_with_tls(&self.path, &self.hubs(), &tls)
+    /// The process's reload path (SIGHUP and `POST /reload`).
+    pub fn reloader(&self) -> &Arc<Reloader> {
+        &self.reloader
+    }
+
+    /// Re-reads the configuration and applies it to every node, blocking
+    /// (tests and tools; a serving process uses [`Reloader::reload`]).
+    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        self.reloader.reload_blocking(&ReloadSource::ConfigFile)
     }
 
     /// The node with this id.

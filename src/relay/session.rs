@@ -1,7 +1,8 @@
-//! One SDK client connection (`georelay/1`): hello and admission, then the
-//! control loop (announce, subscribe), the media datagram reader and the
-//! message stream readers. Every refusal is an `ERROR` frame followed by an
-//! application close with the same code, never a hang.
+//! One SDK client connection (`georelay/1`), on any [`SessionTransport`]:
+//! hello and admission, then the control loop (announce, subscribe), the
+//! media datagram reader and the message stream readers. Every refusal is an
+//! `ERROR` frame followed by an application close with the same code, never
+//! a hang.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

@@ -39,6 +39,14 @@ impl MediaHeader {
         varint::encode(self.timestamp_us, buf);
     }
 
+    /// A whole media datagram: this header, then `payload`.
+    pub fn datagram(&self, payload: &[u8]) -> bytes::Bytes {
+        let mut buf = BytesMut::with_capacity(self.encoded_len() + payload.len());
+        self.encode(&mut buf);
+        buf.extend_from_slice(payload);
+        buf.freeze()
+    }
+
     /// Parses the header at the front of a datagram and returns it with its
     /// length: the payload is `&datagram[len..]`.
     pub fn parse(datagram: &[u8]) -> Result<(MediaHeader, usize), WireError> {

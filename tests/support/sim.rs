@@ -36,7 +36,6 @@ use std::time::{Duration, Instant};
 
 use std::sync::Mutex;
 
-use bytes::BytesMut;
 use georelay::config::Fleet;
 use georelay::error::ErrorCode;
 use georelay::ids::{AppId, NodeId};
@@ -631,17 +630,13 @@ impl Mesh {
             Some((session.id, *c.tracks.iter().next()?))
         });
         if let Some((session, track)) = publisher {
-            let mut buf = BytesMut::new();
-            MediaHeader {
+            let datagram = MediaHeader {
                 track,
                 seq: 1,
                 timestamp_us: 1,
             }
-            .encode(&mut buf);
-            buf.extend_from_slice(b"frame");
-            at_origin
-                .routes
-                .client_datagram(session, track, buf.freeze());
+            .datagram(b"frame");
+            at_origin.routes.client_datagram(session, track, datagram);
             self.carry_media(&mut media);
         }
         self.walk_tables(key, &origin, &mut media);

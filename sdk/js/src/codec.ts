@@ -43,6 +43,7 @@ export const FrameType = {
   MESH_SUBSCRIBE: 0x23,
   MESH_UNSUBSCRIBE: 0x24,
   MESH_SUBSCRIBE_ERROR: 0x25,
+  MESH_SUBSCRIBE_OK: 0x26,
 } as const;
 
 export type FrameTypeName = keyof typeof FrameType;
@@ -125,6 +126,7 @@ export type Frame =
     }
   | { type: "MESH_SUBSCRIBE"; app: string; channel: string; origin: string; path: string[] }
   | { type: "MESH_UNSUBSCRIBE"; app: string; channel: string; origin: string }
+  | { type: "MESH_SUBSCRIBE_OK"; app: string; channel: string; origin: string }
   | {
       type: "MESH_SUBSCRIBE_ERROR";
       app: string;
@@ -357,6 +359,7 @@ function writeBody(w: Writer, f: Frame): void {
       w.list("path", f.path, MAX_PATH_NODES, (n) => w.string("path.node", n, MAX_NAME_LEN));
       return;
     case "MESH_UNSUBSCRIBE":
+    case "MESH_SUBSCRIBE_OK":
       writeChannel(w, f);
       return;
     case "MESH_SUBSCRIBE_ERROR":
@@ -478,6 +481,7 @@ function readBody(type: FrameTypeName, r: Reader): Frame {
         path: r.list("path", MAX_PATH_NODES, () => r.string("path.node", MAX_NAME_LEN)),
       };
     case "MESH_UNSUBSCRIBE":
+    case "MESH_SUBSCRIBE_OK":
       return { type, ...readChannel(r) };
     case "MESH_SUBSCRIBE_ERROR":
       return {

@@ -8,6 +8,7 @@ import {
   encodeMessage,
   encodeMessageStreamHeader,
   FrameDecoder,
+  FrameType,
   frameTypeName,
   MessageDecoder,
   parseMediaDatagram,
@@ -44,6 +45,19 @@ const SPEC_FRAMES: [string, Frame][] = [
     },
   ],
   [
+    "subscription-state-active",
+    {
+      type: "SUBSCRIPTION_STATE",
+      state: "active",
+      code: 0,
+      message: "media path established from eu-fra-1",
+    },
+  ],
+  [
+    "mesh-subscribe-ok",
+    { type: "MESH_SUBSCRIBE_OK", app: "acme-health", channel: "room-1", origin: "eu-fra-1" },
+  ],
+  [
     "error-redirect",
     {
       type: "ERROR",
@@ -58,7 +72,15 @@ const hex = (text: string) => Uint8Array.from(text.split(" ").map((pair) => pars
 
 test("the spec has exactly the examples tests/wire_spec.rs checks", () => {
   const names = [...examples(spec(), "wire-example").keys()].sort();
-  assert.deepEqual(names, ["error-redirect", "hello", "media-datagram", "message-stream", "welcome"]);
+  assert.deepEqual(names, [
+    "error-redirect",
+    "hello",
+    "media-datagram",
+    "mesh-subscribe-ok",
+    "message-stream",
+    "subscription-state-active",
+    "welcome",
+  ]);
 });
 
 test("frame examples decode and encode byte for byte", () => {
@@ -114,7 +136,7 @@ test("varints: the spec's examples, shortest form, 62-bit values", () => {
 
 test("the frame type table lists exactly the codec's types", () => {
   const rows = tableRows(spec(), (cell) => cell.startsWith("`0x"));
-  assert.equal(rows.length, 18);
+  assert.equal(rows.length, Object.keys(FrameType).length);
   for (const row of rows) {
     const type = parseInt(row[0]!.replaceAll("`", ""), 16);
     assert.equal(`\`${frameTypeName(type)}\``, row[1], `type ${type}`);
@@ -147,6 +169,7 @@ test("every frame round-trips, split at every byte", () => {
     { type: "MESH_SUBSCRIBE", app: "x", channel: "c", origin: "a", path: ["b", "a"] },
     { type: "MESH_UNSUBSCRIBE", app: "x", channel: "c", origin: "a" },
     { type: "MESH_SUBSCRIBE_ERROR", app: "x", channel: "c", origin: "a", code: 4, message: "m" },
+    { type: "MESH_SUBSCRIBE_OK", app: "x", channel: "c", origin: "a" },
   ];
   const stream = new Uint8Array(frames.flatMap((f) => [...encodeFrame(f)]));
   const decoder = new FrameDecoder();

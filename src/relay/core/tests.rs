@@ -1,6 +1,6 @@
 use std::sync::Mutex;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::*;
 use crate::relay::fanout::{DatagramQueue, DropCounters, DropReason, MessageQueue, Queued};
@@ -239,15 +239,12 @@ impl Node {
 }
 
 fn datagram(track: u64) -> Bytes {
-    let mut buf = BytesMut::new();
     MediaHeader {
         track,
         seq: 1,
         timestamp_us: 1,
     }
-    .encode(&mut buf);
-    buf.extend_from_slice(b"x");
-    buf.freeze()
+    .datagram(b"x")
 }
 
 fn states(frames: &[Frame]) -> Vec<SubscriptionStatus> {

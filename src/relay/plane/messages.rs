@@ -136,16 +136,12 @@ impl From<PeerMsg> for Frame {
                 origin: origin.to_string(),
                 path: path.iter().map(NodeId::to_string).collect(),
             }),
-            PeerMsg::Unsubscribe { key, origin } => Frame::MeshUnsubscribe(ChannelRef {
-                app: key.0.to_string(),
-                channel: key.1,
-                origin: origin.to_string(),
-            }),
-            PeerMsg::SubscribeOk { key, origin } => Frame::MeshSubscribeOk(ChannelRef {
-                app: key.0.to_string(),
-                channel: key.1,
-                origin: origin.to_string(),
-            }),
+            PeerMsg::Unsubscribe { key, origin } => {
+                Frame::MeshUnsubscribe(channel_ref(key, &origin))
+            }
+            PeerMsg::SubscribeOk { key, origin } => {
+                Frame::MeshSubscribeOk(channel_ref(key, &origin))
+            }
             PeerMsg::SubscribeError {
                 key,
                 origin,
@@ -159,6 +155,15 @@ impl From<PeerMsg> for Frame {
                 message,
             }),
         }
+    }
+}
+
+/// A channel at its origin, in wire form.
+fn channel_ref((app, channel): ChannelKey, origin: &NodeId) -> ChannelRef {
+    ChannelRef {
+        app: app.to_string(),
+        channel,
+        origin: origin.to_string(),
     }
 }
 

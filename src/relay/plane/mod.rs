@@ -5,9 +5,12 @@
 //! channel), and the per-channel forwarding state (one upstream peer per
 //! origin, a set of downstream peers). It takes inputs — a peer came up, a
 //! frame arrived, local tracks changed, a local subscriber appeared, a policy
-//! was reloaded, time passed — and returns [`Action`]s for the async driver
-//! in [`super::mesh`] to carry out. No tokio, no sockets, no clock: `now`
-//! is an argument.
+//! was reloaded, time passed — and returns [`Action`]s for
+//! [`super::core::NodeCore`] to carry out. No tokio, no sockets, no clock,
+//! no logging: `now` is a monotonic [`Instant`] argument, and
+//! [`Plane::poll_timeout`] says when the next tick is due. The messages it
+//! exchanges with peers ([`PeerMsg`]) and their wire frames are in
+//! `messages.rs`.
 //!
 //! # Why an app's data never reaches a disallowed node
 //! Every frame that carries an app's channel name or track ids, and every
@@ -1195,7 +1198,11 @@ impl Plane {
     }
 
     /// The upstream for `origin` confirmed the path: media can flow. The
-    /// downstream peers waiting on it hear it in turn.
+    /// downstream peers waiting on it hear it in turn. A confirmation from a
+    /// peer that is not this node's upstream for `origin` means the peer
+    /// forwards to us what nobody here asked for (a subscription that was in
+    /// flight across a revoke and a restore, or an old path after a switch):
+    /// it is told to stop at once instead of when the soft state expires.
     fn on_subscribe_ok(
         &mut self,
         from: &NodeId,
@@ -1203,16 +1210,24 @@ impl Plane {
         origin: NodeId,
         actions: &mut Vec<Action>,
     ) {
-        let Some(channel) = self.channels.get_mut(&key) else {
+        let upstream = self
+            .channels
+            .get_mut(&key)
+            .and_then(|c| c.upstream.get_mut(&origin))
+            .filter(|up| &up.peer == from);
+        let Some(up) = upstream else {
+            if self.me_allowed(&key.0) {
+                self.send_if_allowed_peer(from, PeerMsg::Unsubscribe { key, origin }, actions);
+            }
             return;
         };
-        let Some(up) = channel.upstream.get_mut(&origin) else {
-            return;
-        };
-        if &up.peer != from || up.confirmed {
+        if up.confirmed {
             return;
         }
         up.confirmed = true;
+        let Some(channel) = self.channels.get(&key) else {
+            return;
+        };
         let downstream: Vec<NodeId> = channel
             .downstream
             .get(&origin)

@@ -2,15 +2,12 @@ use super::*;
 use crate::wire::{MediaHeader, TrackKind};
 
 fn datagram(track: u64) -> Bytes {
-    let mut buf = BytesMut::new();
     MediaHeader {
         track,
         seq: 1,
         timestamp_us: 1,
     }
-    .encode(&mut buf);
-    buf.extend_from_slice(b"payload");
-    buf.freeze()
+    .datagram(b"payload")
 }
 
 struct Queues {
