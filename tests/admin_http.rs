@@ -30,6 +30,7 @@ impl NodeIntrospect for FakeNode {
         StatusReport {
             node: "eu-fra-1".to_owned(),
             region: "eu".to_owned(),
+            policy_version: "0123456789abcdef".to_owned(),
             uptime_s: 12,
             sessions: 3,
             apps: BTreeMap::from([(
@@ -116,7 +117,8 @@ async fn status_has_the_contract_shape_with_links_and_drops() {
     assert_eq!(
         json_of(&body),
         json!({
-            "node": "eu-fra-1", "region": "eu", "uptime_s": 12, "sessions": 3,
+            "node": "eu-fra-1", "region": "eu", "policy_version": "0123456789abcdef",
+            "uptime_s": 12, "sessions": 3,
             "apps": {"acme-health": {"packets_in": 10, "packets_out": 20,
                                      "bytes_in": 9000, "bytes_out": 18000}},
             "links": {"us-iad-1": {"up": true, "rtt_ms": 80.5}},
@@ -178,6 +180,7 @@ async fn reload_reports_success_or_propagates_validation_errors() {
     let report = ReloadReport {
         revoked_sessions: 2,
         rerouted: 5,
+        policy_version: "0123456789abcdef".to_owned(),
         message: "policy reloaded".to_owned(),
     };
     *node.reload_outcome.lock().expect("lock") = Some(Ok(report.clone()));

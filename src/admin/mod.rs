@@ -47,6 +47,18 @@ pub trait NodeIntrospect: Send + Sync + 'static {
     /// Re-reads and validates the configuration, then applies it. `Err`
     /// carries the validation errors; the old policy then stays in force.
     fn reload(&self) -> BoxFuture<'static, Result<ReloadReport, String>>;
+    /// `POST /reload` with a body: validates `config` (a complete
+    /// regions.toml; diagnostics name it `<request body>`), writes it over
+    /// the node's config file atomically and applies it like
+    /// [`NodeIntrospect::reload`]. The default refuses (a node without a
+    /// config file to replace).
+    fn reload_with_config(
+        &self,
+        config: String,
+    ) -> BoxFuture<'static, Result<ReloadReport, String>> {
+        let _ = config;
+        Box::pin(async { Err("this node does not accept a pushed configuration".to_owned()) })
+    }
     /// Every (app, channel) name this node has ever seen, for leak tests.
     fn debug_channels(&self) -> Vec<ChannelSeen>;
     /// Copies counters the node keeps itself into the metrics recorder, just
@@ -61,6 +73,8 @@ pub struct StatusReport {
     pub node: String,
     /// The node's region id.
     pub region: String,
+    /// The version of the policy the node enforces (16 hex characters).
+    pub policy_version: String,
     /// Seconds since the node started.
     pub uptime_s: u64,
     /// Open client sessions.
@@ -111,6 +125,8 @@ pub struct ReloadReport {
     pub revoked_sessions: u64,
     /// Routes torn down and recomputed.
     pub rerouted: u64,
+    /// The version of the policy now in force (16 hex characters).
+    pub policy_version: String,
     /// A human summary.
     pub message: String,
 }
@@ -235,8 +251,35 @@ async fn get_status(State(state): State<AdminState>) -> axum::Json<StatusReport>
     axum::Json(state.node.status())
 }
 
-async fn post_reload(State(state): State<AdminState>) -> Response {
-    match state.node.reload().await {
+/// The media type of a configuration pushed to `POST /reload`.
+pub const TOML_CONTENT_TYPE: &str = "application/toml";
+
+async fn post_reload(
+    State(state): State<AdminState>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> Response {
+    let outcome = if body.is_empty() {
+        state.node.reload().await
+    } else {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::trim);
+        if content_type != Some(TOML_CONTENT_TYPE) {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                axum::Json(ReloadRejected {
+                    error: "unsupported media type".to_owned(),
+                    details: format!("a pushed configuration must be sent as {TOML_CONTENT_TYPE}"),
+                }),
+            )
+                .into_response();
+        }
+        state.node.reload_with_config(body).await
+    };
+    match outcome {
         Ok(report) => (StatusCode::OK, axum::Json(report)).into_response(),
         Err(details) => (
             StatusCode::BAD_REQUEST,

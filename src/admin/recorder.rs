@@ -47,6 +47,9 @@ pub mod metric_names {
     /// Metadata events dropped because the writer's channel was full
     /// (counter), label `node`.
     pub const METADATA_EVENTS_DROPPED_TOTAL: &str = "georelay_metadata_events_dropped_total";
+    /// The policy a node enforces (gauge, 1 for the version in force, 0 for
+    /// one it enforced before a reload), labels `node` and `version`.
+    pub const POLICY_INFO: &str = "georelay_policy_info";
 
     /// Label: the node id.
     pub const LABEL_NODE: &str = "node";
@@ -58,6 +61,8 @@ pub mod metric_names {
     pub const LABEL_REASON: &str = "reason";
     /// Label: a stable error code name.
     pub const LABEL_CODE: &str = "code";
+    /// Label: a policy version (16 hex characters).
+    pub const LABEL_VERSION: &str = "version";
     /// Label: the kind of geofence decision.
     pub const LABEL_DECISION: &str = "decision";
 

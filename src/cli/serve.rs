@@ -106,8 +106,18 @@ async fn serve(
 ) -> CliResult {
     let metrics = crate::admin::install_metrics_recorder();
     let clock: SharedClock = Arc::new(SystemClock);
-    let (recorder, metadata) = crate::metadata::start(
+    // Residency: this process writes only to the stores of its nodes'
+    // regions (`[metadata.region_stores]`), or the fleet store.
+    let regions: std::collections::BTreeSet<crate::ids::RegionId> = policy
+        .fleet
+        .nodes
+        .values()
+        .filter(|node| ids.is_empty() || ids.contains(&node.id))
+        .map(|node| node.region.clone())
+        .collect();
+    let (recorder, metadata) = crate::metadata::start_for_regions(
         &policy.fleet.metadata,
+        &regions,
         crate::metadata::app_retention_days(&policy.fleet),
         clock.clone(),
     )

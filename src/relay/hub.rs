@@ -309,11 +309,20 @@ impl Hub {
     /// the new policy no longer allows here are revoked. Returns once no
     /// packet of a revoked session is forwarded by this node any more.
     pub fn set_policy(&self, policy: Arc<Policy>) -> ReloadReport {
-        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&policy);
+        let previous = std::mem::replace(
+            &mut *self.policy.write().unwrap_or_else(|e| e.into_inner()),
+            Arc::clone(&policy),
+        );
+        if previous.version != policy.version {
+            metrics::gauge!(m::POLICY_INFO, m::LABEL_NODE => self.me.to_string(), m::LABEL_VERSION => previous.version.to_string())
+                .set(0.0);
+        }
+        let version = policy.version.to_string();
         let applied = self.input(|core, now| core.set_policy(policy, now));
         ReloadReport {
             revoked_sessions: applied.revoked_sessions,
             rerouted: applied.rerouted,
+            policy_version: version,
             message: format!(
                 "policy reloaded on {}; {} session(s) revoked",
                 self.me, applied.revoked_sessions
@@ -354,6 +363,7 @@ impl Hub {
         StatusReport {
             node: self.me.to_string(),
             region: self.region().to_string(),
+            policy_version: core.policy().version.to_string(),
             uptime_s: self.started.elapsed().as_secs(),
             sessions: core.session_count() as u64,
             apps,
@@ -367,6 +377,8 @@ impl Hub {
     /// the `metrics` recorder before each scrape.
     pub fn export_metrics(&self) {
         let node = self.me.to_string();
+        metrics::gauge!(m::POLICY_INFO, m::LABEL_NODE => node.clone(), m::LABEL_VERSION => self.policy().version.to_string())
+            .set(1.0);
         for (app, counters) in self.counters.all() {
             let traffic = counters.snapshot();
             let labels = [

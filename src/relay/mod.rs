@@ -181,6 +181,29 @@ impl NodeIntrospect for Introspect {
         }
     }
 
+    fn reload_with_config(
+        &self,
+        config: String,
+    ) -> BoxFuture<'static, Result<ReloadReport, String>> {
+        match &self.reloader {
+            Some(reloader) => {
+                let reloader = Arc::clone(reloader);
+                Box::pin(async move {
+                    tokio::task::spawn_blocking(move || {
+                        crate::config::apply_pushed_config(reloader.path(), &config)
+                            .map_err(|e| e.to_string())?;
+                        reloader
+                            .reload_blocking(&ReloadSource::ConfigFile)
+                            .map_err(|e| e.to_string())
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                })
+            }
+            None => Box::pin(async { Err("reload is not available on this node".to_string()) }),
+        }
+    }
+
     fn debug_channels(&self) -> Vec<ChannelSeen> {
         self.hub.seen_channels()
     }

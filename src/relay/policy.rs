@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::auth::Keyring;
-use crate::config::{AppSecretError, ConfigErrors, Fleet};
+use crate::config::{AppSecretError, ConfigErrors, Fleet, PolicyVersion};
 use crate::geo::{Geo, GeoError};
 use crate::ids::{AppId, NodeId};
 use crate::routing::{AllowedRegions, Topology};
@@ -39,6 +39,9 @@ pub struct Policy {
     pub keyring: Keyring,
     /// Client geolocation.
     pub geo: Arc<Geo>,
+    /// The version of this policy ([`Fleet::policy_version`]), computed
+    /// once per load.
+    pub version: PolicyVersion,
     allowed: BTreeMap<AppId, AllowedRegions>,
 }
 
@@ -65,6 +68,7 @@ impl Policy {
             .collect();
         Ok(Self {
             topology: Topology::from_fleet(&fleet),
+            version: fleet.policy_version(),
             fleet: Arc::new(fleet),
             keyring,
             geo,

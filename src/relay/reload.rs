@@ -136,7 +136,10 @@ impl Reloader {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let mut report = ReloadReport::default();
+        let mut report = ReloadReport {
+            policy_version: policy.version.to_string(),
+            ..ReloadReport::default()
+        };
         for hub in &hubs {
             let applied = hub.set_policy(Arc::clone(&policy));
             report.revoked_sessions += applied.revoked_sessions;
