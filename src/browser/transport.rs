@@ -202,10 +202,13 @@ impl SessionTransport for WsTransport {
     type RecvStream = WsReader;
 
     async fn accept_control(&self) -> Result<(Self::SendStream, Self::RecvStream), TransportError> {
-        let (send, recv) = self
-            .0
-            .accept_control()
-            .ok_or_else(|| TransportError("the control stream was already taken".into()))?;
+        // The fallback's framing has exactly one bidirectional stream, open
+        // from the start: once it is taken, no other can arrive, so a second
+        // call waits until the session ends (as QUIC's accept_bi would).
+        let Some((send, recv)) = self.0.accept_control() else {
+            let close = self.0.closed().await;
+            return Err(TransportError(format!("{close:?}")));
+        };
         Ok((
             self.writer(send),
             WsReader {
