@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use georelay::auth::{Role, TokenKey};
+use georelay::client::Client;
 use georelay::config::Limits;
 use georelay::ids::AppId;
 use georelay::loadgen::LoadSpec;
@@ -311,34 +312,7 @@ async fn a_handshake_flood_gets_retries_and_bystanders_keep_delivery() {
     let node = fleet.fleet.node("eu-fra-1").expect("node");
     let gate = node.gate.clone();
     let limits = Limits::default();
-    let mut subscriber = fleet
-        .connect(
-            "eu-fra-1",
-            "acme-health",
-            "room",
-            "sub",
-            Role::Subscribe,
-            None,
-        )
-        .await
-        .expect("bystander subscriber");
-    subscriber.subscribe().await.expect("subscribe");
-    let publisher = fleet
-        .connect(
-            "eu-fra-1",
-            "acme-health",
-            "room",
-            "pub",
-            Role::Publish,
-            None,
-        )
-        .await
-        .expect("bystander publisher");
-    let track = publisher
-        .announce(TrackKind::Audio, false, "mic")
-        .await
-        .expect("announce");
-    assert_eq!(track_added(&mut subscriber).await.track, track);
+    let (publisher, mut subscriber, track) = bystanders(&fleet).await;
     let rss_before = faults::flood::peak_rss_bytes();
 
     let done = std::sync::atomic::AtomicBool::new(false);
@@ -452,34 +426,7 @@ async fn connections_that_never_send_hello_are_all_closed() {
         ..FleetSpec::default()
     };
     let fleet = TestFleet::start_nodes(spec, &["eu-fra-1"]).await;
-    let mut subscriber = fleet
-        .connect(
-            "eu-fra-1",
-            "acme-health",
-            "room",
-            "sub",
-            Role::Subscribe,
-            None,
-        )
-        .await
-        .expect("bystander subscriber");
-    subscriber.subscribe().await.expect("subscribe");
-    let publisher = fleet
-        .connect(
-            "eu-fra-1",
-            "acme-health",
-            "room",
-            "pub",
-            Role::Publish,
-            None,
-        )
-        .await
-        .expect("bystander publisher");
-    let track = publisher
-        .announce(TrackKind::Audio, false, "mic")
-        .await
-        .expect("announce");
-    assert_eq!(track_added(&mut subscriber).await.track, track);
+    let (publisher, mut subscriber, track) = bystanders(&fleet).await;
 
     let addresses: u8 = std::env::var("GEORELAY_SILENT_ADDRESSES")
         .ok()
@@ -716,4 +663,38 @@ async fn the_udp_proxy_reorders_without_losing() {
         "udp proxy: {} of 200 held back, {inversions} inversions",
         proxy.held_back()
     );
+}
+
+/// A bystander publisher and subscriber on eu-fra-1 whose track the
+/// subscriber has seen: the sessions a fault must not disturb.
+async fn bystanders(fleet: &TestFleet) -> (Client, Client, u64) {
+    let mut subscriber = fleet
+        .connect(
+            "eu-fra-1",
+            "acme-health",
+            "room",
+            "sub",
+            Role::Subscribe,
+            None,
+        )
+        .await
+        .expect("bystander subscriber");
+    subscriber.subscribe().await.expect("subscribe");
+    let publisher = fleet
+        .connect(
+            "eu-fra-1",
+            "acme-health",
+            "room",
+            "pub",
+            Role::Publish,
+            None,
+        )
+        .await
+        .expect("bystander publisher");
+    let track = publisher
+        .announce(TrackKind::Audio, false, "mic")
+        .await
+        .expect("announce");
+    assert_eq!(track_added(&mut subscriber).await.track, track);
+    (publisher, subscriber, track)
 }
