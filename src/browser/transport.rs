@@ -39,8 +39,20 @@ fn quic_path(conn: &quinn::Connection) -> PathStats {
 }
 
 impl CloseConnection for web_transport_quinn::Session {
+    /// Ends the session with `CLOSE_WEBTRANSPORT_SESSION` carrying `code`
+    /// (docs/PROTOCOL.md §11). The session's HTTP/3 control streams belong
+    /// to the `Session` handles: were the last one dropped before the
+    /// connection closes, the client would see its peer close a critical
+    /// stream and drop the connection as lost (Chromium rejects
+    /// `WebTransport.closed` instead of reporting the code). A clone is kept
+    /// until the connection is closed, which `web-transport-quinn` bounds
+    /// (it closes the connection at most 3 RTTs after the capsule).
     fn close(&self, code: u32, reason: &[u8]) {
         web_transport_quinn::Session::close(self, code, reason);
+        let keep = self.clone();
+        tokio::spawn(async move {
+            let _ = quinn::Connection::closed(&keep).await;
+        });
     }
 
     async fn closed(&self) {

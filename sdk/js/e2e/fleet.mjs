@@ -9,8 +9,11 @@
 // one-way latency measured in the page); an app whose client countries
 // deny DE → GEOFENCE_DENIED; an app allowed only in the US, dialled at the
 // EU node → follows GEOFENCE_REDIRECT to the US node; a malformed control
-// frame over raw WebTransport → the session closed with PROTOCOL_VIOLATION
-// while another session stays up (and the runs after it are served). Every
+// frame over raw WebTransport → ERROR and the session closed with
+// PROTOCOL_VIOLATION (close code 6 in WebTransport.closed) while another
+// session stays up (and the runs after it are served); a subscribe token's
+// datagram → the SDK's "closed" event carries UNAUTHORIZED from the close
+// code alone (no ERROR frame), over both transports. Every
 // token is an HS256 JWT minted here with jose. A native Rust SDK client
 // (examples/native_peer.rs) and a browser in one channel exchange media and
 // messages both ways, and /status counts both sessions.
@@ -211,8 +214,23 @@ try {
     fleet, target: eu, join: await joinAs("e2e-eu", "room", "subscribe"),
   });
   // PROTOCOL_VIOLATION is wire code 6 (docs/PROTOCOL.md, error codes).
-  const violation = malformed.errorFrame?.type === "ERROR" && malformed.errorFrame.code === 6;
+  // The ERROR frame, then the WebTransport session close with the same
+  // code and the code's name as reason (docs/PROTOCOL.md §11).
+  const violation = malformed.errorFrame?.type === "ERROR" && malformed.errorFrame.code === 6
+    && malformed.closeCode === 6 && malformed.closeReason === "PROTOCOL_VIOLATION";
   if (!violation || !malformed.bystanderOpen) failures.push(`malformed frame gave ${JSON.stringify(malformed)}`);
+  // A close without an ERROR frame: the SDK's typed error comes from the
+  // close code, over both transports.
+  const closeWithoutError = {};
+  for (const transport of ["webtransport", "websocket"]) {
+    const closed = await page.evaluate((args) => window.runCloseWithoutError(args), {
+      fleet, target: eu, transport, join: await joinAs("e2e-eu", "room", "subscribe"),
+    });
+    closeWithoutError[transport] = closed;
+    if (closed.transport !== transport || closed.code !== "UNAUTHORIZED") {
+      failures.push(`${transport}: a subscribe token's datagram gave ${JSON.stringify(closed)}`);
+    }
+  }
   const runs = {};
   for (const transport of ["webtransport", "websocket"]) {
     const run = await page.evaluate((args) => window.runPubSub(args), {
@@ -279,7 +297,7 @@ try {
       failures.push(`${transport}: redirect gave ${JSON.stringify(redirected)}`);
     }
   }
-  console.log(JSON.stringify({ chromium: await browser.version(), malformed, runs, mixed, admission, failures }, null, 2));
+  console.log(JSON.stringify({ chromium: await browser.version(), malformed, closeWithoutError, runs, mixed, admission, failures }, null, 2));
 } catch (err) {
   failures.push(String(err?.stack ?? err));
   console.error(err);

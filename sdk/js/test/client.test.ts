@@ -231,6 +231,17 @@ test("a pending announce fails with the relay's refusal", async () => {
   assert.deepEqual(relay.closes, [{ code: 0, reason: "closing after relay error" }]);
 });
 
+test("an admitted client closed with a code and no ERROR frame reports the code", async () => {
+  const { client, relay, events } = await connected();
+  const announced = client.announce("data", "chat");
+  await relay.frame(1);
+  relay.end({ code: 1, reason: "a subscribe token may not send datagrams" });
+  await assert.rejects(announced, (err) => err instanceof RefusedError && err.code === "UNAUTHORIZED");
+  assert.deepEqual(events, [
+    { type: "closed", code: "UNAUTHORIZED", reason: "a subscribe token may not send datagrams", redirect: [] },
+  ]);
+});
+
 test("close sends GOODBYE, then closes with code 0", async () => {
   const { client, relay, events } = await connected();
   const closing = client.close();
