@@ -1,25 +1,38 @@
 // The demo page: pick a node of the example fleet (regions.toml), see the
-// geofence decision (admitted where, or the refusal code), publish a
-// synthetic canvas stream as media datagrams, and in another tab subscribe
-// and chart one-way latency and loss. Camera/microphone capture and video
-// decoding with WebCodecs are not built yet: the stream carries a frame
-// counter and timestamps, which is what the chart needs.
+// geofence decision (admitted where, after which redirects, or the refusal
+// code), publish real video (WebCodecs VP8 of a synthetic canvas animation
+// or the camera, video.js), and in a second tab subscribe: reassembled,
+// decoded and drawn, with a live chart of latency and loss.
+//
+// Everything the form holds can be given in the URL, for a scripted run
+// (demo/screenshot.mjs, e2e/video.mjs): ?node=eu-fra-1&app=...&channel=...
+// &token=...&transport=auto&role=publish|subscribe&source=synthetic&auto=1,
+// and &fleet=<JSON [[node, quic addr, admin addr, websocket addr], ...]>
+// for another fleet than the example's.
 import { RefusedError, Session } from "/dist/index.js";
+import { drawChart, percentiles, startPublisher, startSubscriber } from "./video.js";
 
-// The example fleet of regions.toml: node id, QUIC address, admin address.
-const FLEET = [
-  ["eu-fra-1", "127.10.0.1:4433", "127.10.0.1:9090"],
-  ["eu-ams-1", "127.10.0.2:4433", "127.10.0.2:9090"],
-  ["uk-lon-1", "127.40.0.1:4433", "127.40.0.1:9090"],
-  ["us-iad-1", "127.20.0.1:4433", "127.20.0.1:9090"],
-  ["us-sfo-1", "127.20.0.2:4433", "127.20.0.2:9090"],
-  ["ap-sin-1", "127.30.0.1:4433", "127.30.0.1:9090"],
-];
+const params = new URLSearchParams(location.search);
+// The example fleet of regions.toml: node id, QUIC, admin, WebSocket fallback.
+const FLEET = params.has("fleet")
+  ? JSON.parse(params.get("fleet"))
+  : [
+      ["eu-fra-1", "127.10.0.1:4433", "127.10.0.1:9090", "127.10.0.1:4443"],
+      ["eu-ams-1", "127.10.0.2:4433", "127.10.0.2:9090", "127.10.0.2:4443"],
+      ["uk-lon-1", "127.40.0.1:4433", "127.40.0.1:9090", "127.40.0.1:4443"],
+      ["us-iad-1", "127.20.0.1:4433", "127.20.0.1:9090", "127.20.0.1:4443"],
+      ["us-sfo-1", "127.20.0.2:4433", "127.20.0.2:9090", "127.20.0.2:4443"],
+      ["ap-sin-1", "127.30.0.1:4433", "127.30.0.1:9090", "127.30.0.1:4443"],
+    ];
 const $ = (id) => document.getElementById(id);
 for (const [node, addr] of FLEET) $("node").append(new Option(`${node} (${addr})`, node));
+for (const field of ["node", "app", "channel", "token", "transport", "source"]) {
+  if (params.has(field)) $(field).value = params.get(field);
+}
 
+/** What a scripted run reads: the decision and the live statistics. */
+const demo = (window.demo = { decision: null, publisher: null, subscriber: null });
 let session;
-const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
 
 async function certificateHashes() {
   // Every node's development certificate hash (GET /certificate.sha256):
@@ -32,85 +45,97 @@ async function certificateHashes() {
   return hashes.map((h) => h.trim()).filter((h) => /^[0-9a-f]{64}$/.test(h));
 }
 
-$("connect").onclick = async () => {
+function showDecision(text, admitted) {
+  $("decision").textContent = text;
+  $("decision").className = admitted ? "admitted" : "refused";
+}
+
+async function connect() {
   const chosen = FLEET.find(([node]) => node === $("node").value);
   const others = FLEET.filter((entry) => entry !== chosen);
   const targets = [chosen, ...others].map(([node, addr]) => ({ node, addr }));
+  const websocket = Object.fromEntries(FLEET.map(([node, , , ws]) => [node, ws]));
   $("decision").textContent = "connecting...";
   $("decision").className = "";
   try {
     session = await Session.connect(
       targets,
       { app: $("app").value, channel: $("channel").value, token: $("token").value.trim() },
-      { transport: $("transport").value, webTransport: { certificateHashes: await certificateHashes() } },
+      {
+        transport: $("transport").value,
+        webTransport: { certificateHashes: await certificateHashes() },
+        webSocket: { url: (target) => `wss://${websocket[target.node] ?? target.addr}/georelay` },
+      },
     );
     const c = session.client;
     const via = c.redirects > 0 ? ` after ${c.redirects} redirect(s) (GEOFENCE_REDIRECT)` : "";
-    $("decision").textContent = `admitted by ${c.node} in region ${c.region}${via}, over ${c.transportKind}`;
-    $("decision").className = "admitted";
+    demo.decision = { admitted: true, node: c.node, region: c.region, redirects: c.redirects, transport: c.transportKind };
+    showDecision(`admitted by ${c.node} in region ${c.region}${via}, over ${c.transportKind}`, true);
     $("publish").disabled = false;
     $("subscribe").disabled = false;
-    session.on("reconnected", ({ node, transport }) => {
-      $("decision").textContent = `reconnected to ${node} over ${transport}`;
-    });
-    session.on("closed", ({ code, reason }) => {
-      $("decision").textContent = `closed: ${code ?? "normal"} ${reason}`;
-      $("decision").className = "refused";
-    });
+    session.on("reconnected", ({ node, transport }) => showDecision(`reconnected to ${node} over ${transport}`, true));
+    session.on("closed", ({ code, reason }) => showDecision(`closed: ${code ?? "normal"} ${reason}`, false));
   } catch (err) {
-    $("decision").textContent = err instanceof RefusedError ? `refused: ${err.code} (${err.reason})` : `failed: ${err.message}`;
-    $("decision").className = "refused";
+    const code = err instanceof RefusedError ? err.code : undefined;
+    demo.decision = { admitted: false, code, reason: err.message };
+    showDecision(code ? `refused: ${code} (${err.reason})` : `failed: ${err.message}`, false);
   }
-};
+}
 
-$("publish").onclick = async () => {
+function fmt(ms) {
+  return `${ms.toFixed(1)} ms`;
+}
+
+async function publish() {
   $("publish").disabled = true;
-  const track = await session.announce("video", "synthetic-canvas");
-  const ctx = $("source").getContext("2d");
-  let seq = 0;
+  try {
+    demo.publisher = await startPublisher(session, $("source-view"), { source: $("source").value });
+  } catch (err) {
+    $("pub-stats").textContent = `cannot publish: ${err.message}`;
+    return;
+  }
+  const { stats } = demo.publisher;
   setInterval(() => {
-    ctx.fillStyle = `hsl(${(seq * 3) % 360} 60% 50%)`;
-    ctx.fillRect(0, 0, 320, 180);
-    ctx.fillStyle = "#fff";
-    ctx.font = "32px monospace";
-    ctx.fillText(`frame ${seq}`, 70, 100);
-    const payload = new Uint8Array(8);
-    new DataView(payload.buffer).setUint32(0, seq);
-    session.sendMedia(track, seq++, nowUs(), payload);
-  }, 1000 / 30);
-};
-
-$("subscribe").onclick = async () => {
-  $("subscribe").disabled = true;
-  const samples = []; // [arrival ms, latency ms]
-  const lastSeq = new Map();
-  let received = 0;
-  let lost = 0;
-  session.on("track-added", ({ track }) => ($("tracks").textContent += ` ${track.publisher}/${track.name}`));
-  session.on("subscription-state", ({ state, code }) => ($("stats").textContent = `subscription ${state} ${code ?? ""}`));
-  session.on("media", ({ header }) => {
-    received++;
-    const previous = lastSeq.get(header.track);
-    if (previous !== undefined && header.seq > previous + 1n) lost += Number(header.seq - previous - 1n);
-    lastSeq.set(header.track, header.seq);
-    samples.push([performance.now(), (nowUs() - Number(header.timestampUs)) / 1000]);
-  });
-  await session.subscribe();
-  const chart = $("chart").getContext("2d");
-  setInterval(() => {
-    const cutoff = performance.now() - 10000;
-    while (samples.length && samples[0][0] < cutoff) samples.shift();
-    chart.clearRect(0, 0, 640, 160);
-    const max = Math.max(5, ...samples.map(([, ms]) => ms));
-    chart.beginPath();
-    samples.forEach(([t, ms], i) => {
-      const x = ((t - cutoff) / 10000) * 640;
-      const y = 160 - (ms / max) * 150;
-      i === 0 ? chart.moveTo(x, y) : chart.lineTo(x, y);
-    });
-    chart.stroke();
-    const sorted = samples.map(([, ms]) => ms).sort((a, b) => a - b);
-    const p50 = sorted[Math.floor(sorted.length / 2)] ?? 0;
-    $("stats").textContent = `received ${received}, lost ${lost} (${((100 * lost) / Math.max(1, received + lost)).toFixed(2)}%), p50 ${p50.toFixed(1)} ms, scale ${max.toFixed(1)} ms`;
+    $("pub-stats").textContent =
+      `captured ${stats.captured}, encoded ${stats.encoded} (${stats.keyframes} keyframes, ${stats.skipped} skipped), ` +
+      `${stats.packets} datagrams, ${(stats.bytes / 1024).toFixed(0)} KiB` + (stats.errors ? `, ${stats.errors} errors: ${stats.lastError}` : "");
   }, 250);
-};
+}
+
+async function subscribe() {
+  $("subscribe").disabled = true;
+  demo.subscriber = startSubscriber(session, $("video"));
+  const { stats, samples } = demo.subscriber;
+  let state = "";
+  session.on("subscription-state", ({ state: s, code }) => (state = `subscription ${s}${code ? ` ${code}` : ""}`));
+  await session.subscribe();
+  const started = performance.now();
+  setInterval(() => {
+    drawChart($("chart"), samples);
+    const { p50, p99 } = percentiles(stats.latencyMs.slice(-300));
+    const lossPct = (100 * stats.lostPackets) / Math.max(1, stats.packets + stats.lostPackets);
+    const seconds = (performance.now() - started) / 1000;
+    $("stats").textContent =
+      `${state}; track ${stats.track ?? "none yet"}; decoded ${stats.decoded} frames (${(stats.decoded / seconds).toFixed(1)} fps), ` +
+      `${stats.verified} verified; packets ${stats.packets}, lost ${stats.lostPackets} (${lossPct.toFixed(2)}%); ` +
+      `frames dropped ${stats.droppedFrames}; latency p50 ${fmt(p50)}, p99 ${fmt(p99)}` + (stats.errors ? `; ${stats.errors} decoder errors: ${stats.lastError}` : "");
+  }, 250);
+}
+
+$("connect").onclick = connect;
+$("publish").onclick = publish;
+$("subscribe").onclick = subscribe;
+
+// A tab given its role shows only that role's part.
+const role = params.get("role");
+if (role === "publish" || role === "subscribe") {
+  $(role === "publish" ? "subscribe-part" : "publish-part").hidden = true;
+  document.querySelector("h1").textContent += role === "publish" ? ": publisher tab" : ": subscriber tab";
+}
+
+if (params.get("auto") === "1") {
+  await connect();
+  if (session && role === "publish") await publish();
+  if (session && role === "subscribe") await subscribe();
+}
+window.demoReady = true;

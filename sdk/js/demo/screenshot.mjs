@@ -1,8 +1,9 @@
 // Takes the README's demo screenshot in headless Chromium (Debian's
 // /usr/bin/chromium) against the example fleet: `georelay serve --all`
 // must be running with the repository's regions.toml and `npm run demo`
-// serving the page. One tab publishes the synthetic canvas stream at
-// eu-fra-1, a second tab subscribes; the second tab is captured.
+// serving the page. One tab publishes WebCodecs VP8 of the synthetic canvas
+// at eu-fra-1, a second tab subscribes and decodes; the two views are
+// captured side by side in one picture.
 // Run from sdk/js: node demo/screenshot.mjs [out.png]
 import { SignJWT } from "jose";
 import puppeteer from "puppeteer-core";
@@ -20,31 +21,43 @@ const token = (role) =>
 const browser = await puppeteer.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
   headless: true,
-  args: ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1200,900"],
+  args: [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+  ],
 });
 try {
   const open = async (role) => {
     const page = await browser.newPage();
-    await page.setViewport({ width: 1200, height: 900 });
+    await page.setViewport({ width: 1000, height: 1000 });
     page.on("console", (msg) => console.error(`[${role}] ${msg.text()}`));
-    await page.goto("http://127.0.0.1:8080/demo/");
-    await page.waitForFunction(() => document.querySelectorAll("#node option").length > 0);
-    await page.select("#node", "eu-fra-1");
-    await page.$eval("#app", (el) => (el.value = "acme-health"));
-    await page.$eval("#channel", (el) => (el.value = "demo-room"));
-    await page.$eval("#token", (el, t) => (el.value = t), await token(role));
-    await page.click("#connect");
-    await page.waitForFunction(() => document.querySelector("#decision").className !== "", { timeout: 10000 });
+    const params = new URLSearchParams({
+      node: "eu-fra-1", app: "acme-health", channel: "demo-room", token: await token(role), role, auto: "1",
+    });
+    await page.goto(`http://127.0.0.1:8080/demo/?${params}`);
+    await page.waitForFunction(() => window.demoReady === true, { timeout: 15000, polling: 100 });
     return page;
   };
-  const publisher = await open("publish");
-  await publisher.click("#publish");
   const subscriber = await open("subscribe");
-  await subscriber.click("#subscribe");
-  // Until the chart has samples (the stats line reports received frames).
-  await subscriber.waitForFunction(() => /[1-9]/.test(document.querySelector("#stats").textContent), { timeout: 15000 });
-  await new Promise((resolve) => setTimeout(resolve, 3000)); // let the chart fill for the picture
-  await subscriber.screenshot({ path: out });
+  const publisher = await open("publish");
+  // Until the subscriber has decoded frames for the chart to show.
+  await subscriber.waitForFunction(() => window.demo.subscriber?.stats.decoded > 150, { timeout: 20000, polling: 100 });
+  const views = [];
+  for (const page of [publisher, subscriber]) {
+    await page.bringToFront();
+    views.push(await page.screenshot({ encoding: "base64" }));
+  }
+  const sheet = await browser.newPage();
+  await sheet.setViewport({ width: 2000, height: 1000 });
+  await sheet.setContent(
+    `<body style="margin:0;display:flex">${views.map((b) => `<img style="width:1000px;border-right:2px solid #888" src="data:image/png;base64,${b}">`).join("")}</body>`,
+  );
+  await sheet.screenshot({ path: out });
   console.log(`wrote ${out}: ${await subscriber.$eval("#decision", (el) => el.textContent)} | ${await subscriber.$eval("#stats", (el) => el.textContent)}`);
 } finally {
   await browser.close();

@@ -16,7 +16,9 @@
 // code alone (no ERROR frame), over both transports. Every
 // token is an HS256 JWT minted here with jose. A native Rust SDK client
 // (examples/native_peer.rs) and a browser in one channel exchange media and
-// messages both ways, and /status counts both sessions.
+// messages both ways, and /status counts both sessions. Real video
+// (e2e/video.mjs): the demo page publishes WebCodecs VP8 in one tab and
+// decodes it in another, over WebTransport and over the fallback.
 //
 // Run from sdk/js after `npm run build` and
 // `cargo build --bin georelay --example native_peer`: node e2e/fleet.mjs
@@ -32,6 +34,7 @@ import { connect as tlsConnect } from "node:tls";
 import { fileURLToPath } from "node:url";
 import { SignJWT } from "jose";
 import puppeteer from "puppeteer-core";
+import { runVideo } from "./video.mjs";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const repo = join(root, "..", "..");
@@ -163,7 +166,7 @@ function serveStatic() {
   const types = { ".html": "text/html", ".js": "text/javascript", ".map": "application/json" };
   const server = createServer((req, res) => {
     const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname)).replace(/^\/+/, "");
-    if (!/^(dist|e2e)\//.test(path)) {
+    if (!/^(dist|e2e|demo)\//.test(path)) {
       res.writeHead(404).end();
       return;
     }
@@ -196,6 +199,10 @@ try {
       "--disable-component-update",
       "--disable-sync",
       `--user-data-dir=${join(dir, "chromium")}`,
+      // The video scenario's publisher tab runs in the background.
+      "--disable-background-timer-throttling",
+      "--disable-renderer-backgrounding",
+      "--disable-backgrounding-occluded-windows",
       // Browsers do not apply serverCertificateHashes to WebSockets: trust
       // the fallback listeners' development keys for this run only.
       `--ignore-certificate-errors-spki-list=${spkis.join(",")}`,
@@ -297,7 +304,19 @@ try {
       failures.push(`${transport}: redirect gave ${JSON.stringify(redirected)}`);
     }
   }
-  console.log(JSON.stringify({ chromium: await browser.version(), malformed, closeWithoutError, runs, mixed, admission, failures }, null, 2));
+  // Real video: the demo page publishing WebCodecs VP8 in one tab, decoding
+  // in another (e2e/video.mjs).
+  const video = {};
+  const fleetRows = Object.entries(nodes).map(([id, n]) => [id, n.listen, n.listen.replace(":4433", ":9090"), n.websocket]);
+  for (const transport of ["webtransport", "websocket"]) {
+    video[transport] = await runVideo({
+      browser, base: `http://127.0.0.1:${http.address().port}`, fleetRows, node: "eu-fra-1", app: "e2e-eu", transport,
+      token: (channel, role) => jwt("e2e-eu", channel, role), failures,
+    });
+    const { decodedFps, packetLoss, subscriber: s } = video[transport];
+    console.error(`video ${transport}: ${decodedFps.toFixed(1)} fps decoded, ${s.verified}/${s.decoded} verified, loss ${packetLoss}, latency ${JSON.stringify(s.latencyMs)}`);
+  }
+  console.log(JSON.stringify({ chromium: await browser.version(), malformed, closeWithoutError, runs, mixed, admission, video, failures }, null, 2));
 } catch (err) {
   failures.push(String(err?.stack ?? err));
   console.error(err);

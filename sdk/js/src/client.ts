@@ -12,6 +12,7 @@ import {
   encodeMessage,
   encodeMessageStreamHeader,
   FrameDecoder,
+  MEDIA_HEADER_MAX_LEN,
   MessageDecoder,
   parseMediaDatagram,
   PROTOCOL_VERSION,
@@ -321,9 +322,14 @@ export class Client {
     return this.transport.kind;
   }
 
-  /** The largest media payload the relay accepts. */
+  /**
+   * The largest media payload that reaches the relay: what it accepts
+   * (`WELCOME`), and what fits this side's datagrams after the largest
+   * header (a browser's QUIC may carry smaller datagrams than the relay's
+   * path allows; a larger one would be dropped by the browser unseen).
+   */
   get maxMediaPayload(): number {
-    return this.welcome.maxDatagramPayload;
+    return Math.min(this.welcome.maxDatagramPayload, this.transport.maxDatagramSize - MEDIA_HEADER_MAX_LEN);
   }
 
   /** Events dropped because the application did not read them in time. */

@@ -29,6 +29,16 @@ export {
   type KnownErrorCode,
   type Target,
 } from "./errors.js";
+export {
+  FRAME_HEADER_BYTES,
+  FrameAssembler,
+  packetizeFrame,
+  parseFramePart,
+  type AssembledFrame,
+  type AssemblerOptions,
+  type AssemblerStats,
+  type FramePart,
+} from "./frames.js";
 export type { CloseInfo, ControlStream, Transport, TransportConnector, TransportKind, UniWriter } from "./transport.js";
 export { hasWebTransport, webTransportConnector, webTransportUrl, type WebTransportOptions } from "./webtransport.js";
 export {

@@ -1,0 +1,85 @@
+// The video scenario of e2e/fleet.mjs: the demo page itself (demo/), in two
+// tabs of headless Chromium against the running fleet. One tab publishes
+// WebCodecs VP8 of the synthetic canvas animation, the other subscribes,
+// reassembles, decodes with VideoDecoder and draws; the decoded pictures
+// are checked against the capture time stamped into their pixels.
+//
+// Expectations (per transport): both tabs admitted by the dialled node;
+// at least MIN_DECODED frames decoded in SECONDS seconds, of which at
+// least 95% verified; no encoder or decoder error.
+
+export const SECONDS = 5;
+export const MIN_DECODED = 90;
+
+/** The demo page URL for one tab. */
+export function demoUrl(base, fleetRows, { node, app, channel, token, transport, role }) {
+  const params = new URLSearchParams({ fleet: JSON.stringify(fleetRows), node, app, channel, token, transport, role, source: "synthetic", auto: "1" });
+  return `${base}/demo/index.html?${params}`;
+}
+
+async function openTab(browser, url, label) {
+  const page = await browser.newPage();
+  await page.setViewport({ width: 1100, height: 1250 });
+  page.on("console", (msg) => console.error(`[${label}] ${msg.text()}`));
+  page.on("pageerror", (err) => console.error(`[${label}] ${err}`));
+  await page.goto(url);
+  // Polling, not requestAnimationFrame: a background tab has no frames.
+  await page.waitForFunction(() => window.demoReady === true, { timeout: 15000, polling: 100 });
+  return page;
+}
+
+/**
+ * Runs publisher and subscriber tabs over `transport` (`token(channel,
+ * role)` mints their tokens); returns the figures and pushes what failed onto `failures`. `screenshot` (optional)
+ * is called with both pages before they close.
+ */
+export async function runVideo({ browser, base, fleetRows, node, app, transport, token, failures, screenshot }) {
+  const channel = `video-${transport}`;
+  const tokens = { publish: await token(channel, "publish"), subscribe: await token(channel, "subscribe") };
+  const common = { node, app, channel, transport };
+  const subscriber = await openTab(browser, demoUrl(base, fleetRows, { ...common, role: "subscribe", token: tokens.subscribe }), `sub ${transport}`);
+  const publisher = await openTab(browser, demoUrl(base, fleetRows, { ...common, role: "publish", token: tokens.publish }), `pub ${transport}`);
+  try {
+    try {
+      await subscriber.waitForFunction(() => window.demo.subscriber?.stats.decoded > 0, { timeout: 15000, polling: 100 });
+    } catch (err) {
+      const state = async (page) => page.evaluate(() => ({
+        decision: document.querySelector("#decision").textContent,
+        publisher: document.querySelector("#pub-stats").textContent,
+        subscriber: document.querySelector("#stats").textContent,
+      }));
+      throw new Error(`video ${transport}: no frame decoded: ${JSON.stringify({ publisher: await state(publisher), subscriber: await state(subscriber) })}`, { cause: err });
+    }
+    const start = await subscriber.evaluate(() => ({ decoded: window.demo.subscriber.stats.decoded, at: performance.now() }));
+    await subscriber.waitForFunction((at, ms) => performance.now() - at >= ms, { timeout: SECONDS * 1000 + 10000, polling: 100 }, start.at, SECONDS * 1000);
+    const sub = await subscriber.evaluate(() => {
+      const { latencyMs, ...stats } = window.demo.subscriber.stats;
+      const sorted = [...latencyMs].sort((a, b) => a - b);
+      const at = (p) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
+      return { decision: window.demo.decision, ...stats, latencyMs: { p50: at(0.5), p99: at(0.99) }, shown: document.querySelector("#stats").textContent };
+    });
+    const pub = await publisher.evaluate(() => ({ decision: window.demo.decision, ...window.demo.publisher.stats }));
+    const decodedInWindow = sub.decoded - start.decoded;
+    const result = {
+      transport,
+      publisher: pub,
+      subscriber: sub,
+      decodedInWindow,
+      decodedFps: decodedInWindow / SECONDS,
+      packetLoss: sub.lostPackets / Math.max(1, sub.packets + sub.lostPackets),
+    };
+    for (const [role, decision] of [["publisher", pub.decision], ["subscriber", sub.decision]]) {
+      if (!decision?.admitted || decision.node !== node || decision.transport !== transport) {
+        failures.push(`video ${transport}: ${role} decision ${JSON.stringify(decision)}`);
+      }
+    }
+    if (decodedInWindow < MIN_DECODED) failures.push(`video ${transport}: ${decodedInWindow} frames decoded in ${SECONDS} s`);
+    if (sub.verified < 0.95 * sub.decoded) failures.push(`video ${transport}: ${sub.verified} of ${sub.decoded} decoded frames verified`);
+    if (pub.errors || sub.errors) failures.push(`video ${transport}: errors ${pub.lastError} ${sub.lastError}`);
+    if (screenshot) await screenshot(publisher, subscriber);
+    return result;
+  } finally {
+    await publisher.close();
+    await subscriber.close();
+  }
+}
