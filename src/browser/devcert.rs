@@ -167,11 +167,14 @@ impl BrowserCertStore {
 pub const RENEWAL_CHECK: Duration = Duration::from_secs(3600);
 
 /// Keeps `store` renewed until `shutdown`: wakes when the certificate is
-/// due, and at least every `check_every` (use [`RENEWAL_CHECK`]).
+/// due, at least every `check_every` (use [`RENEWAL_CHECK`]), and whenever
+/// `recheck` is notified (a reload: the wall clock may have been stepped),
+/// then renews if the certificate is due by `clock`.
 pub async fn run_renewal(
     store: Arc<BrowserCertStore>,
     clock: Arc<dyn Clock>,
     check_every: Duration,
+    recheck: Arc<tokio::sync::Notify>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -180,6 +183,7 @@ pub async fn run_renewal(
         tokio::select! {
             _ = &mut shutdown => return,
             _ = tokio::time::sleep(wait) => {}
+            _ = recheck.notified() => {}
         }
         match store.renew_if_due(clock.now_unix_secs()) {
             Ok(true) => tracing::info!(
@@ -332,6 +336,7 @@ mod tests {
             Arc::clone(&store),
             clock.clone(),
             check_every,
+            Arc::default(),
             async {
                 let _ = stopped.await;
             },
@@ -345,6 +350,36 @@ mod tests {
         })
         .await;
         assert!(renewed.is_ok(), "not renewed");
+        let _ = stop.send(());
+        task.await.expect("task ends on shutdown");
+    }
+
+    #[tokio::test]
+    async fn a_recheck_renews_at_once_when_the_stepped_clock_is_due() {
+        let clock = Arc::new(crate::clock::ManualClock::new(NOW * 1000));
+        let store = Arc::new(BrowserCertStore::new(vec!["localhost".into()], NOW).expect("issue"));
+        let first = store.current().sha256_hex.clone();
+        let recheck = Arc::new(tokio::sync::Notify::new());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // The periodic check alone would wait for an hour.
+        let task = tokio::spawn(run_renewal(
+            Arc::clone(&store),
+            clock.clone(),
+            RENEWAL_CHECK,
+            Arc::clone(&recheck),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        clock.set((store.current().not_after - RENEW_BEFORE.as_secs()) * 1000);
+        let renewed = tokio::time::timeout(Duration::from_secs(10), async {
+            while store.current().sha256_hex == first {
+                recheck.notify_one();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(renewed.is_ok(), "not renewed on recheck");
         let _ = stop.send(());
         task.await.expect("task ends on shutdown");
     }

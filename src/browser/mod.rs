@@ -16,7 +16,8 @@
 //! # Wiring them into a node
 //!
 //! 1. At start-up (dev TLS only): `BrowserCertStore::new(vec![listen_ip], now)`,
-//!    spawn [`devcert::run_renewal`]`(store, clock, RENEWAL_CHECK, shutdown)`,
+//!    spawn [`devcert::run_renewal`]`(store, clock, RENEWAL_CHECK, recheck, shutdown)`
+//!    (notify `recheck` on reload: [`serve::BrowserServing::recheck_certificate`]),
 //!    and build the client endpoint's rustls config with
 //!    `with_cert_resolver(AlpnCertResolver::new(store, node_cert_resolver))`
 //!    and ALPNs `georelay/1`, `georelay-mesh/1`, [`devcert::ALPN_H3`]. With

@@ -54,6 +54,8 @@ pub struct BrowserServing {
     /// The development WebTransport certificate (`None` with operator
     /// certificates).
     pub cert: Option<Arc<BrowserCertStore>>,
+    /// Wakes the renewal task to compare the certificate with the clock now.
+    recheck: Arc<tokio::sync::Notify>,
 }
 
 impl BrowserServing {
@@ -67,7 +69,16 @@ impl BrowserServing {
         let store = BrowserCertStore::new(names, now_unix)?;
         Ok(Self {
             cert: Some(Arc::new(store)),
+            recheck: Arc::default(),
         })
+    }
+
+    /// Has the renewal task re-read the wall clock now and renew the
+    /// development certificate if it is due (called on every reload: an
+    /// operator who stepped the clock reloads; otherwise the task looks at
+    /// most every [`RENEWAL_CHECK`]).
+    pub fn recheck_certificate(&self) {
+        self.recheck.notify_one();
     }
 
     /// Merges `GET /certificate.sha256` into the admin router (dev only).
@@ -85,11 +96,12 @@ impl BrowserServing {
         mut shutdown: watch::Receiver<bool>,
     ) -> Option<impl Future<Output = ()> + Send + 'static> {
         let store = Arc::clone(self.cert.as_ref()?);
+        let recheck = Arc::clone(&self.recheck);
         Some(async move {
             let stop = async move {
                 let _ = shutdown.changed().await;
             };
-            run_renewal(store, clock, RENEWAL_CHECK, stop).await;
+            run_renewal(store, clock, RENEWAL_CHECK, recheck, stop).await;
         })
     }
 

@@ -356,6 +356,10 @@ impl RunningNode {
         }
         if let Some(renewal) = browser.renewal(options.clock.clone(), shutdown_rx.clone()) {
             tasks.spawn(renewal);
+            if let Some(reloader) = &options.reloader {
+                let browser = browser.clone();
+                reloader.on_applied(move |_| browser.recheck_certificate());
+            }
         }
         let introspect = Arc::new(Introspect {
             hub: Arc::clone(&hub),

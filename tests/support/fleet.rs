@@ -40,6 +40,7 @@ pub fn free_prefix() -> (u8, u8) {
             let ip = Ipv4Addr::new(127, prefix.0, prefix.1, 10 + i as u8);
             std::net::UdpSocket::bind((ip, 4433)).is_ok()
                 && std::net::TcpListener::bind((ip, 9090)).is_ok()
+                && std::net::TcpListener::bind((ip, WEBSOCKET_PORT)).is_ok()
         });
         if free {
             return prefix;
@@ -59,7 +60,13 @@ pub struct FleetSpec {
     pub extra: String,
     /// Whether the nodes record metadata (into `metadata/` beside the config).
     pub metadata: bool,
+    /// Whether each node serves the WebSocket fallback (on its listen IP,
+    /// TCP port [`WEBSOCKET_PORT`]).
+    pub websocket: bool,
 }
+
+/// The TCP port of the nodes' WebSocket fallback when [`FleetSpec::websocket`].
+pub const WEBSOCKET_PORT: u16 = 4443;
 
 /// The example topology's links.
 pub const EXAMPLE_LINKS: &str = r#"
@@ -115,6 +122,7 @@ impl Default for FleetSpec {
             links: None,
             extra: String::new(),
             metadata: false,
+            websocket: false,
         }
     }
 }
@@ -143,6 +151,16 @@ impl TestFleet {
 
     /// Starts only `nodes` of the topology (the others stay down).
     pub async fn start_nodes(spec: FleetSpec, nodes: &[&str]) -> TestFleet {
+        Self::start_nodes_with_clock(spec, nodes, Arc::new(SystemClock)).await
+    }
+
+    /// [`TestFleet::start_nodes`] on the wall clock `clock` (e.g. a
+    /// `ManualClock` the test steps).
+    pub async fn start_nodes_with_clock(
+        spec: FleetSpec,
+        nodes: &[&str],
+        clock: SharedClock,
+    ) -> TestFleet {
         let prefix = free_prefix();
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("regions.toml");
@@ -151,7 +169,6 @@ impl TestFleet {
             Arc::new(Policy::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}")));
         let pki = Arc::new(FleetPki::from_fleet(&policy.fleet).expect("dev pki"));
         let metrics = georelay::admin::install_metrics_recorder();
-        let clock: SharedClock = Arc::new(SystemClock);
         let (recorder, metadata) = georelay::metadata::start(
             &policy.fleet.metadata,
             georelay::metadata::app_retention_days(&policy.fleet),
@@ -265,6 +282,11 @@ impl TestFleet {
     /// The admin address of a node.
     pub fn admin_addr(&self, node: &str) -> SocketAddr {
         SocketAddr::new(self.node_addr(node).ip(), 9090)
+    }
+
+    /// The WebSocket fallback address of a node (with [`FleetSpec::websocket`]).
+    pub fn websocket_addr(&self, node: &str) -> SocketAddr {
+        SocketAddr::new(self.node_addr(node).ip(), WEBSOCKET_PORT)
     }
 
     /// A client source address that geolocates to `country` (one of
@@ -421,6 +443,12 @@ countries = ["SG", "JP"]
             10 + i,
             10 + i
         ));
+        if spec.websocket {
+            text.push_str(&format!(
+                "websocket = \"127.{a}.{b}.{}:{WEBSOCKET_PORT}\"\n",
+                10 + i
+            ));
+        }
     }
     text.push_str(spec.links.as_deref().unwrap_or(EXAMPLE_LINKS));
     text.push_str(&spec.apps);

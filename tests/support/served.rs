@@ -86,6 +86,7 @@ impl ServedFleet {
             apps: spec.apps.clone(),
             links: spec.links.clone(),
             metadata: spec.metadata,
+            websocket: spec.websocket,
         };
         self.rewrite(&spec);
     }
