@@ -75,16 +75,12 @@ impl ServerCertVerifier for PinnedHash {
 
     fn verify_tls12_signature(
         &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        // The client offers TLS 1.3 only (as WebTransport requires).
+        Err(rustls::Error::General("TLS 1.2 is not offered".into()))
     }
 
     fn verify_tls13_signature(
@@ -487,6 +483,85 @@ fn browser_spec() -> FleetSpec {
     }
 }
 
+/// A browser session of acme-health at eu-fra-1 from DE, admitted.
+async fn admitted(
+    fleet: &TestFleet,
+    browser: Browser,
+    channel: &str,
+    role: Role,
+    hash: &str,
+) -> Peer {
+    let (peer, answer) = Peer::join(
+        fleet,
+        browser,
+        "eu-fra-1",
+        "acme-health",
+        channel,
+        role,
+        Some("DE"),
+        hash,
+    )
+    .await;
+    assert!(
+        matches!(answer, Frame::Welcome(_)),
+        "{browser:?}: {answer:?}"
+    );
+    peer
+}
+
+/// A native SDK client of acme-health at eu-fra-1 from NL, admitted, with
+/// a token valid for 12 days (tests that step the node's clock need it).
+async fn native(
+    fleet: &TestFleet,
+    channel: &str,
+    user: &str,
+    role: Role,
+) -> georelay::client::Client {
+    let join = georelay::client::Join {
+        app: "acme-health".into(),
+        channel: channel.into(),
+        token: fleet.token("acme-health", channel, user, role, 12 * 24 * 3600),
+    };
+    georelay::client::Client::connect(
+        &fleet.options(Some("NL")),
+        &[fleet.target("eu-fra-1")],
+        &join,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("native {user} admitted: {e}"))
+}
+
+/// Waits for `TRACK_ADDED` of `track` at a native client.
+async fn native_track_added(client: &mut georelay::client::Client, track: u64) {
+    next_matching(client, WAIT, |e| match e {
+        Event::TrackAdded(info) if info.track == track => Some(()),
+        _ => None,
+    })
+    .await
+    .expect("track added at the native client");
+}
+
+/// A native publisher's new track, once `subscriber` has seen it; then
+/// `count` datagrams on it.
+async fn publish_to(
+    publisher: &georelay::client::Client,
+    subscriber: &mut Peer,
+    name: &str,
+    count: u64,
+) -> u64 {
+    let track = publisher
+        .announce(TrackKind::Data, false, name)
+        .await
+        .expect("announce");
+    track_added(subscriber, track).await;
+    for seq in 0..count {
+        publisher
+            .send_media(track, seq, seq * 1000, &[0xa5; 100])
+            .expect("send");
+    }
+    track
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_admission_and_geofence_decisions_are_the_native_ones() {
     let fleet = TestFleet::start_nodes(browser_spec(), &["eu-fra-1", "eu-ams-1", "us-iad-1"]).await;
@@ -637,54 +712,24 @@ async fn browsers_and_native_clients_exchange_media_and_status_counts_every_sess
     const COUNT: u64 = 50;
     let fleet = TestFleet::start_nodes(browser_spec(), &["eu-fra-1"]).await;
     let hash = certificate_hash(&fleet, "eu-fra-1").await;
-    let join = |browser, role| {
-        Peer::join(
-            &fleet,
-            browser,
-            "eu-fra-1",
-            "acme-health",
-            "mixed",
-            role,
-            Some("DE"),
-            &hash,
-        )
-    };
-    let mut native_sub = fleet
-        .connect(
-            "eu-fra-1",
-            "acme-health",
-            "mixed",
-            "native-sub",
-            Role::Subscribe,
-            Some("NL"),
-        )
-        .await
-        .expect("native subscriber");
+    let mut native_sub = native(&fleet, "mixed", "native-sub", Role::Subscribe).await;
     native_sub.subscribe().await.expect("subscribe");
-    let (mut wt_sub, _) = join(Browser::WebTransport, Role::Subscribe).await;
+    let mut wt_sub = admitted(
+        &fleet,
+        Browser::WebTransport,
+        "mixed",
+        Role::Subscribe,
+        &hash,
+    )
+    .await;
     wt_sub.send_frame(&Frame::Subscribe).await;
-    let (mut ws_pub, _) = join(Browser::WebSocket, Role::Publish).await;
-    let native_pub = fleet
-        .connect(
-            "eu-fra-1",
-            "acme-health",
-            "mixed",
-            "native-pub",
-            Role::Publish,
-            Some("NL"),
-        )
-        .await
-        .expect("native publisher");
+    let mut ws_pub = admitted(&fleet, Browser::WebSocket, "mixed", Role::Publish, &hash).await;
+    let native_pub = native(&fleet, "mixed", "native-pub", Role::Publish).await;
 
     // Fallback browser → native and WebTransport subscribers.
     let ws_track = announce(&mut ws_pub, "browser-cam").await;
     track_added(&mut wt_sub, ws_track).await;
-    next_matching(&mut native_sub, WAIT, |e| match e {
-        Event::TrackAdded(info) if info.track == ws_track => Some(()),
-        _ => None,
-    })
-    .await
-    .expect("track added at the native subscriber");
+    native_track_added(&mut native_sub, ws_track).await;
     for seq in 0..COUNT {
         ws_pub.send_datagram(datagram(ws_track, seq)).await;
     }
@@ -693,16 +738,7 @@ async fn browsers_and_native_clients_exchange_media_and_status_counts_every_sess
         .await
         .len();
     // Native → the WebTransport subscriber.
-    let native_track = native_pub
-        .announce(TrackKind::Data, false, "native-cam")
-        .await
-        .expect("announce");
-    track_added(&mut wt_sub, native_track).await;
-    for seq in 0..COUNT {
-        native_pub
-            .send_media(native_track, seq, seq * 1000, &[0xa5; 100])
-            .expect("send");
-    }
+    let native_track = publish_to(&native_pub, &mut wt_sub, "native-cam", COUNT).await;
     let native_to_wt = receive_seqs(&mut wt_sub, native_track, COUNT as usize).await;
     let min = (COUNT as usize) * 95 / 100;
     assert!(to_wt >= min, "fallback → WebTransport: {to_wt}/{COUNT}");
@@ -729,34 +765,10 @@ async fn browsers_and_native_clients_exchange_media_and_status_counts_every_sess
 async fn a_reload_that_revokes_the_app_closes_browser_sessions_as_native_ones() {
     let fleet = TestFleet::start_nodes(browser_spec(), &["eu-fra-1", "us-iad-1"]).await;
     let hash = certificate_hash(&fleet, "eu-fra-1").await;
-    let mut native = fleet
-        .connect(
-            "eu-fra-1",
-            "acme-health",
-            "room",
-            "native",
-            Role::Subscribe,
-            Some("DE"),
-        )
-        .await
-        .expect("native admitted");
+    let mut native = native(&fleet, "room", "native", Role::Subscribe).await;
     let mut browsers = Vec::new();
     for browser in BROWSERS {
-        let (peer, answer) = Peer::join(
-            &fleet,
-            browser,
-            "eu-fra-1",
-            "acme-health",
-            "room",
-            Role::Subscribe,
-            Some("DE"),
-            &hash,
-        )
-        .await;
-        assert!(
-            matches!(answer, Frame::Welcome(_)),
-            "{browser:?}: {answer:?}"
-        );
+        let peer = admitted(&fleet, browser, "room", Role::Subscribe, &hash).await;
         browsers.push((browser, peer));
     }
     // acme-health may now use only the US: every session at eu-fra-1 ends.
@@ -811,29 +823,16 @@ async fn a_reload_that_revokes_the_app_closes_browser_sessions_as_native_ones() 
 async fn a_malformed_frame_from_a_browser_is_a_protocol_violation_and_bystanders_stay() {
     let fleet = TestFleet::start_nodes(browser_spec(), &["eu-fra-1"]).await;
     let hash = certificate_hash(&fleet, "eu-fra-1").await;
-    let (mut bystander, _) = Peer::join(
+    let mut bystander = admitted(
         &fleet,
         Browser::WebTransport,
-        "eu-fra-1",
-        "acme-health",
         "room",
         Role::Subscribe,
-        Some("DE"),
         &hash,
     )
     .await;
     bystander.send_frame(&Frame::Subscribe).await;
-    let mut native_bystander = fleet
-        .connect(
-            "eu-fra-1",
-            "acme-health",
-            "room",
-            "native",
-            Role::Subscribe,
-            Some("NL"),
-        )
-        .await
-        .expect("native admitted");
+    let mut native_bystander = native(&fleet, "room", "native", Role::Subscribe).await;
     native_bystander.subscribe().await.expect("subscribe");
     for browser in BROWSERS {
         // Before HELLO: a frame of an undefined type.
@@ -852,17 +851,7 @@ async fn a_malformed_frame_from_a_browser_is_a_protocol_violation_and_bystanders
             "{browser:?}"
         );
         // After WELCOME: an ANNOUNCE whose body ends inside its fields.
-        let (mut peer, _) = Peer::join(
-            &fleet,
-            browser,
-            "eu-fra-1",
-            "acme-health",
-            "room",
-            Role::Publish,
-            Some("DE"),
-            &hash,
-        )
-        .await;
+        let mut peer = admitted(&fleet, browser, "room", Role::Publish, &hash).await;
         peer.send_control(&[0x10, 0x02, 0x01, 0x00]).await;
         let error = peer
             .frame_matching(|f| matches!(f, Frame::Error(_)).then_some(f))
@@ -879,28 +868,13 @@ async fn a_malformed_frame_from_a_browser_is_a_protocol_violation_and_bystanders
         );
     }
     // Both bystanders are still served: media from a new publisher reaches them.
-    let publisher = fleet
-        .connect(
-            "eu-fra-1",
-            "acme-health",
-            "room",
-            "pub",
-            Role::Publish,
-            Some("NL"),
-        )
-        .await
-        .expect("publisher");
+    let publisher = native(&fleet, "room", "pub", Role::Publish).await;
     let track = publisher
         .announce(TrackKind::Data, false, "after")
         .await
         .expect("announce");
+    native_track_added(&mut native_bystander, track).await;
     track_added(&mut bystander, track).await;
-    next_matching(&mut native_bystander, WAIT, |e| match e {
-        Event::TrackAdded(info) if info.track == track => Some(()),
-        _ => None,
-    })
-    .await
-    .expect("track added at the native bystander");
     for seq in 0..20 {
         publisher
             .send_media(track, seq, seq, &[1; 10])
@@ -926,18 +900,14 @@ async fn the_dev_certificate_is_renewed_on_the_nodes_clock_and_open_sessions_con
     let first = store.current();
     let old_hash = certificate_hash(&fleet, "eu-fra-1").await;
     assert_eq!(old_hash, first.sha256_hex);
-    let (mut open_session, answer) = Peer::join(
+    let mut open_session = admitted(
         &fleet,
         Browser::WebTransport,
-        "eu-fra-1",
-        "acme-health",
         "room",
         Role::Subscribe,
-        Some("DE"),
         &old_hash,
     )
     .await;
-    assert!(matches!(answer, Frame::Welcome(_)));
     open_session.send_frame(&Frame::Subscribe).await;
 
     // 11 days on: inside the renewal window (the last 3 of 13 days), still
@@ -961,30 +931,10 @@ async fn the_dev_certificate_is_renewed_on_the_nodes_clock_and_open_sessions_con
     assert_eq!(renewed, second.sha256_hex);
     assert!(second.not_after > first.not_after && !second.due(now));
 
-    // The session opened on the old certificate is still served. Tokens
-    // are checked on the node's clock: this one is valid 11 days on.
-    let join = georelay::client::Join {
-        app: "acme-health".into(),
-        channel: "room".into(),
-        token: fleet.token("acme-health", "room", "pub", Role::Publish, 12 * 24 * 3600),
-    };
-    let publisher = georelay::client::Client::connect(
-        &fleet.options(Some("NL")),
-        &[fleet.target("eu-fra-1")],
-        &join,
-    )
-    .await
-    .expect("publisher admitted");
-    let track = publisher
-        .announce(TrackKind::Data, false, "after-renewal")
-        .await
-        .expect("announce");
-    track_added(&mut open_session, track).await;
-    for seq in 0..20 {
-        publisher
-            .send_media(track, seq, seq, &[2; 10])
-            .expect("send");
-    }
+    // The session opened on the old certificate is still served (the
+    // publisher's token is valid on the node's clock, 11 days on).
+    let publisher = native(&fleet, "room", "pub", Role::Publish).await;
+    let track = publish_to(&publisher, &mut open_session, "after-renewal", 20).await;
     assert!(receive_seqs(&mut open_session, track, 20).await >= 19);
 
     // New sessions need the new hash: over WebTransport and the fallback.
@@ -995,20 +945,6 @@ async fn the_dev_certificate_is_renewed_on_the_nodes_clock_and_open_sessions_con
                 .is_err(),
             "{browser:?} accepted the replaced certificate"
         );
-        let (_, answer) = Peer::join(
-            &fleet,
-            browser,
-            "eu-fra-1",
-            "acme-health",
-            "room",
-            Role::Subscribe,
-            Some("DE"),
-            &renewed,
-        )
-        .await;
-        assert!(
-            matches!(answer, Frame::Welcome(_)),
-            "{browser:?}: {answer:?}"
-        );
+        admitted(&fleet, browser, "room", Role::Subscribe, &renewed).await;
     }
 }
