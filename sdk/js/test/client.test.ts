@@ -127,6 +127,17 @@ async function connected(): Promise<{ client: Client; relay: FakeTransport; even
   return { client, relay: fleet.opened[0]!, events: collect(client) };
 }
 
+test("the media payload limit is the smaller of WELCOME's and the browser's datagram size", async () => {
+  const { client, relay } = await connected();
+  assert.equal(client.maxMediaPayload, 1138);
+  // Chromium's WebTransport datagrams hold 1024 bytes on loopback.
+  relay.maxDatagramSize = 1024;
+  assert.equal(client.maxMediaPayload, 1000);
+  assert.throws(() => client.sendMedia(1n, 0, 0, new Uint8Array(1001)), TooLargeError);
+  client.sendMedia(1n, 0, 0, new Uint8Array(1000));
+  assert.equal(relay.sentDatagrams.length, 1);
+});
+
 test("announce resolves to the relay's 62-bit key; media and messages use the wire framing", async () => {
   const { client, relay } = await connected();
   const key = (1n << 62n) - 3n;

@@ -16,7 +16,8 @@ export async function waitFor<T>(check: () => T | undefined | false, what: strin
 }
 
 export class FakeTransport implements Transport {
-  readonly maxDatagramSize = 1200;
+  /** A browser's datagram size (the tests may lower it). */
+  maxDatagramSize = 1200;
   readonly fromClient = new AsyncQueue<Uint8Array>();
   readonly toClient = new AsyncQueue<Uint8Array>();
   readonly datagrams = new AsyncQueue<Uint8Array>();
