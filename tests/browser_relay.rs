@@ -562,6 +562,34 @@ async fn publish_to(
     track
 }
 
+/// Joins as an acme-health subscriber with `(browser, node, country,
+/// hash)` and checks the `ERROR` frame equals the native client's refusal
+/// and the session closes with `code`.
+async fn assert_refused(
+    fleet: &TestFleet,
+    (browser, node, country, hash): (Browser, &str, Option<&str>, &str),
+    native: &(u64, Vec<(String, String)>),
+    code: ErrorCode,
+) {
+    let (mut peer, answer) = Peer::join(
+        fleet,
+        browser,
+        node,
+        "acme-health",
+        "room",
+        Role::Subscribe,
+        country,
+        hash,
+    )
+    .await;
+    assert_eq!(
+        &refusal(answer),
+        native,
+        "{browser:?} at {node} from {country:?}"
+    );
+    assert_eq!(peer.closed().await.0, wire(code), "{browser:?} at {node}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_admission_and_geofence_decisions_are_the_native_ones() {
     let fleet = TestFleet::start_nodes(browser_spec(), &["eu-fra-1", "eu-ams-1", "us-iad-1"]).await;
@@ -597,41 +625,16 @@ async fn browser_admission_and_geofence_decisions_are_the_native_ones() {
     for browser in BROWSERS {
         let hash_eu = certificate_hash(&fleet, "eu-fra-1").await;
         let hash_us = certificate_hash(&fleet, "us-iad-1").await;
-        let (mut peer, answer) = Peer::join(
+        let denied = (browser, "eu-fra-1", Some("RU"), hash_eu.as_str());
+        assert_refused(&fleet, denied, &denied_native, ErrorCode::GeofenceDenied).await;
+        let redirected = (browser, "us-iad-1", Some("DE"), hash_us.as_str());
+        assert_refused(
             &fleet,
-            browser,
-            "eu-fra-1",
-            "acme-health",
-            "room",
-            Role::Subscribe,
-            Some("RU"),
-            &hash_eu,
+            redirected,
+            &redirect_native,
+            ErrorCode::GeofenceRedirect,
         )
         .await;
-        assert_eq!(refusal(answer), denied_native, "{browser:?} denied");
-        assert_eq!(
-            peer.closed().await.0,
-            wire(ErrorCode::GeofenceDenied),
-            "{browser:?}"
-        );
-
-        let (mut peer, answer) = Peer::join(
-            &fleet,
-            browser,
-            "us-iad-1",
-            "acme-health",
-            "room",
-            Role::Subscribe,
-            Some("DE"),
-            &hash_us,
-        )
-        .await;
-        assert_eq!(refusal(answer), redirect_native, "{browser:?} redirected");
-        assert_eq!(
-            peer.closed().await.0,
-            wire(ErrorCode::GeofenceRedirect),
-            "{browser:?}"
-        );
 
         let (peer, answer) = Peer::join(
             &fleet,

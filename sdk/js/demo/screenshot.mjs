@@ -6,7 +6,7 @@
 // captured side by side in one picture.
 // Run from sdk/js: node demo/screenshot.mjs [out.png]
 import { SignJWT } from "jose";
-import puppeteer from "puppeteer-core";
+import { launchChromium } from "../e2e/harness.mjs";
 
 const out = process.argv[2] ?? "../../docs/img/demo.png";
 const token = (role) =>
@@ -18,19 +18,7 @@ const token = (role) =>
     .setExpirationTime("10m")
     .sign(new TextEncoder().encode("dev-secret-acme-health-change-me"));
 
-const browser = await puppeteer.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-timer-throttling",
-    "--disable-renderer-backgrounding",
-    "--disable-backgrounding-occluded-windows",
-  ],
-});
+const browser = await launchChromium();
 try {
   const open = async (role) => {
     const page = await browser.newPage();

@@ -25,20 +25,16 @@
 // Prints one JSON summary; exits 1 when any expectation fails.
 import { spawn } from "node:child_process";
 import { createHash, X509Certificate } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:http";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { extname, join, normalize } from "node:path";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { connect as tlsConnect } from "node:tls";
-import { fileURLToPath } from "node:url";
 import { SignJWT } from "jose";
-import puppeteer from "puppeteer-core";
+import { launchChromium, root, serveStatic } from "./harness.mjs";
 import { runVideo } from "./video.mjs";
 
-const root = fileURLToPath(new URL("..", import.meta.url));
 const repo = join(root, "..", "..");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const GEORELAY = process.env.GEORELAY ?? join(repo, "target", "debug", "georelay");
 
 const prefix = `127.${60 + Math.floor(Math.random() * 190)}.${Math.floor(Math.random() * 250)}`;
@@ -162,23 +158,6 @@ async function status(admin) {
   return (await fetch(`http://${admin}/status`)).json();
 }
 
-function serveStatic() {
-  const types = { ".html": "text/html", ".js": "text/javascript", ".map": "application/json" };
-  const server = createServer((req, res) => {
-    const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname)).replace(/^\/+/, "");
-    if (!/^(dist|e2e|demo)\//.test(path)) {
-      res.writeHead(404).end();
-      return;
-    }
-    try {
-      res.writeHead(200, { "content-type": types[extname(path)] ?? "application/octet-stream" }).end(readFileSync(join(root, path)));
-    } catch {
-      res.writeHead(404).end();
-    }
-  });
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
-}
-
 const dir = mkdtempSync(join(tmpdir(), "georelay-fleet-e2e-"));
 const fleetProcess = startFleet(dir);
 const http = await serveStatic();
@@ -187,26 +166,11 @@ const failures = [];
 try {
   const nodes = await fleetProcess.ready;
   const spkis = await Promise.all(Object.values(nodes).map((n) => spkiOf(n.websocket)));
-  browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless=new",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      `--user-data-dir=${join(dir, "chromium")}`,
-      // The video scenario's publisher tab runs in the background.
-      "--disable-background-timer-throttling",
-      "--disable-renderer-backgrounding",
-      "--disable-backgrounding-occluded-windows",
-      // Browsers do not apply serverCertificateHashes to WebSockets: trust
-      // the fallback listeners' development keys for this run only.
-      `--ignore-certificate-errors-spki-list=${spkis.join(",")}`,
-    ],
+  browser = await launchChromium({
+    userDataDir: join(dir, "chromium"),
+    // Browsers do not apply serverCertificateHashes to WebSockets: trust
+    // the fallback listeners' development keys for this run only.
+    extraArgs: [`--ignore-certificate-errors-spki-list=${spkis.join(",")}`],
   });
   const page = await browser.newPage();
   page.on("console", (msg) => console.error(`[page] ${msg.text()}`));

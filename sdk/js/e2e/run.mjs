@@ -8,17 +8,13 @@
 // Prints one JSON summary; exits 1 when delivery is under 99% or a message
 // is missing. The relay wiring (real fleet, geofence) is the next phase.
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:http";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { extname, join, normalize } from "node:path";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
-import puppeteer from "puppeteer-core";
+import { launchChromium, root, serveStatic } from "./harness.mjs";
 
-const root = fileURLToPath(new URL("..", import.meta.url));
 const repo = join(root, "..", "..");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
 function startFixture() {
   const child = spawn("cargo", ["run", "--quiet", "--locked", "--example", "browser_echo"], {
@@ -32,24 +28,6 @@ function startFixture() {
   return { child, ready: line };
 }
 
-function serveStatic() {
-  const types = { ".html": "text/html", ".js": "text/javascript", ".map": "application/json" };
-  const server = createServer((req, res) => {
-    const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname)).replace(/^\/+/, "");
-    if (!/^(dist|e2e|demo)\//.test(path)) {
-      res.writeHead(404).end();
-      return;
-    }
-    try {
-      const body = readFileSync(join(root, path));
-      res.writeHead(200, { "content-type": types[extname(path)] ?? "application/octet-stream" }).end(body);
-    } catch {
-      res.writeHead(404).end();
-    }
-  });
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
-}
-
 const fixture = startFixture();
 const http = await serveStatic();
 const profile = mkdtempSync(join(tmpdir(), "georelay-chromium-"));
@@ -57,22 +35,11 @@ let browser;
 let failed = false;
 try {
   const ports = await fixture.ready;
-  browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless=new",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      `--user-data-dir=${profile}`,
-      // The fallback's TLS: browsers do not apply serverCertificateHashes
-      // to WebSockets, so trust this one key for the test.
-      `--ignore-certificate-errors-spki-list=${ports.spki_sha256_base64}`,
-    ],
+  browser = await launchChromium({
+    userDataDir: profile,
+    // The fallback's TLS: browsers do not apply serverCertificateHashes
+    // to WebSockets, so trust this one key for the test.
+    extraArgs: [`--ignore-certificate-errors-spki-list=${ports.spki_sha256_base64}`],
   });
   const page = await browser.newPage();
   page.on("console", (msg) => console.error(`[page] ${msg.text()}`));
