@@ -17,12 +17,15 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use georelay::browser::devcert::{ALPN_H3, AlpnCertResolver, BrowserCertStore};
-use georelay::browser::websocket::{WsAcceptor, WsConfig, WsListener, WsSession};
+use georelay::browser::transport::WsTransport;
+use georelay::browser::websocket::{WsAcceptor, WsConfig, WsListener};
 use georelay::browser::webtransport;
 use georelay::clock::{Clock, SystemClock};
+use georelay::relay::transport::SessionTransport;
 use georelay::wire::{AnnounceOk, Frame, FrameDecoder, MAX_FRAME_BODY, MediaHeader, Welcome};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// The same certificate for every ALPN (the fixture has no node identity).
@@ -79,17 +82,21 @@ async fn respond(mut input: mpsc::Receiver<Bytes>, output: mpsc::Sender<Bytes>, 
     }
 }
 
-async fn serve_webtransport(session: web_transport_quinn::Session) {
-    let Ok((mut send, mut recv)) = session.accept_bi().await else {
+/// Serves one session, WebTransport or fallback, through the relay's
+/// transport abstraction: the control stream answered by [`respond`],
+/// datagrams and message streams echoed.
+async fn serve<T: SessionTransport>(session: T) {
+    let Ok((mut send, mut recv)) = session.accept_control().await else {
         return;
     };
     let (in_tx, in_rx) = mpsc::channel(64);
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(64);
-    let max_payload = (session.max_datagram_size() - MediaHeader::MAX_LEN) as u64;
-    tokio::spawn(respond(in_rx, out_tx, max_payload));
+    let max_payload = session.max_datagram_size().unwrap_or_default() - MediaHeader::MAX_LEN;
+    tokio::spawn(respond(in_rx, out_tx, max_payload as u64));
     tokio::spawn(async move {
-        while let Ok(Some(chunk)) = recv.read_chunk(65536, true).await {
-            if in_tx.send(chunk.bytes).await.is_err() {
+        let mut buf = BytesMut::with_capacity(65536);
+        while recv.read_buf(&mut buf).await.is_ok_and(|n| n > 0) {
+            if in_tx.send(buf.split().freeze()).await.is_err() {
                 return;
             }
         }
@@ -97,7 +104,7 @@ async fn serve_webtransport(session: web_transport_quinn::Session) {
     let echo = session.clone();
     tokio::spawn(async move {
         while let Ok(datagram) = echo.read_datagram().await {
-            let _ = echo.send_datagram(datagram);
+            let _ = echo.send_datagram_now(datagram);
         }
     });
     let streams = session.clone();
@@ -107,57 +114,7 @@ async fn serve_webtransport(session: web_transport_quinn::Session) {
                 return;
             };
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                while let Ok(Some(n)) = incoming.read(&mut buf).await {
-                    if outgoing.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    while let Some(bytes) = out_rx.recv().await {
-        if send.write_all(&bytes).await.is_err() {
-            return;
-        }
-    }
-    session.close(0, b"bye");
-}
-
-async fn serve_websocket(session: WsSession) {
-    let session = Arc::new(session);
-    let Some((mut send, mut recv)) = session.accept_control() else {
-        return;
-    };
-    let (in_tx, in_rx) = mpsc::channel(64);
-    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(64);
-    let max_payload = (session.max_datagram_size() - MediaHeader::MAX_LEN) as u64;
-    tokio::spawn(respond(in_rx, out_tx, max_payload));
-    tokio::spawn(async move {
-        while let Some(chunk) = recv.read_chunk().await {
-            if in_tx.send(chunk).await.is_err() {
-                return;
-            }
-        }
-    });
-    let echo = Arc::clone(&session);
-    tokio::spawn(async move {
-        while let Ok(datagram) = echo.read_datagram().await {
-            let _ = echo.send_datagram(datagram);
-        }
-    });
-    let streams = Arc::clone(&session);
-    tokio::spawn(async move {
-        while let Ok(mut incoming) = streams.accept_uni().await {
-            let Ok(mut outgoing) = streams.open_uni() else {
-                return;
-            };
-            tokio::spawn(async move {
-                while let Some(chunk) = incoming.read_chunk().await {
-                    if outgoing.write_all(&chunk).await.is_err() {
-                        return;
-                    }
-                }
+                let _ = tokio::io::copy(&mut incoming, &mut outgoing).await;
             });
         }
     });
@@ -211,7 +168,7 @@ async fn main() {
                 if let Ok(session) =
                     webtransport::accept_session(conn, Duration::from_secs(5)).await
                 {
-                    serve_webtransport(session).await;
+                    serve(session).await;
                 }
             });
         }
@@ -221,7 +178,7 @@ async fn main() {
             let acceptor = ws.acceptor().clone();
             tokio::spawn(async move {
                 if let Ok(session) = acceptor.accept(tcp, remote).await {
-                    serve_websocket(session).await;
+                    serve(WsTransport::new(session)).await;
                 }
             });
         }
