@@ -18,7 +18,8 @@
 // (examples/native_peer.rs) and a browser in one channel exchange media and
 // messages both ways, and /status counts both sessions. Real video
 // (e2e/video.mjs): the demo page publishes WebCodecs VP8 in one tab and
-// decodes it in another, over WebTransport and over the fallback.
+// decodes it in another (dialled at the US node, redirected to the EU
+// one), over WebTransport and over the fallback.
 //
 // Run from sdk/js after `npm run build` and
 // `cargo build --bin georelay --example native_peer`: node e2e/fleet.mjs
@@ -32,7 +33,7 @@ import { createInterface } from "node:readline";
 import { connect as tlsConnect } from "node:tls";
 import { SignJWT } from "jose";
 import { launchChromium, root, serveStatic } from "./harness.mjs";
-import { runVideo } from "./video.mjs";
+import { demoDecision, runVideo } from "./video.mjs";
 
 const repo = join(root, "..", "..");
 const GEORELAY = process.env.GEORELAY ?? join(repo, "target", "debug", "georelay");
@@ -274,12 +275,21 @@ try {
   const fleetRows = Object.entries(nodes).map(([id, n]) => [id, n.listen, n.listen.replace(":4433", ":9090"), n.websocket]);
   for (const transport of ["webtransport", "websocket"]) {
     video[transport] = await runVideo({
-      browser, base: `http://127.0.0.1:${http.address().port}`, fleetRows, node: "eu-fra-1", app: "e2e-eu", transport,
+      browser, base: `http://127.0.0.1:${http.address().port}`, fleetRows, node: "eu-fra-1", subscriberDials: "us-iad-1", app: "e2e-eu", transport,
       token: (channel, role) => jwt("e2e-eu", channel, role), failures,
     });
     const { decodedFps, packetLoss, subscriber: s } = video[transport];
     console.error(`video ${transport}: ${decodedFps.toFixed(1)} fps decoded, ${s.verified}/${s.decoded} verified, loss ${packetLoss}, latency ${JSON.stringify(s.latencyMs)}`);
   }
+  // The demo page shows a refusal as the geofence decision.
+  const deniedInDemo = await demoDecision({
+    browser, base: `http://127.0.0.1:${http.address().port}`, fleetRows, node: "eu-fra-1", app: "e2e-denied",
+    channel: "room", token: await jwt("e2e-denied", "room", "subscribe"), transport: "webtransport",
+  });
+  if (deniedInDemo.admitted || deniedInDemo.code !== "GEOFENCE_DENIED" || !deniedInDemo.shown.startsWith("refused: GEOFENCE_DENIED")) {
+    failures.push(`demo decision for a denied country: ${JSON.stringify(deniedInDemo)}`);
+  }
+  video.deniedInDemo = deniedInDemo;
   console.log(JSON.stringify({ chromium: await browser.version(), malformed, closeWithoutError, runs, mixed, admission, video, failures }, null, 2));
 } catch (err) {
   failures.push(String(err?.stack ?? err));

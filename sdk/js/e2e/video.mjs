@@ -4,7 +4,9 @@
 // reassembles, decodes with VideoDecoder and draws; the decoded pictures
 // are checked against the capture time stamped into their pixels.
 //
-// Expectations (per transport): both tabs admitted by the dialled node;
+// Expectations (per transport): both tabs admitted by `node`, the
+// subscriber's after following GEOFENCE_REDIRECT when it dials a node the
+// app may not use (`subscriberDials`), as the page's decision line shows;
 // at least MIN_DECODED frames decoded in SECONDS seconds, of which at
 // least 95% verified; no encoder or decoder error.
 
@@ -33,11 +35,15 @@ async function openTab(browser, url, label) {
  * role)` mints their tokens); returns the figures and pushes what failed onto `failures`. `screenshot` (optional)
  * is called with both pages before they close.
  */
-export async function runVideo({ browser, base, fleetRows, node, app, transport, token, failures, screenshot }) {
+export async function runVideo({ browser, base, fleetRows, node, subscriberDials = node, app, transport, token, failures, screenshot }) {
   const channel = `video-${transport}`;
   const tokens = { publish: await token(channel, "publish"), subscribe: await token(channel, "subscribe") };
   const common = { node, app, channel, transport };
-  const subscriber = await openTab(browser, demoUrl(base, fleetRows, { ...common, role: "subscribe", token: tokens.subscribe }), `sub ${transport}`);
+  const subscriber = await openTab(
+    browser,
+    demoUrl(base, fleetRows, { ...common, node: subscriberDials, role: "subscribe", token: tokens.subscribe }),
+    `sub ${transport}`,
+  );
   const publisher = await openTab(browser, demoUrl(base, fleetRows, { ...common, role: "publish", token: tokens.publish }), `pub ${transport}`);
   try {
     try {
@@ -68,10 +74,11 @@ export async function runVideo({ browser, base, fleetRows, node, app, transport,
       decodedFps: decodedInWindow / SECONDS,
       packetLoss: sub.lostPackets / Math.max(1, sub.packets + sub.lostPackets),
     };
+    const redirects = { publisher: 0, subscriber: subscriberDials === node ? 0 : 1 };
     for (const [role, decision] of [["publisher", pub.decision], ["subscriber", sub.decision]]) {
-      if (!decision?.admitted || decision.node !== node || decision.transport !== transport) {
-        failures.push(`video ${transport}: ${role} decision ${JSON.stringify(decision)}`);
-      }
+      const expected = decision?.admitted && decision.node === node && decision.transport === transport
+        && decision.redirects === redirects[role];
+      if (!expected) failures.push(`video ${transport}: ${role} decision ${JSON.stringify(decision)}`);
     }
     if (decodedInWindow < MIN_DECODED) failures.push(`video ${transport}: ${decodedInWindow} frames decoded in ${SECONDS} s`);
     if (sub.verified < 0.95 * sub.decoded) failures.push(`video ${transport}: ${sub.verified} of ${sub.decoded} decoded frames verified`);
@@ -81,5 +88,16 @@ export async function runVideo({ browser, base, fleetRows, node, app, transport,
   } finally {
     await publisher.close();
     await subscriber.close();
+  }
+}
+
+/** The geofence decision the demo page shows for one connection attempt. */
+export async function demoDecision({ browser, base, fleetRows, node, app, channel, token, transport }) {
+  const page = await openTab(browser, demoUrl(base, fleetRows, { node, app, channel, token, transport, role: "subscribe" }), `decision ${app}`);
+  try {
+    await page.waitForFunction(() => window.demo.decision !== null, { timeout: 15000, polling: 100 });
+    return await page.evaluate(() => ({ ...window.demo.decision, shown: document.querySelector("#decision").textContent }));
+  } finally {
+    await page.close();
   }
 }
