@@ -8,7 +8,9 @@
 // (demo/screenshot.mjs, e2e/video.mjs): ?node=eu-fra-1&app=...&channel=...
 // &token=...&transport=auto&role=publish|subscribe&source=synthetic&auto=1,
 // and &fleet=<JSON [[node, quic addr, admin addr, websocket addr], ...]>
-// for another fleet than the example's.
+// for another fleet than the example's; &drop=N makes the subscriber
+// discard every N-th video datagram (simulated loss: watch the chart and
+// the recovery at the next keyframe).
 import { RefusedError, Session } from "/dist/index.js";
 import { drawChart, percentiles, startPublisher, startSubscriber } from "./video.js";
 
@@ -104,7 +106,7 @@ async function publish() {
 
 async function subscribe() {
   $("subscribe").disabled = true;
-  demo.subscriber = startSubscriber(session, $("video"));
+  demo.subscriber = startSubscriber(session, $("video"), { dropEvery: Number(params.get("drop") ?? 0) });
   const { stats, samples } = demo.subscriber;
   let state = "";
   session.on("subscription-state", ({ state: s, code }) => (state = `subscription ${s}${code ? ` ${code}` : ""}`));

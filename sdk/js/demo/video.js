@@ -141,15 +141,18 @@ export async function startPublisher(session, canvas, { source = "synthetic" } =
  * Decodes the first video track of the channel into `canvas`. Returns
  * { stats, samples } where samples are [arrival ms, latency ms, lost
  * packets so far] for the chart; latency is capture → decoded picture.
+ * `dropEvery` n > 0 discards every n-th datagram on arrival (simulated
+ * network loss, counted as lost, to watch keyframe recovery).
  */
-export function startSubscriber(session, canvas) {
+export function startSubscriber(session, canvas, { dropEvery = 0 } = {}) {
   canvas.width = WIDTH;
   canvas.height = HEIGHT;
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
   const stats = {
     packets: 0, lostPackets: 0, frames: 0, droppedFrames: 0, decoded: 0, verified: 0, mismatched: 0,
-    keyframes: 0, errors: 0, lastError: "", track: null, latencyMs: [],
+    keyframes: 0, errors: 0, lastError: "", track: null, latencyMs: [], simulatedDrops: 0,
   };
+  let arrivals = 0;
   const samples = [];
   let videoTrack;
   let lastSeq;
@@ -186,6 +189,10 @@ export function startSubscriber(session, canvas) {
   });
   session.on("media", ({ header, payload }) => {
     if (header.track !== videoTrack) return;
+    if (dropEvery > 0 && ++arrivals % dropEvery === 0) {
+      stats.simulatedDrops++;
+      return;
+    }
     stats.packets++;
     if (lastSeq !== undefined && header.seq > lastSeq + 1n) stats.lostPackets += Number(header.seq - lastSeq - 1n);
     if (lastSeq === undefined || header.seq > lastSeq) lastSeq = header.seq;

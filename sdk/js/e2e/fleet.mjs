@@ -273,13 +273,13 @@ try {
   // in another (e2e/video.mjs).
   const video = {};
   const fleetRows = Object.entries(nodes).map(([id, n]) => [id, n.listen, n.listen.replace(":4433", ":9090"), n.websocket]);
-  for (const transport of ["webtransport", "websocket"]) {
-    video[transport] = await runVideo({
-      browser, base: `http://127.0.0.1:${http.address().port}`, fleetRows, node: "eu-fra-1", subscriberDials: "us-iad-1", app: "e2e-eu", transport,
+  for (const [name, transport, drop] of [["webtransport", "webtransport", 0], ["websocket", "websocket", 0], ["webtransport-loss", "webtransport", 200]]) {
+    video[name] = await runVideo({
+      browser, base: `http://127.0.0.1:${http.address().port}`, fleetRows, node: "eu-fra-1", subscriberDials: "us-iad-1", app: "e2e-eu", transport, drop,
       token: (channel, role) => jwt("e2e-eu", channel, role), failures,
     });
-    const { decodedFps, packetLoss, subscriber: s } = video[transport];
-    console.error(`video ${transport}: ${decodedFps.toFixed(1)} fps decoded, ${s.verified}/${s.decoded} verified, loss ${packetLoss}, latency ${JSON.stringify(s.latencyMs)}`);
+    const { decodedFps, packetLoss, subscriber: s } = video[name];
+    console.error(`video ${name}: ${decodedFps.toFixed(1)} fps decoded, ${s.verified}/${s.decoded} verified, frames dropped ${s.droppedFrames}, loss ${packetLoss}, latency ${JSON.stringify(s.latencyMs)}`);
   }
   // The demo page shows a refusal as the geofence decision.
   const deniedInDemo = await demoDecision({

@@ -8,14 +8,18 @@
 // subscriber's after following GEOFENCE_REDIRECT when it dials a node the
 // app may not use (`subscriberDials`), as the page's decision line shows;
 // at least MIN_DECODED frames decoded in SECONDS seconds, of which at
-// least 95% verified; no encoder or decoder error.
+// least 95% verified; no encoder or decoder error. With `drop`, the
+// subscriber discards every drop-th datagram: frames are skipped to the
+// next keyframe, the rest decode (at least MIN_DECODED_WITH_LOSS).
 
 export const SECONDS = 5;
 export const MIN_DECODED = 90;
+/** With 1 in 200 datagrams dropped (about 0.7 a second, one per keyframe interval). */
+export const MIN_DECODED_WITH_LOSS = 30;
 
 /** The demo page URL for one tab. */
-export function demoUrl(base, fleetRows, { node, app, channel, token, transport, role }) {
-  const params = new URLSearchParams({ fleet: JSON.stringify(fleetRows), node, app, channel, token, transport, role, source: "synthetic", auto: "1" });
+export function demoUrl(base, fleetRows, { node, app, channel, token, transport, role, drop = 0 }) {
+  const params = new URLSearchParams({ fleet: JSON.stringify(fleetRows), node, app, channel, token, transport, role, drop: String(drop), source: "synthetic", auto: "1" });
   return `${base}/demo/index.html?${params}`;
 }
 
@@ -35,13 +39,14 @@ async function openTab(browser, url, label) {
  * role)` mints their tokens); returns the figures and pushes what failed onto `failures`. `screenshot` (optional)
  * is called with both pages before they close.
  */
-export async function runVideo({ browser, base, fleetRows, node, subscriberDials = node, app, transport, token, failures, screenshot }) {
-  const channel = `video-${transport}`;
+export async function runVideo({ browser, base, fleetRows, node, subscriberDials = node, app, transport, drop = 0, token, failures, screenshot }) {
+  const channel = `video-${transport}-${drop}`;
+  const label = drop ? `${transport}, 1 in ${drop} datagrams dropped` : transport;
   const tokens = { publish: await token(channel, "publish"), subscribe: await token(channel, "subscribe") };
   const common = { node, app, channel, transport };
   const subscriber = await openTab(
     browser,
-    demoUrl(base, fleetRows, { ...common, node: subscriberDials, role: "subscribe", token: tokens.subscribe }),
+    demoUrl(base, fleetRows, { ...common, node: subscriberDials, role: "subscribe", token: tokens.subscribe, drop }),
     `sub ${transport}`,
   );
   const publisher = await openTab(browser, demoUrl(base, fleetRows, { ...common, role: "publish", token: tokens.publish }), `pub ${transport}`);
@@ -78,11 +83,17 @@ export async function runVideo({ browser, base, fleetRows, node, subscriberDials
     for (const [role, decision] of [["publisher", pub.decision], ["subscriber", sub.decision]]) {
       const expected = decision?.admitted && decision.node === node && decision.transport === transport
         && decision.redirects === redirects[role];
-      if (!expected) failures.push(`video ${transport}: ${role} decision ${JSON.stringify(decision)}`);
+      if (!expected) failures.push(`video ${label}: ${role} decision ${JSON.stringify(decision)}`);
     }
-    if (decodedInWindow < MIN_DECODED) failures.push(`video ${transport}: ${decodedInWindow} frames decoded in ${SECONDS} s`);
-    if (sub.verified < 0.95 * sub.decoded) failures.push(`video ${transport}: ${sub.verified} of ${sub.decoded} decoded frames verified`);
-    if (pub.errors || sub.errors) failures.push(`video ${transport}: errors ${pub.lastError} ${sub.lastError}`);
+    // With simulated loss, frames after a lost datagram wait for the next
+    // keyframe: fewer are decoded, none fails to decode.
+    const minDecoded = drop ? MIN_DECODED_WITH_LOSS : MIN_DECODED;
+    if (decodedInWindow < minDecoded) failures.push(`video ${label}: ${decodedInWindow} frames decoded in ${SECONDS} s`);
+    if (drop && (sub.droppedFrames === 0 || sub.lostPackets < sub.simulatedDrops)) {
+      failures.push(`video ${label}: no frame skipped to a keyframe (${JSON.stringify(sub)})`);
+    }
+    if (sub.verified < 0.95 * sub.decoded) failures.push(`video ${label}: ${sub.verified} of ${sub.decoded} decoded frames verified`);
+    if (pub.errors || sub.errors) failures.push(`video ${label}: errors ${pub.lastError} ${sub.lastError}`);
     if (screenshot) await screenshot(publisher, subscriber);
     return result;
   } finally {
