@@ -367,8 +367,6 @@ pub struct Limits {
     pub max_sessions: usize,
     /// Tracks one session may publish (default 32).
     pub max_tracks_per_session: usize,
-    /// Packets queued per subscriber before dropping (default 512).
-    pub subscriber_queue_packets: usize,
     /// Packets queued per mesh link before dropping (default 4096).
     pub mesh_queue_packets: usize,
     /// Largest control or data message, bytes (default 65536).
@@ -442,7 +440,6 @@ impl Default for Limits {
         Self {
             max_sessions: 10_000,
             max_tracks_per_session: 32,
-            subscriber_queue_packets: 512,
             mesh_queue_packets: 4096,
             max_message_bytes: 65_536,
             drain_timeout_ms: 5000,

@@ -67,7 +67,6 @@ const POSTGRES_KEYS: &[&str] = &["dsn_env", "buffer_events", "local_store"];
 const LIMIT_KEYS: &[&str] = &[
     "max_sessions",
     "max_tracks_per_session",
-    "subscriber_queue_packets",
     "mesh_queue_packets",
     "max_message_bytes",
     "drain_timeout_ms",
@@ -94,6 +93,15 @@ const LIMIT_KEYS: &[&str] = &[
     "max_channels_per_app",
     "max_datagram_payload_bytes",
 ];
+/// Keys that were once accepted and are no longer, by their full path, and
+/// what took their place: a config that still sets one is refused with this
+/// explanation instead of a bare "unknown key".
+const REMOVED_KEYS: &[(&str, &str)] = &[(
+    "limits.subscriber_queue_packets",
+    "no longer exists: media goes straight into each subscriber connection's \
+     QUIC datagram send buffer, so the per-subscriber bound is now \
+     `datagram_send_buffer_bytes` (bytes, default 262144); remove this key",
+)];
 
 /// Parses and validates config text.
 pub(super) fn parse_fleet(text: &str, path: &Path) -> Result<Fleet, ConfigErrors> {
@@ -282,6 +290,11 @@ impl Checker<'_> {
     fn unknown_keys(&mut self, table: &TableView<'_, '_>, allowed: &[&str]) {
         for (key, span, _) in &table.entries {
             if !allowed.contains(key) {
+                let path = table.child(key);
+                if let Some((_, replaced)) = REMOVED_KEYS.iter().find(|(p, _)| *p == path) {
+                    self.report(span, &path, format!("key \"{key}\" {replaced}"));
+                    continue;
+                }
                 let message = match closest(key, allowed.iter().copied()) {
                     Some(suggestion) => {
                         format!("unknown key \"{key}\" (did you mean \"{suggestion}\"?)")
@@ -1405,13 +1418,6 @@ impl Checker<'_> {
             1,
             1024,
             &mut limits.max_tracks_per_session,
-        );
-        self.limit(
-            &table,
-            "subscriber_queue_packets",
-            1,
-            1 << 20,
-            &mut limits.subscriber_queue_packets,
         );
         self.limit(
             &table,
