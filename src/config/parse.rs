@@ -67,7 +67,7 @@ const POSTGRES_KEYS: &[&str] = &["dsn_env", "buffer_events", "local_store"];
 const LIMIT_KEYS: &[&str] = &[
     "max_sessions",
     "max_tracks_per_session",
-    "mesh_queue_packets",
+    "mesh_datagram_send_buffer_bytes",
     "max_message_bytes",
     "drain_timeout_ms",
     "stream_receive_window_bytes",
@@ -96,12 +96,20 @@ const LIMIT_KEYS: &[&str] = &[
 /// Keys that were once accepted and are no longer, by their full path, and
 /// what took their place: a config that still sets one is refused with this
 /// explanation instead of a bare "unknown key".
-const REMOVED_KEYS: &[(&str, &str)] = &[(
-    "limits.subscriber_queue_packets",
-    "no longer exists: media goes straight into each subscriber connection's \
-     QUIC datagram send buffer, so the per-subscriber bound is now \
-     `datagram_send_buffer_bytes` (bytes, default 262144); remove this key",
-)];
+const REMOVED_KEYS: &[(&str, &str)] = &[
+    (
+        "limits.subscriber_queue_packets",
+        "no longer exists: media goes straight into each subscriber connection's \
+         QUIC datagram send buffer, so the per-subscriber bound is now \
+         `datagram_send_buffer_bytes` (bytes, default 262144); remove this key",
+    ),
+    (
+        "limits.mesh_queue_packets",
+        "no longer exists: media goes straight into each mesh link's QUIC \
+         datagram send buffer, so the per-link bound is now \
+         `mesh_datagram_send_buffer_bytes` (bytes, default 4194304); remove this key",
+    ),
+];
 
 /// Parses and validates config text.
 pub(super) fn parse_fleet(text: &str, path: &Path) -> Result<Fleet, ConfigErrors> {
@@ -1421,10 +1429,10 @@ impl Checker<'_> {
         );
         self.limit(
             &table,
-            "mesh_queue_packets",
-            1,
-            1 << 22,
-            &mut limits.mesh_queue_packets,
+            "mesh_datagram_send_buffer_bytes",
+            64 << 10,
+            64 << 20,
+            &mut limits.mesh_datagram_send_buffer_bytes,
         );
         self.limit(
             &table,

@@ -161,7 +161,7 @@ local_store = false
 [limits]
 max_sessions = 100
 max_tracks_per_session = 4
-mesh_queue_packets = 128
+mesh_datagram_send_buffer_bytes = 131_072
 max_message_bytes = 1_024
 drain_timeout_ms = 0
 "#,
@@ -191,7 +191,7 @@ drain_timeout_ms = 0
         Limits {
             max_sessions: 100,
             max_tracks_per_session: 4,
-            mesh_queue_packets: 128,
+            mesh_datagram_send_buffer_bytes: 131_072,
             max_message_bytes: 1024,
             drain_timeout_ms: 0,
             ..Limits::default()
@@ -206,28 +206,31 @@ drain_timeout_ms = 0
 
 #[test]
 fn a_removed_key_is_refused_naming_its_replacement() {
-    let text = base_with("[limits]\nmax_sessions = 10\nsubscriber_queue_packets = 64");
-    let diagnostic = single_error(
-        &text,
-        "limits.subscriber_queue_packets: key \"subscriber_queue_packets\" no longer exists",
-    );
-    assert!(
-        diagnostic
-            .to_string()
-            .contains("`datagram_send_buffer_bytes`"),
-        "{diagnostic} names the key that replaced it"
-    );
-    let line = text
-        .lines()
-        .position(|l| l.starts_with("subscriber_queue_packets"))
-        .expect("the key's line")
-        + 1;
-    assert_eq!((diagnostic.line, diagnostic.column), (line, 1));
-    assert_eq!(diagnostic.file, PathBuf::from(CONFIG_PATH));
-    assert!(
-        !diagnostic.to_string().contains("did you mean"),
-        "{diagnostic} explains the removal rather than guessing"
-    );
+    for (removed, replacement) in [
+        ("subscriber_queue_packets", "datagram_send_buffer_bytes"),
+        ("mesh_queue_packets", "mesh_datagram_send_buffer_bytes"),
+    ] {
+        let text = base_with(&format!("[limits]\nmax_sessions = 10\n{removed} = 64"));
+        let diagnostic = single_error(
+            &text,
+            &format!("limits.{removed}: key \"{removed}\" no longer exists"),
+        );
+        assert!(
+            diagnostic.to_string().contains(&format!("`{replacement}`")),
+            "{diagnostic} names the key that replaced it"
+        );
+        let line = text
+            .lines()
+            .position(|l| l.starts_with(removed))
+            .expect("the key's line")
+            + 1;
+        assert_eq!((diagnostic.line, diagnostic.column), (line, 1));
+        assert_eq!(diagnostic.file, PathBuf::from(CONFIG_PATH));
+        assert!(
+            !diagnostic.to_string().contains("did you mean"),
+            "{diagnostic} explains the removal rather than guessing"
+        );
+    }
 }
 
 #[test]

@@ -58,7 +58,7 @@ use crate::clock::SharedClock;
 use crate::error::ErrorCode;
 use crate::gate::{AcceptGate, GateLimits};
 use crate::ids::NodeId;
-use crate::tls::{FleetPki, NodeTls, TransportKind};
+use crate::tls::{FleetPki, NodeTls};
 
 use self::hub::Hub;
 use self::policy::{Policy, PolicyError};
@@ -226,7 +226,7 @@ impl RunningNode {
         let limits = policy.fleet.limits.clone();
         let tls = NodeTls::new(&node.id, &options.pki)?;
         let client_transport = Arc::new(crate::tls::client_transport_config(&limits));
-        let mesh_transport = Arc::new(crate::tls::transport_config(TransportKind::Mesh));
+        let mesh_transport = Arc::new(crate::tls::mesh_transport_config(&limits));
         let browser = crate::browser::serve::BrowserServing::new(
             options.pki.dev_ca().is_some(),
             node.listen,
