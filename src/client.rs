@@ -35,6 +35,13 @@ use crate::wire::{
 
 /// How many events may wait for the application before media is dropped.
 const EVENT_QUEUE: usize = 65_536;
+/// The largest UDP payload a client endpoint accepts (and advertises in its
+/// `max_udp_payload_size` transport parameter): quinn's path MTU discovery
+/// never goes above 1,452 bytes by default, and the endpoint sizes its
+/// receive buffer from this figure (× 32 datagrams × GRO segments), which at
+/// quinn's default of 65,527 bytes costs each client's socket 128 MiB of
+/// address space and grows its resident memory as batches land in it.
+pub const CLIENT_MAX_UDP_PAYLOAD: u16 = 1_472;
 
 /// A node to connect to: its id (the TLS server name) and address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -239,8 +246,8 @@ impl Client {
         ));
         let config = crate::tls::client_config(Arc::clone(&options.roots), transport)
             .map_err(|e| ClientError::Connect(e.to_string()))?;
-        let mut endpoint = quinn::Endpoint::client(SocketAddr::new(options.bind, 0))
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let mut endpoint =
+            bind_client_endpoint(options.bind).map_err(|e| ClientError::Connect(e.to_string()))?;
         endpoint.set_default_client_config(config);
         let mut queue: Vec<Target> = targets.to_vec();
         let mut redirects = 0;
@@ -547,6 +554,29 @@ async fn attempt(
 }
 
 /// The refusal carried by a connection's application close, if any.
+/// A client-only QUIC endpoint on its own UDP socket at `bind` (any port),
+/// with a receive buffer sized for [`CLIENT_MAX_UDP_PAYLOAD`].
+pub fn bind_client_endpoint(bind: IpAddr) -> std::io::Result<quinn::Endpoint> {
+    let addr = SocketAddr::new(bind, 0);
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if addr.is_ipv6() {
+        // Dual-stack, as quinn's own client endpoints are.
+        let _ = socket.set_only_v6(false);
+    }
+    socket.bind(&addr.into())?;
+    let mut config = quinn::EndpointConfig::default();
+    config
+        .max_udp_payload_size(CLIENT_MAX_UDP_PAYLOAD)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
+    quinn::Endpoint::new(config, None, socket.into(), runtime)
+}
+
 fn closed_error(conn: &quinn::Connection) -> ClientError {
     match conn.close_reason() {
         Some(quinn::ConnectionError::ApplicationClosed(close)) => {

@@ -374,6 +374,10 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// How long a draining node waits for sessions to move, ms (default 5000).
     pub drain_timeout_ms: u64,
+    /// QUIC endpoints sharing the listen port with `SO_REUSEPORT`, each
+    /// with its own UDP socket and driver (default 1: one endpoint, no
+    /// `SO_REUSEPORT`).
+    pub quic_endpoints: usize,
 
     // ---- QUIC transport of client connections ----
     /// Bytes a client may have unread on one stream (default 256 KiB).
@@ -444,6 +448,7 @@ impl Default for Limits {
             mesh_datagram_send_buffer_bytes: 4 << 20,
             max_message_bytes: 65_536,
             drain_timeout_ms: 5000,
+            quic_endpoints: 1,
             stream_receive_window_bytes: 256 << 10,
             connection_receive_window_bytes: 1 << 20,
             send_window_bytes: 1 << 20,

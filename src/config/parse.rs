@@ -70,6 +70,7 @@ const LIMIT_KEYS: &[&str] = &[
     "mesh_datagram_send_buffer_bytes",
     "max_message_bytes",
     "drain_timeout_ms",
+    "quic_endpoints",
     "stream_receive_window_bytes",
     "connection_receive_window_bytes",
     "send_window_bytes",
@@ -1448,6 +1449,7 @@ impl Checker<'_> {
             600_000,
             &mut limits.drain_timeout_ms,
         );
+        self.limit(&table, "quic_endpoints", 1, 16, &mut limits.quic_endpoints);
         self.limit(
             &table,
             "stream_receive_window_bytes",

@@ -162,6 +162,7 @@ local_store = false
 max_sessions = 100
 max_tracks_per_session = 4
 mesh_datagram_send_buffer_bytes = 131_072
+quic_endpoints = 2
 max_message_bytes = 1_024
 drain_timeout_ms = 0
 "#,
@@ -192,6 +193,7 @@ drain_timeout_ms = 0
             max_sessions: 100,
             max_tracks_per_session: 4,
             mesh_datagram_send_buffer_bytes: 131_072,
+            quic_endpoints: 2,
             max_message_bytes: 1024,
             drain_timeout_ms: 0,
             ..Limits::default()

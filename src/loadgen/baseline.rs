@@ -303,7 +303,7 @@ impl BareClient {
         let transport = Arc::new(crate::tls::transport_config(TransportKind::Client));
         let config = crate::tls::client_config(roots, transport).map_err(|e| connect_error(&e))?;
         let mut endpoint =
-            quinn::Endpoint::client(SocketAddr::new(bind, 0)).map_err(|e| connect_error(&e))?;
+            crate::client::bind_client_endpoint(bind).map_err(|e| connect_error(&e))?;
         endpoint.set_default_client_config(config);
         let conn = endpoint
             .connect(addr, SERVER_NAME)
