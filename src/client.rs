@@ -675,7 +675,9 @@ async fn read_control(
         .await;
 }
 
-async fn read_datagrams(
+/// Turns `conn`'s media datagrams into [`Event::Media`] on `events`,
+/// counting in `dropped` those the full queue could not take.
+pub(crate) async fn read_datagrams(
     conn: quinn::Connection,
     events: mpsc::Sender<Event>,
     dropped: Arc<AtomicU64>,

@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use georelay::auth::Role;
 use georelay::client::{Client, Event};
 use georelay::wire::TrackKind;
-use support::events::next_matching;
+use support::events::track_ready;
 use support::fleet::{FleetSpec, TestFleet};
 
 const SUBSCRIBERS_PER_NODE: usize = 12;
@@ -21,15 +21,10 @@ const PACKETS: u64 = 200;
 async fn subscribers(fleet: &TestFleet, node: &str) -> Vec<Client> {
     let mut subscribers = Vec::new();
     for i in 0..SUBSCRIBERS_PER_NODE {
-        let sub = fleet
-            .connect(
-                node,
-                "globex-media",
-                "keynote",
-                &format!("{node}-viewer-{i}"),
-                Role::Subscribe,
-                None,
-            )
+        let user = format!("{node}-viewer-{i}");
+        let (app, channel) = ("globex-media", "keynote");
+        let sub = fleet.connect(node, app, channel, &user, Role::Subscribe, None);
+        let sub = sub
             .await
             .expect("every client is admitted, whichever endpoint it hashed to");
         sub.subscribe().await.expect("subscribe");
@@ -66,29 +61,14 @@ async fn two_endpoints_per_port_serve_every_client_and_the_mesh() {
     // eu-ams-1, globex-media's cheapest allowed path).
     let mut local = subscribers(&fleet, "eu-fra-1").await;
     let mut remote = subscribers(&fleet, "eu-ams-1").await;
-    let publisher = fleet
-        .connect(
-            "eu-fra-1",
-            "globex-media",
-            "keynote",
-            "speaker",
-            Role::Publish,
-            None,
-        )
-        .await
-        .expect("publisher");
-    let track = publisher
-        .announce(TrackKind::Video, false, "stage")
-        .await
-        .expect("announce");
+    let (app, channel) = ("globex-media", "keynote");
+    let speaker = fleet.connect("eu-fra-1", app, channel, "speaker", Role::Publish, None);
+    let publisher = speaker.await.expect("publisher");
+    let track = publisher.announce(TrackKind::Video, false, "stage").await;
+    let track = track.expect("announce");
     for sub in local.iter_mut().chain(remote.iter_mut()) {
-        let added = next_matching(sub, Duration::from_secs(10), |e| match e {
-            Event::TrackAdded(info) => Some(info.track),
-            _ => None,
-        })
-        .await;
-        assert_eq!(added, Some(track), "the track reaches every subscriber");
-        support::events::active(sub).await;
+        let added = track_ready(sub).await;
+        assert_eq!(added.track, track, "the track reaches every subscriber");
     }
     for seq in 0..PACKETS {
         publisher

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -320,7 +320,11 @@ impl BareClient {
             .map_err(|e| connect_error(&e))?;
         let (tx, events) = mpsc::channel(EVENT_QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
-        tokio::spawn(read_datagrams(conn.clone(), tx, Arc::clone(&dropped)));
+        tokio::spawn(crate::client::read_datagrams(
+            conn.clone(),
+            tx,
+            Arc::clone(&dropped),
+        ));
         Ok(BareClient {
             conn,
             endpoint,
@@ -378,25 +382,5 @@ impl BareClient {
     pub(super) async fn close(self) {
         self.conn.close(0u32.into(), b"bye");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
-    }
-}
-
-async fn read_datagrams(
-    conn: quinn::Connection,
-    events: mpsc::Sender<Event>,
-    dropped: Arc<AtomicU64>,
-) {
-    while let Ok(datagram) = conn.read_datagram().await {
-        let datagram: Bytes = datagram;
-        let Ok((header, len)) = MediaHeader::parse(&datagram) else {
-            continue;
-        };
-        let event = Event::Media {
-            header,
-            payload: datagram.slice(len..),
-        };
-        if events.try_send(event).is_err() {
-            dropped.fetch_add(1, Ordering::Relaxed);
-        }
     }
 }
