@@ -9,7 +9,7 @@
 # GEORELAY_BIN (default target/release/georelay) runs another build, e.g. the
 # one before a change, for a before/after pair; GEORELAY_RESULTS (default
 # target/loadgen-scenarios/results.jsonl) names the results file.
-# SCENARIOS (default: all): fanout rooms video mesh idle reuseport
+# SCENARIOS (default: all): fanout rooms video mesh meshhop idle reuseport
 # Every loadgen summary is appended, one JSON line each, to
 # target/loadgen-scenarios/results.jsonl with the scenario name and round;
 # benches/loadgen_tables.py turns that file into the tables of the doc.
@@ -28,7 +28,7 @@ cd "$(dirname "$0")/.."
 rounds="${1:-3}"
 shift || true
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout rooms video mesh idle reuseport)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout rooms video mesh meshhop idle reuseport)
 bin="${GEORELAY_BIN:-target/release/georelay}"
 [ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 2; }
 out=target/loadgen-scenarios
@@ -136,6 +136,13 @@ for round in $(seq "$rounds"); do
         run mesh_1_to_50_0_hops "$round" --pub-node hop-a --sub-node hop-a --subscribers 50 --rate 1000 --size 1100 --duration 5 --measure-node hop-a,hop-b,hop-c --baseline
         run mesh_1_to_50_1_hop "$round" --pub-node hop-b --sub-node hop-a --subscribers 50 --rate 1000 --size 1100 --duration 5 --measure-node hop-a,hop-b,hop-c
         run mesh_1_to_50_2_hops "$round" --pub-node hop-c --sub-node hop-a --subscribers 50 --rate 1000 --size 1100 --duration 5 --measure-node hop-a,hop-b,hop-c ;;
+      meshhop)
+        # The cost of a hop alone: 1 -> 1 at 4,000 pps, so that what each
+        # transit node does per packet is a large share of the fleet's CPU.
+        for hops in 0 2; do
+          pub=hop-a; [ "$hops" = 2 ] && pub=hop-c
+          run "mesh_1_to_1_${hops}_hops_4000pps" "$round" --pub-node "$pub" --sub-node hop-a --subscribers 1 --rate 4000 --size 1100 --duration 5 --measure-node hop-a,hop-b,hop-c
+        done ;;
       idle)
         n="${IDLE_SESSIONS:-10000}"
         run "idle_${n}_sessions" "$round" --node solo --idle "$n" --publishers 0 --subscribers 0 --duration 5 --setup-timeout 60 --baseline ;;

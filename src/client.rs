@@ -76,6 +76,11 @@ pub struct ClientOptions {
     pub max_redirects: usize,
     /// How long one connection attempt may take.
     pub connect_timeout: Duration,
+    /// A client endpoint (one UDP socket) to open the connection on, shared
+    /// with other clients, e.g. many idle sessions of a load test (see
+    /// [`bind_client_endpoint`]); `None`: the client binds its own at
+    /// `bind`, as an SDK on a device does.
+    pub endpoint: Option<quinn::Endpoint>,
 }
 
 impl ClientOptions {
@@ -93,6 +98,7 @@ impl ClientOptions {
             },
             max_redirects: 3,
             connect_timeout: Duration::from_secs(5),
+            endpoint: None,
         }
     }
 }
@@ -220,7 +226,8 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<u64, ClientError>>>
 #[derive(Debug)]
 pub struct Client {
     conn: quinn::Connection,
-    endpoint: quinn::Endpoint,
+    /// Its own endpoint, closed with it; `None` on a shared one.
+    endpoint: Option<quinn::Endpoint>,
     welcome: Welcome,
     control: mpsc::Sender<Frame>,
     events: Events,
@@ -246,9 +253,14 @@ impl Client {
         ));
         let config = crate::tls::client_config(Arc::clone(&options.roots), transport)
             .map_err(|e| ClientError::Connect(e.to_string()))?;
-        let mut endpoint =
-            bind_client_endpoint(options.bind).map_err(|e| ClientError::Connect(e.to_string()))?;
-        endpoint.set_default_client_config(config);
+        let (endpoint, own_endpoint) = match &options.endpoint {
+            Some(shared) => (shared.clone(), false),
+            None => {
+                let own = bind_client_endpoint(options.bind)
+                    .map_err(|e| ClientError::Connect(e.to_string()))?;
+                (own.clone(), true)
+            }
+        };
         let mut queue: Vec<Target> = targets.to_vec();
         let mut redirects = 0;
         let mut last_error = ClientError::Connect("no target given".into());
@@ -256,8 +268,9 @@ impl Client {
         while index < queue.len() {
             let target = queue[index].clone();
             index += 1;
-            match attempt(&endpoint, options, &target, join).await {
+            match attempt(&endpoint, &config, options, &target, join).await {
                 Ok((conn, welcome, send, reader)) => {
+                    let endpoint = own_endpoint.then_some(endpoint);
                     return Ok(Client::start(
                         endpoint, conn, welcome, send, reader, redirects,
                     ));
@@ -293,7 +306,7 @@ impl Client {
     }
 
     fn start(
-        endpoint: quinn::Endpoint,
+        endpoint: Option<quinn::Endpoint>,
         conn: quinn::Connection,
         welcome: Welcome,
         send: quinn::SendStream,
@@ -482,7 +495,9 @@ impl Client {
             let _ = tokio::time::timeout(CLOSE_GRACE, self.conn.closed()).await;
         }
         self.conn.close(0u32.into(), b"bye");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        if let Some(endpoint) = &self.endpoint {
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
     }
 
     /// Whether the connection is gone.
@@ -507,13 +522,14 @@ type Attempt = (
 
 async fn attempt(
     endpoint: &quinn::Endpoint,
+    config: &quinn::ClientConfig,
     options: &ClientOptions,
     target: &Target,
     join: &Join,
 ) -> Result<Attempt, ClientError> {
     let connect = async {
         let connecting = endpoint
-            .connect(target.addr, &target.node)
+            .connect_with(config.clone(), target.addr, &target.node)
             .map_err(|e| ClientError::Connect(format!("{}: {e}", target.node)))?;
         let conn = connecting
             .await

@@ -283,18 +283,21 @@ impl Drop for Forwarder {
 /// A loadgen client of the forwarder.
 pub(super) struct BareClient {
     conn: quinn::Connection,
-    endpoint: quinn::Endpoint,
+    /// Its own endpoint, closed with it; `None` on a shared one.
+    endpoint: Option<quinn::Endpoint>,
     events: mpsc::Receiver<Event>,
     dropped: Arc<AtomicU64>,
     _control: quinn::SendStream,
 }
 
 impl BareClient {
-    /// Connects, joins `room` with `flags`, and waits for the answer.
+    /// Connects (from `shared`, or from a socket of its own at `bind`),
+    /// joins `room` with `flags`, and waits for the answer.
     pub(super) async fn connect(
         addr: SocketAddr,
         roots: Arc<RootCertStore>,
         bind: IpAddr,
+        shared: Option<&quinn::Endpoint>,
         room: u32,
         flags: u8,
     ) -> Result<BareClient, ClientError> {
@@ -302,11 +305,12 @@ impl BareClient {
         crate::tls::install_default_provider();
         let transport = Arc::new(crate::tls::transport_config(TransportKind::Client));
         let config = crate::tls::client_config(roots, transport).map_err(|e| connect_error(&e))?;
-        let mut endpoint =
-            crate::client::bind_client_endpoint(bind).map_err(|e| connect_error(&e))?;
-        endpoint.set_default_client_config(config);
+        let endpoint = match shared {
+            Some(shared) => shared.clone(),
+            None => crate::client::bind_client_endpoint(bind).map_err(|e| connect_error(&e))?,
+        };
         let conn = endpoint
-            .connect(addr, SERVER_NAME)
+            .connect_with(config, addr, SERVER_NAME)
             .map_err(|e| connect_error(&e))?
             .await
             .map_err(|e| connect_error(&e))?;
@@ -327,7 +331,7 @@ impl BareClient {
         ));
         Ok(BareClient {
             conn,
-            endpoint,
+            endpoint: shared.is_none().then_some(endpoint),
             events,
             dropped,
             _control: send,
@@ -381,6 +385,8 @@ impl BareClient {
 
     pub(super) async fn close(self) {
         self.conn.close(0u32.into(), b"bye");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        if let Some(endpoint) = &self.endpoint {
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
     }
 }
