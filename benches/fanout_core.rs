@@ -6,9 +6,10 @@
 //!
 //! `hub` sends datagrams through the real path of a publisher's packet at a
 //! node (`Hub::client_datagram`: track lookup, ownership check, per-app
-//! counters, a `Bytes` clone onto each subscriber's bounded queue, the
-//! wake-up of its writer) and drains each queue as its writer would.
-//! `direct` is the same path with direct outlets (what client sessions use):
+//! counters, a `Bytes` clone onto each subscriber's bounded mutex queue)
+//! and drains each queue as a simulated network does (`try_pop`).
+//! `direct` is the same path with direct outlets (what client sessions and
+//! mesh links use):
 //! the clone goes straight into each subscriber connection's send buffer,
 //! here a mutex-guarded `VecDeque` as in quinn, with no queue or writer of
 //! the relay's own. `baseline` does the least any fan-out must: clone the
@@ -22,7 +23,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use georelay::clock::SystemClock;
 use georelay::config::Fleet;
 use georelay::ids::{AppId, NodeId};
@@ -159,7 +159,7 @@ fn hub_run(packets: u64, fanout: usize, direct: bool) -> u64 {
         hub.routes()
             .client_datagram(publisher, track, datagram.clone());
         for queue in queues.iter().filter(|q| !q.is_direct()) {
-            if let Some(Some(_)) = queue.pop().now_or_never() {
+            if queue.try_pop().is_some() {
                 delivered += 1;
             }
         }

@@ -9,7 +9,7 @@
 # GEORELAY_BIN (default target/release/georelay) runs another build, e.g. the
 # one before a change, for a before/after pair; GEORELAY_RESULTS (default
 # target/loadgen-scenarios/results.jsonl) names the results file.
-# SCENARIOS (default: all): fanout rooms video mesh idle
+# SCENARIOS (default: all): fanout rooms video mesh meshhop idle reuseport
 # Every loadgen summary is appended, one JSON line each, to
 # target/loadgen-scenarios/results.jsonl with the scenario name and round;
 # benches/loadgen_tables.py turns that file into the tables of the doc.
@@ -18,13 +18,17 @@
 # temp dir (metadata off, max_sessions 20000): `solo` alone, and the chain
 # `hop-a -- hop-b -- hop-c` (links of 1 ms) in three processes, so each
 # node's CPU is its own and loadgen sums the distinct processes it reads;
-# `georelay certs` gives them one CA.
+# `georelay certs` gives them one CA. `reuseport` also starts `solo-2ep`, the
+# same node with `[limits] quic_endpoints = 2` (its own config file, so the
+# other relays run a config that a build without that key accepts too), and
+# runs 1 -> 50 and 1 -> 200 on `solo` and `solo-2ep` in alternating order.
+# IDLE_SESSIONS (default 10000) sizes the idle scenario.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-3}"
 shift || true
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout rooms video mesh idle)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout rooms video mesh meshhop idle reuseport)
 bin="${GEORELAY_BIN:-target/release/georelay}"
 [ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 2; }
 out=target/loadgen-scenarios
@@ -46,6 +50,10 @@ countries = ["DE"]
 region = "eu"
 listen = "$(ip 10):4433"
 admin = "$(ip 10):9090"
+[nodes.solo-2ep]
+region = "eu"
+listen = "$(ip 14):4433"
+admin = "$(ip 14):9090"
 [nodes.hop-a]
 region = "eu"
 listen = "$(ip 11):4433"
@@ -69,18 +77,30 @@ secret = "bench-secret"
 allow_regions = ["eu"]
 [limits]
 max_sessions = 20000
+max_connections = 21000
+max_connections_per_address = 21000
 [metadata]
 enabled = false
 TOML
 # One CA for the four processes (each would otherwise make its own dev CA).
 "$bin" certs --config "$work/regions.toml" --out "$work/certs" > /dev/null
 printf '[tls]\nca = "certs/ca.pem"\ndir = "certs"\n' >> "$work/regions.toml"
+sed 's/^max_sessions = 20000$/max_sessions = 20000\nquic_endpoints = 2/' "$work/regions.toml" > "$work/regions-2ep.toml"
+# Every loadgen client has its own UDP socket (10,000 idle sessions and the
+# baseline's as many): the relays and the loadgen need the hard fd limit.
 ulimit -n "$(ulimit -Hn)"
-for node in solo hop-a hop-b hop-c; do
+nodes=(solo hop-a hop-b hop-c)
+admins=(10 11 12 13)
+if [[ " ${scenarios[*]} " == *" reuseport "* ]]; then
+  RUST_LOG=warn "$bin" serve --node solo-2ep --config "$work/regions-2ep.toml" > "$work/solo-2ep.log" 2>&1 &
+  pids+=($!)
+  admins+=(14)
+fi
+for node in "${nodes[@]}"; do
   RUST_LOG=warn "$bin" serve --node "$node" --config "$work/regions.toml" > "$work/$node.log" 2>&1 &
   pids+=($!)
 done
-for i in 10 11 12 13; do
+for i in "${admins[@]}"; do
   for _ in $(seq 200); do
     curl -sf "$(ip $i):9090/readyz" > /dev/null 2>&1 && break
     sleep 0.1
@@ -116,8 +136,24 @@ for round in $(seq "$rounds"); do
         run mesh_1_to_50_0_hops "$round" --pub-node hop-a --sub-node hop-a --subscribers 50 --rate 1000 --size 1100 --duration 5 --measure-node hop-a,hop-b,hop-c --baseline
         run mesh_1_to_50_1_hop "$round" --pub-node hop-b --sub-node hop-a --subscribers 50 --rate 1000 --size 1100 --duration 5 --measure-node hop-a,hop-b,hop-c
         run mesh_1_to_50_2_hops "$round" --pub-node hop-c --sub-node hop-a --subscribers 50 --rate 1000 --size 1100 --duration 5 --measure-node hop-a,hop-b,hop-c ;;
+      meshhop)
+        # The cost of a hop alone: 1 -> 1 at 4,000 pps, so that what each
+        # transit node does per packet is a large share of the fleet's CPU.
+        for hops in 0 2; do
+          pub=hop-a; [ "$hops" = 2 ] && pub=hop-c
+          run "mesh_1_to_1_${hops}_hops_4000pps" "$round" --pub-node "$pub" --sub-node hop-a --subscribers 1 --rate 4000 --size 1100 --duration 5 --measure-node hop-a,hop-b,hop-c
+        done ;;
       idle)
-        run idle_10000_sessions "$round" --node solo --idle 10000 --publishers 0 --subscribers 0 --duration 5 --setup-timeout 60 --baseline ;;
+        n="${IDLE_SESSIONS:-10000}"
+        run "idle_${n}_sessions" "$round" --node solo --idle "$n" --publishers 0 --subscribers 0 --duration 5 --setup-timeout 60 --baseline ;;
+      reuseport)
+        order=(solo solo-2ep)
+        [ $((round % 2)) -eq 0 ] && order=(solo-2ep solo)
+        for n in 50 200; do
+          for node in "${order[@]}"; do
+            run "reuseport_1_to_${n}_$node" "$round" --node "$node" --subscribers "$n" --rate 1000 --size 1100 --duration 5 --baseline
+          done
+        done ;;
       *) echo "unknown scenario $scenario" >&2; exit 2 ;;
     esac
   done

@@ -82,7 +82,7 @@ def main():
                 f"| {scenario if name == 'georelay' else ''} | {a['rounds']} | {name} | {a['pps']:.0f} | {a['loss'] * 100:.2f}% | "
                 f"{ms(a['p50'])} / {ms(a['p99'])} / {ms(a['p999'])} | {fmt(a['us_per_pkt'], '.2f')} | {fmt(a['gbps_core'], '.2f')} | {extra} |"
             )
-    idle = by.get("idle_10000_sessions")
+    idle = [r for name, runs in by.items() if name.startswith("idle_") for r in runs]
     if idle:
         print()
         print("| idle sessions | through | admitted | handshakes/s | relay RSS per session | relay RSS total |")
@@ -94,7 +94,7 @@ def main():
                 i = s["idle"]
                 per = i.get("relay_rss_bytes_per_session")
                 print(
-                    f"| round {r['round']} | {name} | {i['admitted']}/{i['asked']} | {i['handshakes_per_s']:.0f} | "
+                    f"| {r['scenario']} round {r['round']} | {name} | {i['admitted']}/{i['asked']} | {i['handshakes_per_s']:.0f} | "
                     f"{'-' if per is None else f'{per / 1024:.1f} KiB'} | {(s.get('relay_rss_bytes') or 0) / 2**20:.0f} MiB |"
                 )
     video = [r for r in by.get("video_1_to_100", []) if r.get("keyframes")]

@@ -35,6 +35,13 @@ use crate::wire::{
 
 /// How many events may wait for the application before media is dropped.
 const EVENT_QUEUE: usize = 65_536;
+/// The largest UDP payload a client endpoint accepts (and advertises in its
+/// `max_udp_payload_size` transport parameter): quinn's path MTU discovery
+/// never goes above 1,452 bytes by default, and the endpoint sizes its
+/// receive buffer from this figure (× 32 datagrams × GRO segments), which at
+/// quinn's default of 65,527 bytes costs each client's socket 128 MiB of
+/// address space and grows its resident memory as batches land in it.
+pub const CLIENT_MAX_UDP_PAYLOAD: u16 = 1_472;
 
 /// A node to connect to: its id (the TLS server name) and address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +76,11 @@ pub struct ClientOptions {
     pub max_redirects: usize,
     /// How long one connection attempt may take.
     pub connect_timeout: Duration,
+    /// A client endpoint (one UDP socket) to open the connection on, shared
+    /// with other clients, e.g. many idle sessions of a load test (see
+    /// [`bind_client_endpoint`]); `None`: the client binds its own at
+    /// `bind`, as an SDK on a device does.
+    pub endpoint: Option<quinn::Endpoint>,
 }
 
 impl ClientOptions {
@@ -86,6 +98,7 @@ impl ClientOptions {
             },
             max_redirects: 3,
             connect_timeout: Duration::from_secs(5),
+            endpoint: None,
         }
     }
 }
@@ -213,7 +226,8 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<u64, ClientError>>>
 #[derive(Debug)]
 pub struct Client {
     conn: quinn::Connection,
-    endpoint: quinn::Endpoint,
+    /// Its own endpoint, closed with it; `None` on a shared one.
+    endpoint: Option<quinn::Endpoint>,
     welcome: Welcome,
     control: mpsc::Sender<Frame>,
     events: Events,
@@ -239,9 +253,14 @@ impl Client {
         ));
         let config = crate::tls::client_config(Arc::clone(&options.roots), transport)
             .map_err(|e| ClientError::Connect(e.to_string()))?;
-        let mut endpoint = quinn::Endpoint::client(SocketAddr::new(options.bind, 0))
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
-        endpoint.set_default_client_config(config);
+        let (endpoint, own_endpoint) = match &options.endpoint {
+            Some(shared) => (shared.clone(), false),
+            None => {
+                let own = bind_client_endpoint(options.bind)
+                    .map_err(|e| ClientError::Connect(e.to_string()))?;
+                (own.clone(), true)
+            }
+        };
         let mut queue: Vec<Target> = targets.to_vec();
         let mut redirects = 0;
         let mut last_error = ClientError::Connect("no target given".into());
@@ -249,8 +268,9 @@ impl Client {
         while index < queue.len() {
             let target = queue[index].clone();
             index += 1;
-            match attempt(&endpoint, options, &target, join).await {
+            match attempt(&endpoint, &config, options, &target, join).await {
                 Ok((conn, welcome, send, reader)) => {
+                    let endpoint = own_endpoint.then_some(endpoint);
                     return Ok(Client::start(
                         endpoint, conn, welcome, send, reader, redirects,
                     ));
@@ -286,7 +306,7 @@ impl Client {
     }
 
     fn start(
-        endpoint: quinn::Endpoint,
+        endpoint: Option<quinn::Endpoint>,
         conn: quinn::Connection,
         welcome: Welcome,
         send: quinn::SendStream,
@@ -475,7 +495,9 @@ impl Client {
             let _ = tokio::time::timeout(CLOSE_GRACE, self.conn.closed()).await;
         }
         self.conn.close(0u32.into(), b"bye");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        if let Some(endpoint) = &self.endpoint {
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
     }
 
     /// Whether the connection is gone.
@@ -500,13 +522,14 @@ type Attempt = (
 
 async fn attempt(
     endpoint: &quinn::Endpoint,
+    config: &quinn::ClientConfig,
     options: &ClientOptions,
     target: &Target,
     join: &Join,
 ) -> Result<Attempt, ClientError> {
     let connect = async {
         let connecting = endpoint
-            .connect(target.addr, &target.node)
+            .connect_with(config.clone(), target.addr, &target.node)
             .map_err(|e| ClientError::Connect(format!("{}: {e}", target.node)))?;
         let conn = connecting
             .await
@@ -547,6 +570,29 @@ async fn attempt(
 }
 
 /// The refusal carried by a connection's application close, if any.
+/// A client-only QUIC endpoint on its own UDP socket at `bind` (any port),
+/// with a receive buffer sized for [`CLIENT_MAX_UDP_PAYLOAD`].
+pub fn bind_client_endpoint(bind: IpAddr) -> std::io::Result<quinn::Endpoint> {
+    let addr = SocketAddr::new(bind, 0);
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if addr.is_ipv6() {
+        // Dual-stack, as quinn's own client endpoints are.
+        let _ = socket.set_only_v6(false);
+    }
+    socket.bind(&addr.into())?;
+    let mut config = quinn::EndpointConfig::default();
+    config
+        .max_udp_payload_size(CLIENT_MAX_UDP_PAYLOAD)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
+    quinn::Endpoint::new(config, None, socket.into(), runtime)
+}
+
 fn closed_error(conn: &quinn::Connection) -> ClientError {
     match conn.close_reason() {
         Some(quinn::ConnectionError::ApplicationClosed(close)) => {
@@ -645,7 +691,9 @@ async fn read_control(
         .await;
 }
 
-async fn read_datagrams(
+/// Turns `conn`'s media datagrams into [`Event::Media`] on `events`,
+/// counting in `dropped` those the full queue could not take.
+pub(crate) async fn read_datagrams(
     conn: quinn::Connection,
     events: mpsc::Sender<Event>,
     dropped: Arc<AtomicU64>,

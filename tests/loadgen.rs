@@ -43,8 +43,18 @@ fn number(summary: &Value, field: &str) -> f64 {
         .unwrap_or_else(|| panic!("no number {field} in {summary}"))
 }
 
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
+/// `flags` (separated by whitespace), then `--bind bind`.
+fn loadgen_args(flags: &str, bind: &str) -> Vec<String> {
+    flags
+        .split_whitespace()
+        .chain(["--bind", bind])
+        .map(str::to_string)
+        .collect()
+}
+
+/// `georelay loadgen --json --app app` on `fleet` with `flags`, from `bind`.
+async fn run_loadgen(fleet: &ServedFleet, app: &str, flags: &str, bind: &str) -> Value {
+    fleet.loadgen(app, &loadgen_args(flags, bind)).await
 }
 
 /// Nothing lost, nothing repeated, no refusal.
@@ -72,25 +82,13 @@ async fn loadgen_counts_exactly_against_a_served_fleet() {
     let nl = fleet.client_ip("NL").to_string();
 
     // The acceptance run: 1 publisher -> 3 subscribers on one node, 5 s at 200 pps.
-    let summary = fleet
-        .loadgen(
-            "acme-health",
-            &args(&[
-                "--node",
-                "eu-fra-1",
-                "--publishers",
-                "1",
-                "--subscribers",
-                "3",
-                "--rate",
-                "200",
-                "--duration",
-                "5",
-                "--bind",
-                &nl,
-            ]),
-        )
-        .await;
+    let summary = run_loadgen(
+        &fleet,
+        "acme-health",
+        "--node eu-fra-1 --publishers 1 --subscribers 3 --rate 200 --duration 5",
+        &nl,
+    )
+    .await;
     assert_eq!(count(&summary, "publishers"), 1, "{summary}");
     assert_eq!(count(&summary, "subscribers"), 3, "{summary}");
     let sent = count(&summary, "sent");
@@ -148,42 +146,26 @@ async fn loadgen_counts_exactly_against_a_served_fleet() {
     assert!(count(&summary, "relay_rss_bytes") > 1 << 20, "{summary}");
 
     // acme-health is EU-only: clients sent to the UK node are redirected.
-    let summary = fleet
-        .loadgen(
-            "acme-health",
-            &args(&[
-                "--node",
-                "uk-lon-1",
-                "--subscribers",
-                "2",
-                "--duration",
-                "1",
-                "--bind",
-                &nl,
-            ]),
-        )
-        .await;
+    let summary = run_loadgen(
+        &fleet,
+        "acme-health",
+        "--node uk-lon-1 --subscribers 2 --duration 1",
+        &nl,
+    )
+    .await;
     assert_eq!(count(&summary, "redirects"), 3, "{summary}");
     assert!(count(&summary, "sent") > 0, "{summary}");
     assert_exact(&summary);
 
     // acme-health denies clients from RU: every client is refused, counted, and the run completes.
     let ru = fleet.client_ip("RU").to_string();
-    let summary = fleet
-        .loadgen(
-            "acme-health",
-            &args(&[
-                "--node",
-                "eu-fra-1",
-                "--subscribers",
-                "2",
-                "--duration",
-                "1",
-                "--bind",
-                &ru,
-            ]),
-        )
-        .await;
+    let summary = run_loadgen(
+        &fleet,
+        "acme-health",
+        "--node eu-fra-1 --subscribers 2 --duration 1",
+        &ru,
+    )
+    .await;
     assert_eq!(
         summary["errors"]["GEOFENCE_DENIED"].as_u64(),
         Some(3),
@@ -201,25 +183,13 @@ async fn profiles_rooms_and_spread_entry_nodes() {
     let nl = fleet.client_ip("NL").to_string();
 
     // Audio rooms: 2 rooms x 3 participants, each hears the other two.
-    let summary = fleet
-        .loadgen(
-            "acme-health",
-            &args(&[
-                "--profile",
-                "audio",
-                "--rooms",
-                "2",
-                "--room-size",
-                "3",
-                "--pub-node",
-                "eu-fra-1,eu-ams-1",
-                "--duration",
-                "2",
-                "--bind",
-                &nl,
-            ]),
-        )
-        .await;
+    let summary = run_loadgen(
+        &fleet,
+        "acme-health",
+        "--profile audio --rooms 2 --room-size 3 --pub-node eu-fra-1,eu-ams-1 --duration 2",
+        &nl,
+    )
+    .await;
     assert_eq!(summary["profile"], "audio", "{summary}");
     assert_eq!(count(&summary, "publishers"), 6, "{summary}");
     assert_eq!(count(&summary, "subscribers"), 6, "{summary}");
@@ -245,25 +215,9 @@ async fn profiles_rooms_and_spread_entry_nodes() {
     assert_eq!(count(&summary, "relay_processes"), 1, "{summary}");
 
     // Video 1 -> 3 for 2.5 s: two keyframe bursts of 50 packets, 5 per delta frame.
-    let summary = fleet
-        .loadgen(
-            "acme-health",
-            &args(&[
-                "--profile",
-                "video",
-                "--subscribers",
-                "3",
-                "--sub-node",
-                "eu-fra-1,eu-ams-1",
-                "--pub-node",
-                "eu-fra-1",
-                "--duration",
-                "2.5",
-                "--bind",
-                &nl,
-            ]),
-        )
-        .await;
+    let flags = "--profile video --subscribers 3 --sub-node eu-fra-1,eu-ams-1 \
+                 --pub-node eu-fra-1 --duration 2.5";
+    let summary = run_loadgen(&fleet, "acme-health", flags, &nl).await;
     assert_eq!(count(&summary, "payload_bytes"), 1100, "{summary}");
     assert_eq!(count(&summary, "planned"), 2 * 50 + 73 * 5, "{summary}");
     assert_exact(&summary);
@@ -287,25 +241,13 @@ async fn profiles_rooms_and_spread_entry_nodes() {
     );
 
     // Reliable data messages: 1 -> 2, nothing may be lost.
-    let summary = fleet
-        .loadgen(
-            "acme-health",
-            &args(&[
-                "--profile",
-                "data",
-                "--subscribers",
-                "2",
-                "--rate",
-                "100",
-                "--size",
-                "300",
-                "--duration",
-                "1",
-                "--bind",
-                &nl,
-            ]),
-        )
-        .await;
+    let summary = run_loadgen(
+        &fleet,
+        "acme-health",
+        "--profile data --subscribers 2 --rate 100 --size 300 --duration 1",
+        &nl,
+    )
+    .await;
     assert_eq!(count(&summary, "planned"), 100, "{summary}");
     let sent = count(&summary, "sent");
     assert!(
@@ -318,25 +260,13 @@ async fn profiles_rooms_and_spread_entry_nodes() {
     // initech-chat may use the EU and the US but not the UK, the only way
     // between them: the subscriptions stay unavailable, counted once each,
     // and every packet they were owed is lost.
-    let summary = fleet
-        .loadgen(
-            "initech-chat",
-            &args(&[
-                "--pub-node",
-                "us-iad-1",
-                "--sub-node",
-                "eu-fra-1",
-                "--subscribers",
-                "2",
-                "--duration",
-                "1",
-                "--setup-timeout",
-                "3",
-                "--bind",
-                &nl,
-            ]),
-        )
-        .await;
+    let summary = run_loadgen(
+        &fleet,
+        "initech-chat",
+        "--pub-node us-iad-1 --sub-node eu-fra-1 --subscribers 2 --duration 1 --setup-timeout 3",
+        &nl,
+    )
+    .await;
     assert_eq!(
         summary["errors"]["ROUTE_UNAVAILABLE"].as_u64(),
         Some(2),
@@ -382,18 +312,8 @@ async fn idle_sessions_are_held_and_series_and_progress_report_each_second() {
 
     // 60 idle sessions plus 1 -> 1, with a per-second series; the node
     // reports the idle sessions while the run holds them.
-    let idle_args = args(&[
-        "--node",
-        "eu-fra-1",
-        "--idle",
-        "60",
-        "--duration",
-        "3",
-        "--series",
-        series.to_str().expect("utf-8 path"),
-        "--bind",
-        &nl,
-    ]);
+    let mut idle_args = loadgen_args("--node eu-fra-1 --idle 60 --duration 3", &nl);
+    idle_args.extend(["--series".to_string(), series.display().to_string()]);
     let run = fleet.loadgen("acme-health", &idle_args);
     let held = fleet.wait_until("eu-fra-1", |status| status.sessions >= 62);
     let (summary, ()) = tokio::join!(run, held);
@@ -487,26 +407,13 @@ async fn process_metrics_and_the_bare_quinn_baseline() {
     }
 
     // The same traffic through georelay and the bare quinn forwarder.
-    let summary = fleet
-        .loadgen(
-            "acme-health",
-            &args(&[
-                "--node",
-                "eu-fra-1",
-                "--subscribers",
-                "3",
-                "--rate",
-                "300",
-                "--size",
-                "1100",
-                "--duration",
-                "2",
-                "--baseline",
-                "--bind",
-                &nl,
-            ]),
-        )
-        .await;
+    let summary = run_loadgen(
+        &fleet,
+        "acme-health",
+        "--node eu-fra-1 --subscribers 3 --rate 300 --size 1100 --duration 2 --baseline",
+        &nl,
+    )
+    .await;
     assert_eq!(summary["through"], "georelay", "{summary}");
     assert_exact(&summary);
     let baseline = &summary["baseline"];

@@ -169,9 +169,9 @@ pub(super) fn run(args: LoadgenArgs) -> CliResult {
         Ok(summary.with_baseline(baseline))
     });
     let summary = result.map_err(|err| match err {
-        crate::loadgen::LoadError::Histogram(_) | crate::loadgen::LoadError::Baseline(_) => {
-            CliError::Runtime(err.into())
-        }
+        crate::loadgen::LoadError::Histogram(_)
+        | crate::loadgen::LoadError::Baseline(_)
+        | crate::loadgen::LoadError::IdleSockets(_) => CliError::Runtime(err.into()),
         other => CliError::Invalid(other.to_string()),
     })?;
     if args.json {

@@ -367,14 +367,17 @@ pub struct Limits {
     pub max_sessions: usize,
     /// Tracks one session may publish (default 32).
     pub max_tracks_per_session: usize,
-    /// Packets queued per subscriber before dropping (default 512).
-    pub subscriber_queue_packets: usize,
-    /// Packets queued per mesh link before dropping (default 4096).
-    pub mesh_queue_packets: usize,
+    /// Bytes of media datagrams waiting to be sent on one mesh link; when
+    /// full the oldest is dropped and counted (default 4 MiB).
+    pub mesh_datagram_send_buffer_bytes: usize,
     /// Largest control or data message, bytes (default 65536).
     pub max_message_bytes: usize,
     /// How long a draining node waits for sessions to move, ms (default 5000).
     pub drain_timeout_ms: u64,
+    /// QUIC endpoints sharing the listen port with `SO_REUSEPORT`, each
+    /// with its own UDP socket and driver (default 1: one endpoint, no
+    /// `SO_REUSEPORT`).
+    pub quic_endpoints: usize,
 
     // ---- QUIC transport of client connections ----
     /// Bytes a client may have unread on one stream (default 256 KiB).
@@ -442,10 +445,10 @@ impl Default for Limits {
         Self {
             max_sessions: 10_000,
             max_tracks_per_session: 32,
-            subscriber_queue_packets: 512,
-            mesh_queue_packets: 4096,
+            mesh_datagram_send_buffer_bytes: 4 << 20,
             max_message_bytes: 65_536,
             drain_timeout_ms: 5000,
+            quic_endpoints: 1,
             stream_receive_window_bytes: 256 << 10,
             connection_receive_window_bytes: 1 << 20,
             send_window_bytes: 1 << 20,

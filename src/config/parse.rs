@@ -67,10 +67,10 @@ const POSTGRES_KEYS: &[&str] = &["dsn_env", "buffer_events", "local_store"];
 const LIMIT_KEYS: &[&str] = &[
     "max_sessions",
     "max_tracks_per_session",
-    "subscriber_queue_packets",
-    "mesh_queue_packets",
+    "mesh_datagram_send_buffer_bytes",
     "max_message_bytes",
     "drain_timeout_ms",
+    "quic_endpoints",
     "stream_receive_window_bytes",
     "connection_receive_window_bytes",
     "send_window_bytes",
@@ -93,6 +93,23 @@ const LIMIT_KEYS: &[&str] = &[
     "max_subscribers_per_channel",
     "max_channels_per_app",
     "max_datagram_payload_bytes",
+];
+/// Keys that were once accepted and are no longer, by their full path, and
+/// what took their place: a config that still sets one is refused with this
+/// explanation instead of a bare "unknown key".
+const REMOVED_KEYS: &[(&str, &str)] = &[
+    (
+        "limits.subscriber_queue_packets",
+        "no longer exists: media goes straight into each subscriber connection's \
+         QUIC datagram send buffer, so the per-subscriber bound is now \
+         `datagram_send_buffer_bytes` (bytes, default 262144); remove this key",
+    ),
+    (
+        "limits.mesh_queue_packets",
+        "no longer exists: media goes straight into each mesh link's QUIC \
+         datagram send buffer, so the per-link bound is now \
+         `mesh_datagram_send_buffer_bytes` (bytes, default 4194304); remove this key",
+    ),
 ];
 
 /// Parses and validates config text.
@@ -282,6 +299,11 @@ impl Checker<'_> {
     fn unknown_keys(&mut self, table: &TableView<'_, '_>, allowed: &[&str]) {
         for (key, span, _) in &table.entries {
             if !allowed.contains(key) {
+                let path = table.child(key);
+                if let Some((_, replaced)) = REMOVED_KEYS.iter().find(|(p, _)| *p == path) {
+                    self.report(span, &path, format!("key \"{key}\" {replaced}"));
+                    continue;
+                }
                 let message = match closest(key, allowed.iter().copied()) {
                     Some(suggestion) => {
                         format!("unknown key \"{key}\" (did you mean \"{suggestion}\"?)")
@@ -1408,17 +1430,10 @@ impl Checker<'_> {
         );
         self.limit(
             &table,
-            "subscriber_queue_packets",
-            1,
-            1 << 20,
-            &mut limits.subscriber_queue_packets,
-        );
-        self.limit(
-            &table,
-            "mesh_queue_packets",
-            1,
-            1 << 22,
-            &mut limits.mesh_queue_packets,
+            "mesh_datagram_send_buffer_bytes",
+            64 << 10,
+            64 << 20,
+            &mut limits.mesh_datagram_send_buffer_bytes,
         );
         self.limit(
             &table,
@@ -1434,6 +1449,7 @@ impl Checker<'_> {
             600_000,
             &mut limits.drain_timeout_ms,
         );
+        self.limit(&table, "quic_endpoints", 1, 16, &mut limits.quic_endpoints);
         self.limit(
             &table,
             "stream_receive_window_bytes",

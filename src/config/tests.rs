@@ -161,8 +161,8 @@ local_store = false
 [limits]
 max_sessions = 100
 max_tracks_per_session = 4
-subscriber_queue_packets = 64
-mesh_queue_packets = 128
+mesh_datagram_send_buffer_bytes = 131_072
+quic_endpoints = 2
 max_message_bytes = 1_024
 drain_timeout_ms = 0
 "#,
@@ -192,8 +192,8 @@ drain_timeout_ms = 0
         Limits {
             max_sessions: 100,
             max_tracks_per_session: 4,
-            subscriber_queue_packets: 64,
-            mesh_queue_packets: 128,
+            mesh_datagram_send_buffer_bytes: 131_072,
+            quic_endpoints: 2,
             max_message_bytes: 1024,
             drain_timeout_ms: 0,
             ..Limits::default()
@@ -204,6 +204,35 @@ drain_timeout_ms = 0
         fleet.app("acme").map(|a| a.metadata_retention_days),
         Some(14)
     );
+}
+
+#[test]
+fn a_removed_key_is_refused_naming_its_replacement() {
+    for (removed, replacement) in [
+        ("subscriber_queue_packets", "datagram_send_buffer_bytes"),
+        ("mesh_queue_packets", "mesh_datagram_send_buffer_bytes"),
+    ] {
+        let text = base_with(&format!("[limits]\nmax_sessions = 10\n{removed} = 64"));
+        let diagnostic = single_error(
+            &text,
+            &format!("limits.{removed}: key \"{removed}\" no longer exists"),
+        );
+        assert!(
+            diagnostic.to_string().contains(&format!("`{replacement}`")),
+            "{diagnostic} names the key that replaced it"
+        );
+        let line = text
+            .lines()
+            .position(|l| l.starts_with(removed))
+            .expect("the key's line")
+            + 1;
+        assert_eq!((diagnostic.line, diagnostic.column), (line, 1));
+        assert_eq!(diagnostic.file, PathBuf::from(CONFIG_PATH));
+        assert!(
+            !diagnostic.to_string().contains("did you mean"),
+            "{diagnostic} explains the removal rather than guessing"
+        );
+    }
 }
 
 #[test]

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -283,18 +283,21 @@ impl Drop for Forwarder {
 /// A loadgen client of the forwarder.
 pub(super) struct BareClient {
     conn: quinn::Connection,
-    endpoint: quinn::Endpoint,
+    /// Its own endpoint, closed with it; `None` on a shared one.
+    endpoint: Option<quinn::Endpoint>,
     events: mpsc::Receiver<Event>,
     dropped: Arc<AtomicU64>,
     _control: quinn::SendStream,
 }
 
 impl BareClient {
-    /// Connects, joins `room` with `flags`, and waits for the answer.
+    /// Connects (from `shared`, or from a socket of its own at `bind`),
+    /// joins `room` with `flags`, and waits for the answer.
     pub(super) async fn connect(
         addr: SocketAddr,
         roots: Arc<RootCertStore>,
         bind: IpAddr,
+        shared: Option<&quinn::Endpoint>,
         room: u32,
         flags: u8,
     ) -> Result<BareClient, ClientError> {
@@ -302,11 +305,12 @@ impl BareClient {
         crate::tls::install_default_provider();
         let transport = Arc::new(crate::tls::transport_config(TransportKind::Client));
         let config = crate::tls::client_config(roots, transport).map_err(|e| connect_error(&e))?;
-        let mut endpoint =
-            quinn::Endpoint::client(SocketAddr::new(bind, 0)).map_err(|e| connect_error(&e))?;
-        endpoint.set_default_client_config(config);
+        let endpoint = match shared {
+            Some(shared) => shared.clone(),
+            None => crate::client::bind_client_endpoint(bind).map_err(|e| connect_error(&e))?,
+        };
         let conn = endpoint
-            .connect(addr, SERVER_NAME)
+            .connect_with(config, addr, SERVER_NAME)
             .map_err(|e| connect_error(&e))?
             .await
             .map_err(|e| connect_error(&e))?;
@@ -320,10 +324,14 @@ impl BareClient {
             .map_err(|e| connect_error(&e))?;
         let (tx, events) = mpsc::channel(EVENT_QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
-        tokio::spawn(read_datagrams(conn.clone(), tx, Arc::clone(&dropped)));
+        tokio::spawn(crate::client::read_datagrams(
+            conn.clone(),
+            tx,
+            Arc::clone(&dropped),
+        ));
         Ok(BareClient {
             conn,
-            endpoint,
+            endpoint: shared.is_none().then_some(endpoint),
             events,
             dropped,
             _control: send,
@@ -377,26 +385,8 @@ impl BareClient {
 
     pub(super) async fn close(self) {
         self.conn.close(0u32.into(), b"bye");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
-    }
-}
-
-async fn read_datagrams(
-    conn: quinn::Connection,
-    events: mpsc::Sender<Event>,
-    dropped: Arc<AtomicU64>,
-) {
-    while let Ok(datagram) = conn.read_datagram().await {
-        let datagram: Bytes = datagram;
-        let Ok((header, len)) = MediaHeader::parse(&datagram) else {
-            continue;
-        };
-        let event = Event::Media {
-            header,
-            payload: datagram.slice(len..),
-        };
-        if events.try_send(event).is_err() {
-            dropped.fetch_add(1, Ordering::Relaxed);
+        if let Some(endpoint) = &self.endpoint {
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
         }
     }
 }

@@ -119,6 +119,12 @@ const CONNECT_CONCURRENCY: usize = 64;
 /// Idle sessions per channel.
 const IDLE_PER_CHANNEL: usize = 100;
 
+/// Idle sessions per client UDP socket (one quinn endpoint, its driver and
+/// receive buffer shared by that many connections). Publishers and
+/// subscribers each keep a socket of their own, as SDKs on devices do, so
+/// the relay sees a distinct address per media client.
+const IDLE_PER_SOCKET: usize = 100;
+
 /// Numbers runs within one process, so concurrent runs use distinct channels.
 static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -370,6 +376,9 @@ pub enum LoadError {
     /// The baseline forwarder could not be started.
     #[error("baseline forwarder: {0}")]
     Baseline(String),
+    /// The client sockets of the idle sessions could not be bound.
+    #[error("idle sessions' sockets: {0}")]
+    IdleSockets(std::io::Error),
 }
 
 /// Latency percentiles in microseconds; `None` when nothing was received.
@@ -880,11 +889,17 @@ async fn execute_with_probe(
         };
         let started = crate::clock::monotonic_now();
         let idle_target = spec.sub_targets();
+        let sockets = spec.idle.div_ceil(IDLE_PER_SOCKET);
+        let idle_endpoints = (0..sockets)
+            .map(|_| crate::client::bind_client_endpoint(spec.bind))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(LoadError::IdleSockets)?;
         let results: Vec<_> = futures_util::stream::iter(0..spec.idle)
             .map(|k| {
                 let channel = format!("{}-idle-{}", channel_name(0), k / IDLE_PER_CHANNEL);
                 let target = idle_target[k % idle_target.len()].clone();
                 let room = u32::MAX - (k / IDLE_PER_CHANNEL) as u32;
+                let endpoint = &idle_endpoints[k / IDLE_PER_SOCKET];
                 async move {
                     connect(
                         spec,
@@ -895,6 +910,7 @@ async fn execute_with_probe(
                         Role::Subscribe,
                         0,
                         &target,
+                        Some(endpoint),
                     )
                     .await
                 }
@@ -1298,6 +1314,7 @@ async fn join_participant(
         role,
         flags,
         &p.target,
+        None,
     )
     .await?;
     let LoadClient::Relay(relay) = &client else {
@@ -1335,6 +1352,7 @@ async fn connect(
     role: Role,
     flags: u8,
     target: &Target,
+    endpoint: Option<&quinn::Endpoint>,
 ) -> Result<LoadClient, ClientError> {
     let attempt = async {
         match via {
@@ -1356,12 +1374,13 @@ async fn connect(
                 };
                 let mut options = ClientOptions::new(Arc::clone(&spec.roots));
                 options.bind = spec.bind;
+                options.endpoint = endpoint.cloned();
                 Client::connect(&options, std::slice::from_ref(target), &join)
                     .await
                     .map(LoadClient::Relay)
             }
             Via::Bare { addr, roots } => {
-                BareClient::connect(*addr, Arc::clone(roots), spec.bind, room, flags)
+                BareClient::connect(*addr, Arc::clone(roots), spec.bind, endpoint, room, flags)
                     .await
                     .map(LoadClient::Bare)
             }

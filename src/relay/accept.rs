@@ -11,10 +11,9 @@
 //!   `LIMIT_EXCEEDED`) and has until one deadline, `hello_timeout_ms` after
 //!   the handshake, to open its control stream and send `HELLO`.
 //!
-//! The endpoint's UDP socket asks for a [`UDP_RECEIVE_BUFFER_BYTES`]
-//! receive buffer (the kernel caps it at `net.core.rmem_max`): with the
-//! default (about 208 KiB) a burst of handshakes overflows it and drops
-//! established sessions' media along with the Initials.
+//! A node with several endpoints on its port (`[limits] quic_endpoints`,
+//! see `super::endpoints`) runs one accept loop per endpoint, all with the
+//! one gate, so connection counts and HELLO permits are node-wide.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -31,33 +30,8 @@ use super::hub::Hub;
 use super::session::AwaitingHello;
 use super::{mesh, session};
 
-/// The receive buffer the node's UDP socket asks for.
-pub(super) const UDP_RECEIVE_BUFFER_BYTES: usize = 8 << 20;
-
-/// Binds the node's QUIC endpoint on `addr` with `server`, on a socket with
-/// a large receive buffer (see the module docs).
-pub(super) fn bind_endpoint(
-    addr: SocketAddr,
-    server: quinn::ServerConfig,
-) -> std::io::Result<quinn::Endpoint> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    if let Err(err) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER_BYTES) {
-        tracing::warn!(%err, "cannot enlarge the UDP receive buffer");
-    }
-    socket.bind(&addr.into())?;
-    quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(server),
-        socket.into(),
-        Arc::new(quinn::TokioRuntime),
-    )
-}
-
 /// How the accept loop recognises mesh peers' dials.
+#[derive(Clone)]
 pub(super) struct MeshAcceptance {
     /// The server config with the mesh transport (datagram buffers, streams
     /// and keep-alives of a mesh link).

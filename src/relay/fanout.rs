@@ -6,14 +6,15 @@
 //! session or a mesh peer) has its own [`DatagramQueue`], its datagram
 //! outlet, so one slow receiver never stalls the publisher or the others:
 //!
-//! - a **direct** outlet (client sessions) hands each datagram straight to
-//!   the connection's own bounded send buffer from the publisher's ingress
-//!   task ([`DatagramSink::offer`], never waiting): no queue, writer task or
-//!   wake-up of ours per delivered packet. When that buffer is full QUIC
-//!   discards its oldest datagram, counted here as a `queue_full` drop;
-//! - a **queued** outlet (mesh links, simulated networks) keeps a bounded
-//!   queue drained by a writer; when full the oldest datagram is dropped and
-//!   counted.
+//! - a **direct** outlet (client sessions and mesh links) hands each
+//!   datagram straight to the connection's own bounded send buffer from the
+//!   publisher's ingress task ([`DatagramSink::offer`], never waiting): no
+//!   queue, writer task or wake-up of ours per delivered packet. When that
+//!   buffer is full QUIC discards its oldest datagram, counted here as a
+//!   `queue_full` drop;
+//! - a **queued** outlet (simulated networks and tests, which drain it
+//!   themselves with [`DatagramQueue::try_pop`]) keeps a bounded queue; when
+//!   full the oldest datagram is dropped and counted.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,7 +22,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
-use tokio::sync::Notify;
 
 use crate::admin::AppTraffic;
 
@@ -149,7 +149,6 @@ pub struct DatagramQueue {
     direct: Option<Box<dyn DatagramSink>>,
     queue: Mutex<VecDeque<Queued>>,
     capacity: usize,
-    ready: Notify,
     closed: AtomicBool,
     /// This receiver's drops, by reason.
     pub drops: DropCounters,
@@ -166,7 +165,6 @@ impl DatagramQueue {
             direct: None,
             queue: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
             capacity: capacity.max(1),
-            ready: Notify::new(),
             closed: AtomicBool::new(false),
             drops: DropCounters::default(),
             sent: AppCounters::default(),
@@ -181,7 +179,6 @@ impl DatagramQueue {
             direct: Some(sink),
             queue: Mutex::new(VecDeque::new()),
             capacity: 1,
-            ready: Notify::new(),
             closed: AtomicBool::new(false),
             drops: DropCounters::default(),
             sent: AppCounters::default(),
@@ -189,7 +186,7 @@ impl DatagramQueue {
         }
     }
 
-    /// Whether this outlet sends directly (no writer drains it).
+    /// Whether this outlet sends directly (nothing is queued to drain).
     pub fn is_direct(&self) -> bool {
         self.direct.is_some()
     }
@@ -229,7 +226,6 @@ impl DatagramQueue {
         if dropped {
             self.count_drop(DropReason::QueueFull);
         }
-        self.ready.notify_one();
     }
 
     /// Counts a drop against this receiver and the node.
@@ -238,27 +234,8 @@ impl DatagramQueue {
         self.node_drops.count(reason);
     }
 
-    /// Waits for the next datagram; `None` once closed.
-    pub async fn pop(&self) -> Option<Queued> {
-        loop {
-            let notified = self.ready.notified();
-            if let Some(item) = self
-                .queue
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_front()
-            {
-                return Some(item);
-            }
-            if self.closed.load(Ordering::Relaxed) {
-                return None;
-            }
-            notified.await;
-        }
-    }
-
-    /// The next datagram if one is queued, without waiting (for drivers
-    /// that drain queues themselves, such as a simulated network).
+    /// The next queued datagram, without waiting (for drivers that drain
+    /// queues themselves, such as a simulated network).
     pub fn try_pop(&self) -> Option<Queued> {
         self.queue
             .lock()
@@ -266,11 +243,11 @@ impl DatagramQueue {
             .pop_front()
     }
 
-    /// Closes the queue: queued datagrams are discarded and the writer ends.
+    /// Closes the outlet: queued datagrams are discarded and nothing more
+    /// is taken.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        self.ready.notify_one();
     }
 }
 
@@ -305,8 +282,8 @@ impl MessageQueue {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_full_queue_drops_the_oldest_and_counts_it() {
+    #[test]
+    fn a_full_queue_drops_the_oldest_and_counts_it() {
         let node = Arc::new(DropCounters::default());
         let queue = DatagramQueue::new(2, Arc::clone(&node));
         let app = Arc::new(AppCounters::default());
@@ -315,10 +292,14 @@ mod tests {
         }
         assert_eq!(queue.drops.get(DropReason::QueueFull), 3);
         assert_eq!(node.get(DropReason::QueueFull), 3);
-        assert_eq!(queue.pop().await.unwrap().0, Bytes::from(vec![3u8]));
-        assert_eq!(queue.pop().await.unwrap().0, Bytes::from(vec![4u8]));
+        assert_eq!(queue.try_pop().unwrap().0, Bytes::from(vec![3u8]));
+        assert_eq!(queue.try_pop().unwrap().0, Bytes::from(vec![4u8]));
+        assert!(queue.try_pop().is_none());
+        queue.push(Bytes::from(vec![5u8]), &app);
         queue.close();
-        assert!(queue.pop().await.is_none());
+        assert!(queue.try_pop().is_none(), "closing discards what is queued");
+        queue.push(Bytes::from(vec![6u8]), &app);
+        assert!(queue.try_pop().is_none(), "a closed queue takes nothing");
     }
 
     /// A connection whose send buffer holds `room` datagrams; beyond that

@@ -26,7 +26,7 @@ use super::plane::PeerMsg;
 use super::routes::{Receiver, Sender};
 use super::session::read_messages;
 use super::transport::QueuedControl;
-use super::writers::{run_datagram_writer, run_message_writer};
+use super::writers::run_message_writer;
 
 /// First wait before redialing a peer; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -111,10 +111,15 @@ pub async fn run_link(
         },
     );
 
-    let policy = hub.policy();
-    let queue_len = policy.fleet.limits.mesh_queue_packets;
     let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
-    let datagrams = Arc::new(DatagramQueue::new(queue_len, Arc::clone(&hub.drops)));
+    // Media goes straight from the ingress task into the link's bounded
+    // QUIC datagram send buffer (`mesh_datagram_send_buffer_bytes`), which
+    // drops its oldest datagram when the link falls behind: counted against
+    // this link and the node, never holding back the publisher or others.
+    let datagrams = Arc::new(DatagramQueue::direct(
+        Box::new(conn.clone()),
+        Arc::clone(&hub.drops),
+    ));
     let (messages, messages_rx) = MessageQueue::new(MESSAGE_QUEUE, Arc::clone(&hub.drops));
     tokio::spawn(run_control_writer(
         send,
@@ -122,7 +127,6 @@ pub async fn run_link(
         conn.clone(),
         Arc::default(),
     ));
-    tokio::spawn(run_datagram_writer(Arc::clone(&datagrams), conn.clone()));
     tokio::spawn(run_message_writer(
         messages_rx,
         conn.clone(),

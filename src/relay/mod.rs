@@ -1,6 +1,7 @@
-//! The relay node at runtime (tokio + quinn): one QUIC endpoint for SDK
-//! clients and mesh peers, the admin HTTP server, the mesh dialers and the
-//! timer loop, all stopped together by [`RunningNode::shutdown`].
+//! The relay node at runtime (tokio + quinn): the QUIC endpoint(s) on the
+//! listen port for SDK clients and mesh peers, the admin HTTP server, the
+//! mesh dialers and the timer loop, all stopped together by
+//! [`RunningNode::shutdown`].
 //!
 //! Sans-IO (deterministic, unit-tested, driven with a monotonic `now`):
 //! - [`policy`]: the policy snapshot (validated fleet, keys, geo).
@@ -15,14 +16,16 @@
 //! - [`quality`]: interarrival jitter of publishers' media.
 //!
 //! Drivers (tokio + quinn):
+//! - `endpoints`: the UDP sockets and QUIC endpoints of the listen port
+//!   (one, or several with `SO_REUSEPORT`).
 //! - `accept`: the accept loop, gated by [`crate::gate::AcceptGate`]
 //!   (Retry, connection caps, HELLO permits).
 //! - [`hub`]: the node's shared state: a mutex around the core, the clock,
 //!   metrics and metadata.
 //! - [`transport`]: what the relay needs from a client connection (native
 //!   QUIC, WebTransport, WebSocket).
-//! - [`writers`]: the tasks that drain a receiver's queues into its
-//!   connection.
+//! - [`writers`]: the task that drains a receiver's reliable messages into
+//!   its connection.
 //! - [`session`]: one client connection.
 //! - [`mesh`]: mesh links.
 //! - [`reload`]: the one reload path (SIGHUP and `POST /reload`).
@@ -31,6 +34,7 @@ mod accept;
 pub mod admission;
 pub mod core;
 pub mod directory;
+mod endpoints;
 pub mod fanout;
 pub mod hub;
 pub mod mesh;
@@ -58,7 +62,7 @@ use crate::clock::SharedClock;
 use crate::error::ErrorCode;
 use crate::gate::{AcceptGate, GateLimits};
 use crate::ids::NodeId;
-use crate::tls::{FleetPki, NodeTls, TransportKind};
+use crate::tls::{FleetPki, NodeTls};
 
 use self::hub::Hub;
 use self::policy::{Policy, PolicyError};
@@ -128,7 +132,7 @@ pub struct RunningNode {
     pub websocket: Option<SocketAddr>,
     /// The node's browser serving state (development certificate).
     pub browser: crate::browser::serve::BrowserServing,
-    endpoint: quinn::Endpoint,
+    endpoints: Vec<quinn::Endpoint>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -226,7 +230,7 @@ impl RunningNode {
         let limits = policy.fleet.limits.clone();
         let tls = NodeTls::new(&node.id, &options.pki)?;
         let client_transport = Arc::new(crate::tls::client_transport_config(&limits));
-        let mesh_transport = Arc::new(crate::tls::transport_config(TransportKind::Mesh));
+        let mesh_transport = Arc::new(crate::tls::mesh_transport_config(&limits));
         let browser = crate::browser::serve::BrowserServing::new(
             options.pki.dev_ca().is_some(),
             node.listen,
@@ -255,17 +259,21 @@ impl RunningNode {
                 policy.fleet.nodes.get(peer.as_str()).map(|n| n.listen)
             })
             .collect();
-        let endpoint =
-            accept::bind_endpoint(node.listen, server).map_err(|source| RelayError::Bind {
+        let endpoints =
+            endpoints::bind_listen_endpoints(node.listen, server, limits.quic_endpoints).map_err(
+                |source| RelayError::Bind {
+                    what: "listen",
+                    addr: node.listen,
+                    source,
+                },
+            )?;
+        let listen = endpoints[0]
+            .local_addr()
+            .map_err(|source| RelayError::Bind {
                 what: "listen",
                 addr: node.listen,
                 source,
             })?;
-        let listen = endpoint.local_addr().map_err(|source| RelayError::Bind {
-            what: "listen",
-            addr: node.listen,
-            source,
-        })?;
         let admin_listener = tokio::net::TcpListener::bind(node.admin)
             .await
             .map_err(|source| RelayError::Bind {
@@ -309,17 +317,20 @@ impl RunningNode {
         let mut tasks = JoinSet::new();
         let gate = AcceptGate::new(GateLimits::from_limits(&limits));
 
-        tasks.spawn(accept::accept_loop(
-            Arc::clone(&hub),
-            endpoint.clone(),
-            gate.clone(),
-            limits.clone(),
-            accept::MeshAcceptance {
-                server: mesh_server,
-                peers: mesh_peers,
-            },
-            shutdown_rx.clone(),
-        ));
+        let mesh_acceptance = accept::MeshAcceptance {
+            server: mesh_server,
+            peers: mesh_peers,
+        };
+        for endpoint in &endpoints {
+            tasks.spawn(accept::accept_loop(
+                Arc::clone(&hub),
+                endpoint.clone(),
+                gate.clone(),
+                limits.clone(),
+                mesh_acceptance.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
         for link in &policy.fleet.links {
             let peer = if link.a == node.id {
                 &link.b
@@ -334,9 +345,20 @@ impl RunningNode {
             let Some(peer_node) = policy.fleet.nodes.get(peer.as_str()) else {
                 continue;
             };
+            let dial_from = if endpoints.len() > 1 {
+                endpoints::bind_dial_endpoint(listen, peer_node.listen).map_err(|source| {
+                    RelayError::Bind {
+                        what: "mesh dial",
+                        addr: listen,
+                        source,
+                    }
+                })?
+            } else {
+                endpoints[0].clone()
+            };
             tasks.spawn(mesh::run_dialer(
                 Arc::clone(&hub),
-                endpoint.clone(),
+                dial_from,
                 mesh_client.clone(),
                 peer.clone(),
                 peer_node.listen,
@@ -388,7 +410,7 @@ impl RunningNode {
             gate,
             websocket,
             browser,
-            endpoint,
+            endpoints,
             shutdown,
             tasks,
         })
@@ -396,10 +418,12 @@ impl RunningNode {
 
     /// Drains: stops accepting, tells every client `SHUTTING_DOWN` with
     /// redirect targets, waits for them to leave (at most the configured
-    /// drain timeout), then closes the endpoint.
+    /// drain timeout), then closes the endpoints.
     pub async fn shutdown(mut self) {
         let drain = Duration::from_millis(self.hub.policy().fleet.limits.drain_timeout_ms);
-        self.endpoint.set_server_config(None);
+        for endpoint in &self.endpoints {
+            endpoint.set_server_config(None);
+        }
         let _ = self.shutdown.send(true);
         let sessions = self.hub.close_all_sessions(
             ErrorCode::ShuttingDown,
@@ -410,8 +434,8 @@ impl RunningNode {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tracing::info!(node = %self.hub.me(), sessions, "node drained");
-        self.endpoint.close(0u32.into(), b"shutdown");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        self.close_endpoints(0u32.into(), b"shutdown", Duration::from_secs(1))
+            .await;
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
         self.hub.clear();
@@ -424,14 +448,22 @@ impl RunningNode {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
         self.hub.clear();
-        self.endpoint.close(
-            ErrorCode::ShuttingDown
-                .to_wire()
-                .try_into()
-                .unwrap_or_default(),
-            b"killed",
-        );
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        let code = ErrorCode::ShuttingDown
+            .to_wire()
+            .try_into()
+            .unwrap_or_default();
+        self.close_endpoints(code, b"killed", Duration::from_secs(2))
+            .await;
+    }
+
+    /// Closes every listening endpoint's connections with `code` and waits
+    /// up to `wait` for them to be acknowledged.
+    async fn close_endpoints(&self, code: quinn::VarInt, reason: &[u8], wait: Duration) {
+        for endpoint in &self.endpoints {
+            endpoint.close(code, reason);
+        }
+        let idle = futures_util::future::join_all(self.endpoints.iter().map(|e| e.wait_idle()));
+        let _ = tokio::time::timeout(wait, idle).await;
     }
 
     /// Puts a new policy in force on this node.

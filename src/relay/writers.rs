@@ -1,33 +1,15 @@
-//! The writer tasks that drain a receiver's queues into its connection:
-//! media datagrams of a mesh link (client sessions have direct outlets and
-//! no datagram writer), and reliable messages onto one unidirectional
-//! stream for clients and peers alike. Generic over the
-//! [`SessionTransport`].
+//! The writer task that drains a receiver's reliable messages onto one
+//! unidirectional stream, for clients and mesh peers alike. Media datagrams
+//! have no writer: client sessions and mesh links both take them straight
+//! into their connection's send buffer (see [`super::fanout`]). Generic
+//! over the [`SessionTransport`].
 
 use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 
-use super::fanout::{AppCounters, DatagramQueue, DropReason, Queued};
-use super::transport::{DatagramError, SessionTransport};
-
-/// Drains `queue` into `conn` as datagrams until the queue closes or the
-/// connection is lost. Waiting for the transport's send buffer paces the
-/// writer to the congestion controller; the bounded queue in front absorbs
-/// bursts.
-pub async fn run_datagram_writer<T: SessionTransport>(queue: Arc<DatagramQueue>, conn: T) {
-    while let Some((datagram, app)) = queue.pop().await {
-        let len = datagram.len();
-        match conn.send_datagram(datagram).await {
-            Ok(()) => {
-                app.count_out(len);
-                queue.sent.count_out(len);
-            }
-            Err(DatagramError::TooLarge) => queue.count_drop(DropReason::TooLarge),
-            Err(DatagramError::Closed(_)) => break,
-        }
-    }
-}
+use super::fanout::{AppCounters, Queued};
+use super::transport::SessionTransport;
 
 /// Writes framed messages onto one unidirectional stream, opened on the first
 /// message with the message stream header; counts them in `sent` too.

@@ -35,7 +35,7 @@ pub use fleet::FleetPki;
 pub use reload::{NodeTls, Rotation, quic_server_config};
 pub use transport::{
     TransportKind, TransportLimits, apply_handshake_limits, client_transport_config,
-    transport_config,
+    mesh_transport_config, transport_config,
 };
 
 use crate::error::ErrorCode;

@@ -71,6 +71,18 @@ impl TransportLimits {
         }
     }
 
+    /// The limits of mesh links under `[limits]`: those of
+    /// [`TransportKind::Mesh`] with the configured datagram send buffer
+    /// (`mesh_datagram_send_buffer_bytes`), which is a link's whole media
+    /// queue: the relay sends each datagram straight into it and counts
+    /// what it displaces.
+    pub fn for_mesh(limits: &Limits) -> TransportLimits {
+        TransportLimits {
+            datagram_send_buffer: limits.mesh_datagram_send_buffer_bytes,
+            ..TransportLimits::of(TransportKind::Mesh)
+        }
+    }
+
     /// The limits of client connections under `[limits]`: windows, stream
     /// counts, datagram buffers, idle timeout and keep-alive as configured.
     ///
@@ -118,6 +130,12 @@ pub fn transport_config(kind: TransportKind) -> TransportConfig {
 /// The quinn transport config of client connections under `limits`.
 pub fn client_transport_config(limits: &Limits) -> TransportConfig {
     TransportLimits::for_clients(limits).to_transport_config()
+}
+
+/// The quinn transport config of mesh links under `limits` (see
+/// [`TransportLimits::for_mesh`]).
+pub fn mesh_transport_config(limits: &Limits) -> TransportConfig {
+    TransportLimits::for_mesh(limits).to_transport_config()
 }
 
 /// Bounds the handshake backlog of a node's server config: handshakes held
@@ -174,6 +192,29 @@ mod tests {
             retry_token_lifetime_ms: 3000,
             ..Limits::default()
         }
+    }
+
+    #[test]
+    fn the_mesh_transport_config_carries_the_configured_send_buffer() {
+        let limits = Limits {
+            mesh_datagram_send_buffer_bytes: 123_456,
+            ..Limits::default()
+        };
+        let mesh = TransportLimits::for_mesh(&limits);
+        assert_eq!(mesh.datagram_send_buffer, 123_456);
+        assert_eq!(
+            TransportLimits {
+                datagram_send_buffer: 1 << 20,
+                ..mesh
+            },
+            TransportLimits::of(TransportKind::Mesh),
+            "only the send buffer comes from [limits]"
+        );
+        let printed = format!("{:?}", mesh_transport_config(&limits));
+        assert!(
+            printed.contains("datagram_send_buffer_size: 123456,"),
+            "{printed}"
+        );
     }
 
     #[test]
