@@ -324,3 +324,39 @@ async fn frames_pipelined_after_hello_wait_for_admission_and_die_with_a_refusal(
         "no frame after the refusal: {after:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_channel_beyond_max_channels_per_app_is_limit_exceeded() {
+    let spec = FleetSpec {
+        extra: "[limits]\nmax_channels_per_app = 2\n".into(),
+        ..FleetSpec::default()
+    };
+    let fleet = TestFleet::start_nodes(spec, &[NODE]).await;
+    let join = |channel: &'static str| {
+        fleet.connect(NODE, "acme-health", channel, "u", Role::Subscribe, None)
+    };
+    let first = join("one").await.expect("channel one");
+    let _second = join("two").await.expect("channel two");
+    let _more_of_two = join("two")
+        .await
+        .expect("a channel that exists takes more sessions");
+    let refused = join("three").await.expect_err("a third channel");
+    assert_eq!(refused.code(), Some(ErrorCode::LimitExceeded), "{refused}");
+    assert!(
+        refused.to_string().contains("max_channels_per_app"),
+        "{refused}"
+    );
+    // Another app has its own budget.
+    fleet
+        .connect(NODE, "globex-media", "three", "u", Role::Subscribe, None)
+        .await
+        .expect("another app's channel");
+    // The slot frees when the channel's last session leaves.
+    first.close().await;
+    support::events::until(
+        Duration::from_secs(5),
+        "channel one is released",
+        || async { join("three").await.is_ok() },
+    )
+    .await;
+}
