@@ -698,3 +698,57 @@ async fn bystanders(fleet: &TestFleet) -> (Client, Client, u64) {
     assert_eq!(track_added(&mut subscriber).await.track, track);
     (publisher, subscriber, track)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_refusals_and_hello_deadlines_are_metadata_events_with_minimised_addresses() {
+    let spec = FleetSpec {
+        extra: "[limits]\nmax_connections_per_address = 2\nhello_timeout_ms = 500\n".into(),
+        metadata: true,
+        ..FleetSpec::default()
+    };
+    let fleet = TestFleet::start_nodes(spec, &["eu-fra-1"]).await;
+    let source = IpAddr::V4(Ipv4Addr::new(127, fleet.prefix.0, fleet.prefix.1, 150));
+    let endpoints = faults::peers::endpoints(&[source], &fleet.pki.roots);
+    let node = fleet.node_addr("eu-fra-1");
+    let silent = faults::peers::never_hello(&endpoints, node, "eu-fra-1", 2).await;
+    assert_eq!(silent.len(), 2);
+    for _ in 0..3 {
+        let refused = endpoints[0]
+            .connect(node, "eu-fra-1")
+            .expect("connect")
+            .await;
+        assert!(refused.is_err(), "the cap refuses: {refused:?}");
+    }
+    for (conn, _) in &silent {
+        tokio::time::timeout(STEP, conn.closed())
+            .await
+            .expect("closed at the HELLO deadline");
+    }
+    let dir = fleet.dir.path().join("metadata");
+    fleet.fleet.shutdown().await;
+    fleet.metadata.shutdown().await.expect("metadata flushed");
+    let events = georelay::metadata::SqliteStore::open_existing(&dir)
+        .expect("store")
+        .read_events(0, None)
+        .expect("read");
+    let mut refused: std::collections::BTreeMap<String, u64> = Default::default();
+    for event in &events {
+        if let georelay::metadata::EventKind::ConnectionsRefused {
+            reason,
+            count,
+            client_ip,
+        } = &event.kind
+        {
+            assert!(event.app.is_none(), "{event:?}");
+            assert_eq!(
+                client_ip.network().map(|net| net.to_string()),
+                Some(format!("127.{}.{}.0/24", fleet.prefix.0, fleet.prefix.1)),
+                "the source address is minimised to its /24"
+            );
+            *refused.entry(reason.clone()).or_default() += count;
+        }
+    }
+    println!("gate refusals in the metadata: {refused:?}");
+    assert_eq!(refused.get("address_full"), Some(&3), "{refused:?}");
+    assert_eq!(refused.get("hello_deadline"), Some(&2), "{refused:?}");
+}

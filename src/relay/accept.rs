@@ -11,6 +11,11 @@
 //!   `LIMIT_EXCEEDED`) and has until one deadline, `hello_timeout_ms` after
 //!   the handshake, to open its control stream and send `HELLO`.
 //!
+//! Every refusal (and every connection closed at the `HELLO` deadline) is
+//! also operational metadata: the gate counts them per reason and source
+//! address, and [`record_refusals`] writes one `connections_refused` event
+//! per reason and minimised address every [`REFUSAL_WINDOW`].
+//!
 //! The endpoint's UDP socket asks for a [`UDP_RECEIVE_BUFFER_BYTES`]
 //! receive buffer (the kernel caps it at `net.core.rmem_max`): with the
 //! default (about 208 KiB) a burst of handshakes overflows it and drops
@@ -30,6 +35,9 @@ use crate::gate::{AcceptGate, ConnectionSlot, IncomingDecision, Refusal};
 use super::hub::Hub;
 use super::session::AwaitingHello;
 use super::{mesh, session};
+
+/// How often refused connections are written as metadata events.
+pub(super) const REFUSAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The receive buffer the node's UDP socket asks for.
 pub(super) const UDP_RECEIVE_BUFFER_BYTES: usize = 8 << 20;
@@ -76,13 +84,14 @@ pub(super) async fn accept_loop(
     mesh: MeshAcceptance,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let recorder = tokio::spawn(record_refusals(Arc::clone(&hub), gate.clone()));
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
         };
         let Some(incoming) = incoming else {
-            return;
+            break;
         };
         match gate.on_incoming(
             incoming.remote_address(),
@@ -114,6 +123,40 @@ pub(super) async fn accept_loop(
                 ));
             }
         }
+    }
+    recorder.abort();
+    write_refusals(&hub, &gate);
+}
+
+/// Writes the gate's refusal counts as metadata every [`REFUSAL_WINDOW`].
+async fn record_refusals(hub: Arc<Hub>, gate: AcceptGate) {
+    let mut every = tokio::time::interval(REFUSAL_WINDOW);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        write_refusals(&hub, &gate);
+    }
+}
+
+fn write_refusals(hub: &Hub, gate: &AcceptGate) {
+    let refused = gate.take_refused();
+    if refused.is_empty() {
+        return;
+    }
+    let ip_mode = hub.policy().fleet.metadata.ip_mode;
+    for refusal in refused {
+        hub.record(
+            None,
+            crate::metadata::EventKind::ConnectionsRefused {
+                reason: refusal.reason.as_str().to_string(),
+                count: refusal.count,
+                client_ip: refusal
+                    .source
+                    .map_or_else(crate::metadata::MinimisedIp::dropped, |ip| {
+                        crate::metadata::minimise(ip, ip_mode)
+                    }),
+            },
+        );
     }
 }
 
@@ -152,6 +195,7 @@ async fn serve_connection(
                 Ok(permit) => permit,
                 Err(refusal) => {
                     count_refusal(&hub, refusal);
+                    gate.note_refusal(refusal, conn.remote_address().ip());
                     conn.close(
                         u32::try_from(ErrorCode::LimitExceeded.to_wire())
                             .unwrap_or_default()

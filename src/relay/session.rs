@@ -59,8 +59,12 @@ pub async fn run_client<T: SessionTransport + std::fmt::Debug>(
     let span = tracing::info_span!("conn", id = conn_id, app = tracing::field::Empty, region = %hub.region());
     async move {
         let AwaitingHello { deadline, permit } = awaiting;
-        let Ok(Ok((send, recv))) = tokio::time::timeout_at(deadline, conn.accept_control()).await
-        else {
+        let client_ip = conn.remote_address().ip();
+        let control_stream = tokio::time::timeout_at(deadline, conn.accept_control()).await;
+        let Ok(Ok((send, recv))) = control_stream else {
+            if control_stream.is_err() {
+                permit.expired(client_ip);
+            }
             conn.close(code(ErrorCode::ProtocolViolation), b"no control stream");
             return;
         };
@@ -75,6 +79,15 @@ pub async fn run_client<T: SessionTransport + std::fmt::Debug>(
         let mut reader = FrameReader::new(recv);
         let hello = match tokio::time::timeout_at(deadline, reader.next()).await {
             Ok(Ok(Some(Frame::Hello(hello)))) => hello,
+            Err(_deadline) => {
+                permit.expired(client_ip);
+                let refusal = Refusal::plain(
+                    ErrorCode::ProtocolViolation,
+                    "no HELLO within the HELLO deadline",
+                );
+                refuse(&hub, &control, None, refusal);
+                return;
+            }
             Ok(Err(err)) => {
                 refuse(
                     &hub,
