@@ -414,7 +414,12 @@ async fn a_handshake_flood_gets_retries_and_bystanders_keep_delivery() {
 /// the cap from each of `GEORELAY_SILENT_ADDRESSES` addresses (20 unless
 /// set: 200 connections; 100 gives the 1,000 of docs/RELIABILITY.md).
 const SILENT_PER_ADDRESS: usize = 10;
-const SILENT_HELLO_DEADLINE: Duration = Duration::from_secs(2);
+const SILENT_HELLO_DEADLINE: Duration = Duration::from_secs(5);
+/// How much later than its deadline the relay's close may reach a client
+/// (scheduling on a loaded 2-core machine, one retransmission).
+const SILENT_SLACK: Duration = Duration::from_secs(1);
+/// Silent connections opened per second.
+const SILENT_RATE: u32 = 250;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_never_send_hello_are_all_closed() {
@@ -466,13 +471,19 @@ async fn connections_that_never_send_hello_are_all_closed() {
         got.extend(media_seqs(&mut subscriber, track, Duration::from_millis(300)).await);
         got
     };
+    // Opened at SILENT_RATE a second, about what the debug relay completes
+    // on this 2-core machine while the same process also runs every client
+    // handshake: a faster burst overflows the relay's UDP receive buffer
+    // (net.core.rmem_max), and the clients' retransmissions back off.
+    let pace = Some(Duration::from_secs(1) / SILENT_RATE);
     let silent_run = async {
         let node = fleet.node_addr("eu-fra-1");
         let started = georelay::clock::monotonic_now();
         // The first address's K first, then its (K+1)th while they are held,
         // then everyone else's.
         let mut silent =
-            faults::peers::never_hello(&endpoints[..1], node, "eu-fra-1", SILENT_PER_ADDRESS).await;
+            faults::peers::never_hello(&endpoints[..1], node, "eu-fra-1", SILENT_PER_ADDRESS, pace)
+                .await;
         let extra = endpoints[0]
             .connect(node, "eu-fra-1")
             .expect("connect")
@@ -483,25 +494,42 @@ async fn connections_that_never_send_hello_are_all_closed() {
                 node,
                 "eu-fra-1",
                 count - SILENT_PER_ADDRESS,
+                pace,
             )
             .await,
         );
         let handshakes = started.elapsed();
-        let closes = silent.into_iter().map(|(conn, handshake_done)| async move {
-            let reason = conn.closed().await;
-            (handshake_done.elapsed(), reason)
+        let closes = silent.into_iter().map(|silent| async move {
+            let closed = tokio::time::timeout(Duration::from_secs(20), silent.closed)
+                .await
+                .map(|watched| watched.expect("close watcher"));
+            match closed {
+                Ok((at, reason)) => (at - silent.started, at - silent.handshake_done, Ok(reason)),
+                Err(elapsed) => (Duration::MAX, Duration::MAX, Err(elapsed)),
+            }
         });
-        let all = tokio::time::timeout(
-            Duration::from_secs(20),
-            futures_util::future::join_all(closes),
-        )
-        .await
-        .expect("the relay closes every silent connection");
+        let all = futures_util::future::join_all(closes).await;
+        let open = all.iter().filter(|(_, _, reason)| reason.is_err()).count();
+        assert_eq!(
+            open,
+            0,
+            "the relay closes every silent connection: {open} of {} still open after 20 s",
+            all.len()
+        );
         done.store(true, std::sync::atomic::Ordering::SeqCst);
         (handshakes, extra, all)
     };
-    let (sent, got, (handshakes, extra, all)) =
-        tokio::join!(bystander_send, bystander_receive, silent_run);
+    let gate = fleet.fleet.node("eu-fra-1").expect("node").gate.clone();
+    let peak_held = async {
+        let mut most = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            most = most.max(gate.stats().awaiting_hello);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        most
+    };
+    let (sent, got, (handshakes, extra, all), peak_held) =
+        tokio::join!(bystander_send, bystander_receive, silent_run, peak_held);
     assert_eq!(all.len(), count, "every handshake completes");
     let refused = matches!(
         &extra,
@@ -513,37 +541,51 @@ async fn connections_that_never_send_hello_are_all_closed() {
         "connection {} from one address: {extra:?}",
         SILENT_PER_ADDRESS + 1
     );
-    let mut held = Vec::new();
-    for (held_for, reason) in all {
-        let closed_by_relay = matches!(
-            &reason,
-            quinn::ConnectionError::ApplicationClosed(close)
-                if close.error_code == quinn::VarInt::from_u64(6).expect("code")
-        );
+    let (mut held, mut since_start) = (Vec::new(), Vec::new());
+    let mut in_handshake = 0;
+    for (from_start, from_handshake, reason) in all {
+        let reason = reason.expect("closed");
+        // Closed after the relay's side of the handshake: the application
+        // close PROTOCOL_VIOLATION; before it (the client's last handshake
+        // packets were lost and are still being retransmitted): the same
+        // close, sent as a transport APPLICATION_ERROR (RFC 9000 10.2.3).
+        let closed_by_relay = match &reason {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                close.error_code == quinn::VarInt::from_u64(6).expect("code")
+            }
+            quinn::ConnectionError::ConnectionClosed(close) => {
+                in_handshake += 1;
+                close.error_code == quinn::TransportErrorCode::APPLICATION_ERROR
+            }
+            _ => false,
+        };
         assert!(closed_by_relay, "closed with PROTOCOL_VIOLATION: {reason}");
-        held.push(held_for);
+        held.push(from_handshake);
+        since_start.push(from_start);
     }
     held.sort();
+    since_start.sort();
     let delivery = got.len() as f64 / sent as f64;
     println!(
         "{count} silent connections from {} addresses (cap {SILENT_PER_ADDRESS}, HELLO deadline {SILENT_HELLO_DEADLINE:?}): \
-         handshakes {handshakes:?}; held p50 {:?} max {:?}; connection {} from one address refused; \
-         bystander delivery {delivery:.4} ({} of {sent})",
+         handshakes {handshakes:?} (at most {peak_held} waiting for HELLO at once); held after the client's handshake p50 {:?} p99 {:?} max {:?} \
+         ({in_handshake} closed before the relay's side of the handshake completed); \
+         connection {} from one address refused; bystander delivery {delivery:.4} ({} of {sent})",
         sources.len(),
         percentile(&held, 0.5),
+        percentile(&held, 0.99),
         held[held.len() - 1],
         SILENT_PER_ADDRESS + 1,
         got.len()
     );
-    // The deadline runs from the relay's end of the handshake, a little
-    // before the client's.
+    // The deadline runs from when the relay accepted the connection, after
+    // the client started it and before its handshake completed: no close
+    // comes before the deadline counted from the client's start, and every
+    // close within the deadline (plus SILENT_SLACK) of its handshake.
+    assert!(since_start[0] >= SILENT_HELLO_DEADLINE, "{since_start:?}");
     assert!(
-        held[0] >= SILENT_HELLO_DEADLINE - Duration::from_millis(500),
-        "{held:?}"
-    );
-    assert!(
-        held[held.len() - 1] < SILENT_HELLO_DEADLINE + Duration::from_secs(3),
-        "closed within the HELLO deadline (plus scheduling): {held:?}"
+        held[held.len() - 1] < SILENT_HELLO_DEADLINE + SILENT_SLACK,
+        "closed within the HELLO deadline (plus {SILENT_SLACK:?}): {held:?}"
     );
     let missing: Vec<u64> = (1..=sent).filter(|seq| !got.contains(seq)).collect();
     assert!(
@@ -710,7 +752,7 @@ async fn gate_refusals_and_hello_deadlines_are_metadata_events_with_minimised_ad
     let source = IpAddr::V4(Ipv4Addr::new(127, fleet.prefix.0, fleet.prefix.1, 150));
     let endpoints = faults::peers::endpoints(&[source], &fleet.pki.roots);
     let node = fleet.node_addr("eu-fra-1");
-    let silent = faults::peers::never_hello(&endpoints, node, "eu-fra-1", 2).await;
+    let silent = faults::peers::never_hello(&endpoints, node, "eu-fra-1", 2, None).await;
     assert_eq!(silent.len(), 2);
     for _ in 0..3 {
         let refused = endpoints[0]
@@ -719,8 +761,8 @@ async fn gate_refusals_and_hello_deadlines_are_metadata_events_with_minimised_ad
             .await;
         assert!(refused.is_err(), "the cap refuses: {refused:?}");
     }
-    for (conn, _) in &silent {
-        tokio::time::timeout(STEP, conn.closed())
+    for silent in &silent {
+        tokio::time::timeout(STEP, silent.conn.closed())
             .await
             .expect("closed at the HELLO deadline");
     }

@@ -31,8 +31,9 @@ use super::writers::run_message_writer;
 
 /// What a connection holds between its handshake and `HELLO`: a permit of
 /// the accept gate's `max_pending_hello` (released when `HELLO` arrives)
-/// and the one deadline (`hello_timeout_ms` after the handshake) for
-/// opening the control stream and sending `HELLO`.
+/// and the one deadline (`hello_timeout_ms` after the node accepted the
+/// connection, handshake included) for opening the control stream and
+/// sending `HELLO`.
 #[derive(Debug)]
 pub struct AwaitingHello {
     /// When the connection is closed (`PROTOCOL_VIOLATION`) without `HELLO`.
