@@ -324,27 +324,8 @@ async fn a_handshake_flood_gets_retries_and_bystanders_keep_delivery() {
         }
         most
     };
-    let bystander_send = async {
-        let mut sent = 0u64;
-        let mut pace = tokio::time::interval(Duration::from_millis(10));
-        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while !done.load(std::sync::atomic::Ordering::SeqCst) {
-            pace.tick().await;
-            sent += 1;
-            publisher
-                .send_media(track, sent, sent, b"bystander")
-                .expect("send");
-        }
-        sent
-    };
-    let bystander_receive = async {
-        let mut got = std::collections::BTreeSet::new();
-        while !done.load(std::sync::atomic::Ordering::SeqCst) {
-            got.extend(media_seqs(&mut subscriber, track, Duration::from_millis(100)).await);
-        }
-        got.extend(media_seqs(&mut subscriber, track, Duration::from_millis(300)).await);
-        got
-    };
+    let bystander_send = support::events::send_until(&publisher, track, b"bystander", &done);
+    let bystander_receive = support::events::receive_until(&mut subscriber, track, &done);
     let flood = async {
         let transport = Arc::new(georelay::tls::client_transport_config(&limits));
         let client = georelay::tls::client_config(Arc::clone(&fleet.pki.roots), transport)
@@ -450,27 +431,8 @@ async fn connections_that_never_send_hello_are_all_closed() {
     let count = sources.len() * SILENT_PER_ADDRESS;
     let endpoints = faults::peers::endpoints(&sources, &fleet.pki.roots);
     let done = std::sync::atomic::AtomicBool::new(false);
-    let bystander_send = async {
-        let mut sent = 0u64;
-        let mut pace = tokio::time::interval(Duration::from_millis(10));
-        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while !done.load(std::sync::atomic::Ordering::SeqCst) {
-            pace.tick().await;
-            sent += 1;
-            publisher
-                .send_media(track, sent, sent, b"bystander")
-                .expect("send");
-        }
-        sent
-    };
-    let bystander_receive = async {
-        let mut got = std::collections::BTreeSet::new();
-        while !done.load(std::sync::atomic::Ordering::SeqCst) {
-            got.extend(media_seqs(&mut subscriber, track, Duration::from_millis(100)).await);
-        }
-        got.extend(media_seqs(&mut subscriber, track, Duration::from_millis(300)).await);
-        got
-    };
+    let bystander_send = support::events::send_until(&publisher, track, b"bystander", &done);
+    let bystander_receive = support::events::receive_until(&mut subscriber, track, &done);
     // Opened at SILENT_RATE a second, about what the debug relay completes
     // on this 2-core machine while the same process also runs every client
     // handshake: a faster burst overflows the relay's UDP receive buffer

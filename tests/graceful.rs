@@ -17,7 +17,6 @@ use std::time::Duration;
 use georelay::auth::Role;
 use georelay::client::{Event, Session};
 use georelay::wire::TrackKind;
-use support::events::media_seqs;
 use support::fleet::{FleetSpec, TestFleet};
 use support::served::ServedFleet;
 
@@ -198,24 +197,8 @@ fn a_client_and_a_mesh_peer_that_stop_acknowledging_are_dropped_after_the_idle_t
         assert_eq!(fleet.status(node).await.sessions, 3);
 
         let done = std::sync::atomic::AtomicBool::new(false);
-        let send = async {
-            let mut tick = tokio::time::interval(Duration::from_millis(10));
-            let mut sent = 0;
-            while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                tick.tick().await;
-                sent += 1;
-                publisher.send_media(track, sent, sent, b"vitals").expect("send");
-            }
-            sent
-        };
-        let receive = async {
-            let mut got = std::collections::BTreeSet::new();
-            while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                got.extend(media_seqs(&mut bystander, track, Duration::from_millis(100)).await);
-            }
-            got.extend(media_seqs(&mut bystander, track, Duration::from_millis(300)).await);
-            got
-        };
+        let send = support::events::send_until(&publisher, track, b"vitals", &done);
+        let receive = support::events::receive_until(&mut bystander, track, &done);
         let faults = async {
             // The client stops acknowledging: nothing reaches it or comes back.
             rules
