@@ -603,7 +603,11 @@ async fn run(seed: u64, secs: u64, rules: Option<faults::netns::Rules>) {
         "media of an app on a node outside its allowed regions: {:?}",
         chaos.ledger.violations
     );
-    assert!(total >= secs, "faults were injected: {:?}", chaos.counts);
+    assert!(
+        total >= step / 2,
+        "a fault in at least every other step: {total} in {step}: {:?}",
+        chaos.counts
+    );
     for (node, rss) in &chaos.peak_rss_kib {
         assert!(*rss < RSS_BOUND_KIB, "{node}: RSS {rss} KiB");
     }

@@ -7,6 +7,10 @@
 //! side costs a connection's state, not a socket and its buffers per
 //! session.
 //!
+//! The `HELLO` deadline is 20 s here, not 5 s: the test measures what
+//! admitted sessions cost, and on the shared 2-core machine (the node, the
+//! clients and other builds) a handshake can take longer than 5 s.
+//!
 //! Measured: the node's resident memory before and with every session
 //! admitted (from /proc, the node alone in its process), and the test
 //! process's peak resident memory (the client side). Both are asserted
@@ -28,8 +32,9 @@ use support::served::ServedFleet;
 
 /// Sessions per client source address (and the node's per-address cap).
 const PER_ADDRESS: usize = 1000;
-/// Handshakes in flight at once (below the node's `max_pending_hello`).
-const IN_FLIGHT: usize = 64;
+/// Handshakes in flight at once (below the node's `max_pending_hello`): few
+/// enough that each completes well within its deadline on a loaded machine.
+const IN_FLIGHT: usize = 16;
 /// Keep-alives of both ends every 5 s (what PROTOCOL.md asks of SDKs at
 /// least): with the 1 s default, 10,000 idle sessions are 20,000 PINGs a
 /// second, more than the debug build on 2 cores encrypts while admitting.
@@ -88,12 +93,24 @@ async fn admitted_idle_sessions_fit_a_memory_budget_on_both_sides() {
     let spec = FleetSpec {
         extra: format!(
             "[limits]\nmax_sessions = {}\nmax_connections_per_address = {PER_ADDRESS}\n\
-             keep_alive_ms = {KEEP_ALIVE_MS}\nidle_timeout_ms = {IDLE_TIMEOUT_MS}\n",
+             keep_alive_ms = {KEEP_ALIVE_MS}\nidle_timeout_ms = {IDLE_TIMEOUT_MS}\n\
+             hello_timeout_ms = 20000\n",
             sessions.max(10_000)
         ),
         ..FleetSpec::default()
     };
     let mut fleet = ServedFleet::configure(&spec);
+    // Quality samples at the default interval (the test fleet's 1 s is for
+    // tests that read them): each session samples its path on a timer.
+    let text = std::fs::read_to_string(fleet.config()).expect("config");
+    std::fs::write(
+        fleet.config(),
+        text.replace(
+            "quality_interval_secs = 1\n",
+            "quality_interval_secs = 10\n",
+        ),
+    )
+    .expect("config");
     fleet.serve_nodes(&["eu-fra-1"], "warn");
     fleet.wait_until("eu-fra-1", |_| true).await;
     let node_before = fleet.memory_kib("eu-fra-1", "VmRSS").expect("node RSS");
