@@ -349,18 +349,10 @@ async fn a_handshake_flood_gets_retries_and_bystanders_keep_delivery() {
     let rss_after = faults::flood::peak_rss_bytes();
     let delivery = got.len() as f64 / sent as f64;
     println!(
-        "flood against a node: {} Initials from {} addresses in {:?}: {} Retries, {} other replies, \
-         {} B out, {} B back (amplification {:.3}); unvalidated handshakes at most {most_unvalidated} \
+        "flood against a node: {}; unvalidated handshakes at most {most_unvalidated} \
          (threshold {}); bystander delivery {delivery:.4} ({} of {sent}); peak RSS (test process, \
          node included) {} -> {} MiB",
-        report.initials,
-        report.sources,
-        report.elapsed,
-        report.retries,
-        report.other_packets,
-        report.bytes_out,
-        report.bytes_in,
-        report.amplification(),
+        report.summary(),
         limits.retry_threshold,
         got.len(),
         rss_before >> 20,
