@@ -299,6 +299,11 @@ impl Chaos {
         }
     }
 
+    /// No node down and no link fault: every flow has a path.
+    fn is_whole(&self) -> bool {
+        self.down.is_empty() && self.link_faults.is_empty()
+    }
+
     fn count(&mut self, kind: &'static str) {
         *self.counts.entry(kind).or_default() += 1;
     }
@@ -433,6 +438,68 @@ impl Chaos {
     }
 }
 
+/// Recovery while the run goes on: whenever the fleet is whole again (no
+/// node down, no link cut or lossy), every subscriber must receive fresh
+/// media within [`RECOVERY_BOUND`], unless a new fault breaks the fleet
+/// first (the window is then abandoned).
+#[derive(Default)]
+struct Windows {
+    /// The open window: when it began, the media counts then, and when each
+    /// subscriber got fresh media.
+    open: Option<(std::time::Instant, Vec<u64>, Vec<Option<Duration>>)>,
+    /// Windows in which every subscriber recovered.
+    recovered: u64,
+    abandoned: u64,
+    /// The slowest subscriber of each recovered window.
+    slowest: Vec<Duration>,
+    failures: Vec<String>,
+}
+
+impl Windows {
+    fn observe(&mut self, whole: bool, counts: &[u64]) {
+        if !whole {
+            if self
+                .open
+                .take()
+                .is_some_and(|(_, _, got)| got.iter().any(Option::is_none))
+            {
+                self.abandoned += 1;
+            }
+            return;
+        }
+        let (since, before, got) = self.open.get_or_insert_with(|| {
+            (
+                georelay::clock::monotonic_now(),
+                counts.to_vec(),
+                vec![None; counts.len()],
+            )
+        });
+        if got.iter().all(Option::is_some) {
+            return;
+        }
+        for (i, count) in counts.iter().enumerate() {
+            if got[i].is_none() && *count > before[i] {
+                got[i] = Some(since.elapsed());
+            }
+        }
+        if got.iter().all(Option::is_some) {
+            self.recovered += 1;
+            self.slowest
+                .push(got.iter().flatten().max().copied().unwrap_or_default());
+        } else if since.elapsed() > RECOVERY_BOUND {
+            self.failures.push(format!(
+                "subscribers {:?} got no media within {RECOVERY_BOUND:?} of the fleet being whole",
+                got.iter()
+                    .enumerate()
+                    .filter(|(_, g)| g.is_none())
+                    .map(|(i, _)| FLOWS[i].app)
+                    .collect::<Vec<_>>()
+            ));
+            got.iter_mut().for_each(|g| *g = Some(RECOVERY_BOUND));
+        }
+    }
+}
+
 #[test]
 fn chaos_run_leaks_nothing_and_every_subscriber_recovers() {
     let seed = env_u64("GEORELAY_CHAOS_SEED", DEFAULT_SEED);
@@ -516,10 +583,16 @@ async fn run(seed: u64, secs: u64, rules: Option<faults::netns::Rules>) {
     let mut pace = tokio::time::interval(step_every);
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut step = 0;
+    let mut windows = Windows::default();
     while started.elapsed() < Duration::from_secs(secs) {
         pace.tick().await;
         step += 1;
         chaos.heal_due(step).await;
+        let counts: Vec<u64> = received
+            .iter()
+            .map(|(_, rx)| rx.media.load(Ordering::SeqCst))
+            .collect();
+        windows.observe(chaos.is_whole(), &counts);
         chaos.inject(step).await;
         chaos.sample_running().await;
     }
@@ -597,6 +670,20 @@ async fn run(seed: u64, secs: u64, rules: Option<faults::netns::Rules>) {
         chaos.ledger.samples,
         chaos.ledger.violations.len(),
         chaos.peak_rss_kib
+    );
+    windows.slowest.sort();
+    println!(
+        "  during the run: the fleet was whole again {} times and every subscriber got fresh media \
+         (slowest per window: median {:?}, max {:?}); {} windows ended by a new fault first",
+        windows.recovered,
+        windows.slowest.get(windows.slowest.len() / 2),
+        windows.slowest.last(),
+        windows.abandoned
+    );
+    assert!(
+        windows.failures.is_empty(),
+        "recovery while the fleet was whole: {:?}",
+        windows.failures
     );
     assert!(
         chaos.ledger.violations.is_empty(),
