@@ -13,6 +13,12 @@
 //!   `max_pending_hello`, held from the end of the handshake until `HELLO`
 //!   arrives or [`AcceptGate::hello_deadline`] passes.
 //!
+//! - Refusals are counted per reason and source address
+//!   ([`AcceptGate::take_refused`]) for the metadata recorder, which writes
+//!   them as a few aggregated events per window rather than one per packet
+//!   of a flood; at most [`MAX_REFUSAL_SOURCES`] addresses are told apart
+//!   per window, the rest counted without an address.
+//!
 //! A source address is an IPv4 address or an IPv6 /64 (one subscriber's
 //! allocation: counting single IPv6 addresses would let one host open as many
 //! connections as it has addresses). IPv4-mapped IPv6 counts as IPv4.
@@ -36,15 +42,19 @@ pub enum Refusal {
     AddressFull,
     /// `max_pending_hello` connections are already waiting for `HELLO`.
     TooManyAwaitingHello,
+    /// The connection sent no `HELLO` within the `HELLO` deadline.
+    HelloDeadline,
 }
 
 impl Refusal {
-    /// `node_full`, `address_full` or `awaiting_hello_full`.
+    /// `node_full`, `address_full`, `awaiting_hello_full` or
+    /// `hello_deadline`.
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::NodeFull => "node_full",
             Refusal::AddressFull => "address_full",
             Refusal::TooManyAwaitingHello => "awaiting_hello_full",
+            Refusal::HelloDeadline => "hello_deadline",
         }
     }
 }
@@ -128,12 +138,48 @@ pub fn needs_retry(limits: &GateLimits, address_validated: bool, in_progress: us
     !address_validated && (limits.retry_always || in_progress >= limits.retry_threshold)
 }
 
+/// Source addresses told apart in the refusal counts of one window.
+pub const MAX_REFUSAL_SOURCES: usize = 1024;
+
+/// Refusals since the last [`AcceptGate::take_refused`].
+#[derive(Debug, Default)]
+struct RefusalCounts {
+    by_source: HashMap<(Refusal, IpAddr), u64>,
+    without_source: HashMap<Refusal, u64>,
+}
+
+impl RefusalCounts {
+    fn note(&mut self, refusal: Refusal, ip: IpAddr) {
+        let key = (refusal, ip.to_canonical());
+        if let Some(count) = self.by_source.get_mut(&key) {
+            *count += 1;
+        } else if self.by_source.len() < MAX_REFUSAL_SOURCES {
+            self.by_source.insert(key, 1);
+        } else {
+            *self.without_source.entry(refusal).or_default() += 1;
+        }
+    }
+}
+
+/// Refused connections of one reason from one source address (`None`: from
+/// addresses beyond [`MAX_REFUSAL_SOURCES`]) over a window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefusedConnections {
+    /// Why.
+    pub reason: Refusal,
+    /// From where (not yet minimised).
+    pub source: Option<IpAddr>,
+    /// How many.
+    pub count: u64,
+}
+
 /// The accept loop's gate of one node. Cheap to clone (shared state).
 #[derive(Clone, Debug)]
 pub struct AcceptGate {
     limits: GateLimits,
     counts: Arc<Mutex<Counts>>,
     awaiting_hello: Arc<Semaphore>,
+    refused: Arc<Mutex<RefusalCounts>>,
 }
 
 impl AcceptGate {
@@ -143,7 +189,41 @@ impl AcceptGate {
             limits,
             counts: Arc::default(),
             awaiting_hello: Arc::new(Semaphore::new(limits.max_pending_hello)),
+            refused: Arc::default(),
         }
+    }
+
+    /// Counts a refusal of a connection from `ip` for the metadata.
+    /// [`AcceptGate::on_incoming`] counts its own refusals.
+    pub fn note_refusal(&self, refusal: Refusal, ip: IpAddr) {
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .note(refusal, ip);
+    }
+
+    /// The refusals counted since the last call, by reason and source.
+    pub fn take_refused(&self) -> Vec<RefusedConnections> {
+        let counts = std::mem::take(&mut *self.refused.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut out: Vec<RefusedConnections> =
+            counts
+                .by_source
+                .into_iter()
+                .map(|((reason, ip), count)| RefusedConnections {
+                    reason,
+                    source: Some(ip),
+                    count,
+                })
+                .chain(counts.without_source.into_iter().map(|(reason, count)| {
+                    RefusedConnections {
+                        reason,
+                        source: None,
+                        count,
+                    }
+                }))
+                .collect();
+        out.sort_by_key(|r| (r.reason.as_str(), r.source));
+        out
     }
 
     /// Decides about an `Incoming` from `remote`; `address_validated` is
@@ -151,12 +231,17 @@ impl AcceptGate {
     pub fn on_incoming(&self, remote: SocketAddr, address_validated: bool) -> IncomingDecision {
         let key = SourceKey::of(remote.ip());
         let mut counts = self.lock();
-        if counts.total >= self.limits.max_connections {
-            return IncomingDecision::Refuse(Refusal::NodeFull);
-        }
-        let from_source = counts.per_source.get(&key).copied().unwrap_or(0);
-        if from_source >= self.limits.max_per_source {
-            return IncomingDecision::Refuse(Refusal::AddressFull);
+        let refusal = if counts.total >= self.limits.max_connections {
+            Some(Refusal::NodeFull)
+        } else if counts.per_source.get(&key).copied().unwrap_or(0) >= self.limits.max_per_source {
+            Some(Refusal::AddressFull)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            drop(counts);
+            self.note_refusal(refusal, remote.ip());
+            return IncomingDecision::Refuse(refusal);
         }
         if needs_retry(
             &self.limits,
@@ -183,7 +268,10 @@ impl AcceptGate {
     pub fn await_hello(&self) -> Result<HelloPermit, Refusal> {
         Arc::clone(&self.awaiting_hello)
             .try_acquire_owned()
-            .map(|permit| HelloPermit { _permit: permit })
+            .map(|permit| HelloPermit {
+                _permit: permit,
+                gate: self.clone(),
+            })
             .map_err(|_| Refusal::TooManyAwaitingHello)
     }
 
@@ -258,6 +346,15 @@ impl Drop for ConnectionSlot {
 #[derive(Debug)]
 pub struct HelloPermit {
     _permit: OwnedSemaphorePermit,
+    gate: AcceptGate,
+}
+
+impl HelloPermit {
+    /// The connection from `ip` sent no `HELLO` in time: counted as a
+    /// [`Refusal::HelloDeadline`], and the permit released.
+    pub fn expired(self, ip: IpAddr) {
+        self.gate.note_refusal(Refusal::HelloDeadline, ip);
+    }
 }
 
 #[cfg(test)]
@@ -284,6 +381,58 @@ mod tests {
             IncomingDecision::Accept(slot) => slot,
             other => panic!("expected accept for {remote}, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn refusals_are_counted_per_reason_and_address_and_taken_once() {
+        let gate = AcceptGate::new(limits());
+        let _slots: Vec<_> = (0..3)
+            .map(|port| accept(&gate, &format!("127.1.0.7:{}", 5000 + port), true))
+            .collect();
+        for port in 0..4 {
+            let refused = gate.on_incoming(addr(&format!("127.1.0.7:{}", 7000 + port)), true);
+            assert!(matches!(
+                refused,
+                IncomingDecision::Refuse(Refusal::AddressFull)
+            ));
+        }
+        let permit = gate.await_hello().expect("a permit");
+        permit.expired(addr("[::ffff:127.1.0.8]:1").ip());
+        let ip = |text: &str| Some(text.parse::<IpAddr>().expect("ip"));
+        assert_eq!(
+            gate.take_refused(),
+            [
+                RefusedConnections {
+                    reason: Refusal::AddressFull,
+                    source: ip("127.1.0.7"),
+                    count: 4
+                },
+                RefusedConnections {
+                    reason: Refusal::HelloDeadline,
+                    source: ip("127.1.0.8"),
+                    count: 1
+                },
+            ]
+        );
+        assert_eq!(gate.take_refused(), []);
+        assert_eq!(
+            gate.stats().awaiting_hello,
+            0,
+            "the expired permit is released"
+        );
+    }
+
+    #[test]
+    fn refusal_counts_tell_apart_a_bounded_number_of_addresses() {
+        let gate = AcceptGate::new(limits());
+        for n in 0..MAX_REFUSAL_SOURCES as u32 + 10 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+            gate.note_refusal(Refusal::NodeFull, ip);
+        }
+        let taken = gate.take_refused();
+        assert_eq!(taken.len(), MAX_REFUSAL_SOURCES + 1);
+        let rest = taken.iter().find(|r| r.source.is_none()).expect("the rest");
+        assert_eq!(rest.count, 10);
     }
 
     #[test]

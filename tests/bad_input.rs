@@ -227,3 +227,136 @@ async fn malformed_frames_wrong_versions_and_oversize_input_get_clear_codes() {
     still_served(&publisher, track, &mut subscriber, 1_000).await;
     fleet.fleet.shutdown().await;
 }
+
+/// Everything a client writes in one go, before it has read anything.
+async fn send_all(stream: &mut quinn::SendStream, frames: &[Frame]) {
+    let mut buf = BytesMut::new();
+    for frame in frames {
+        frame.encode(&mut buf);
+    }
+    stream.write_all(&buf).await.expect("write");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_pipelined_after_hello_wait_for_admission_and_die_with_a_refusal() {
+    let fleet = TestFleet::start_nodes(FleetSpec::default(), &[NODE]).await;
+    let announce = Frame::Announce(Announce {
+        track_id: 7,
+        kind: TrackKind::Video,
+        e2ee: false,
+        name: "cam".into(),
+    });
+
+    // Admitted: HELLO, ANNOUNCE and SUBSCRIBE in one write, and a datagram
+    // before WELCOME can have arrived. WELCOME comes first, then the
+    // pipelined ANNOUNCE is answered; the datagram (no key exists before
+    // ANNOUNCE_OK) is dropped as unknown_track without closing anything.
+    let unknown_before = fleet
+        .status(NODE)
+        .await
+        .drops
+        .get("unknown_track")
+        .copied()
+        .unwrap_or(0);
+    let (_endpoint, conn, mut stream, mut reader) = raw(&fleet).await;
+    send_all(
+        &mut stream,
+        &[
+            hello(&fleet, 1, Role::Publish),
+            announce.clone(),
+            Frame::Subscribe,
+        ],
+    )
+    .await;
+    let mut datagram = BytesMut::new();
+    MediaHeader {
+        track: 12345,
+        seq: 1,
+        timestamp_us: 1,
+    }
+    .encode(&mut datagram);
+    datagram.extend_from_slice(b"early");
+    conn.send_datagram(datagram.freeze()).expect("datagram");
+    let first = tokio::time::timeout(Duration::from_secs(5), reader.next())
+        .await
+        .expect("an answer")
+        .expect("a frame");
+    assert!(matches!(first, Some(Frame::Welcome(_))), "{first:?}");
+    let second = tokio::time::timeout(Duration::from_secs(5), reader.next())
+        .await
+        .expect("an answer")
+        .expect("a frame");
+    assert!(
+        matches!(&second, Some(Frame::AnnounceOk(ok)) if ok.track_id == 7),
+        "the pipelined ANNOUNCE is answered after WELCOME: {second:?}"
+    );
+    support::events::until(
+        Duration::from_secs(5),
+        "the early datagram is counted as unknown_track",
+        || async {
+            let status = fleet.status(NODE).await;
+            status.drops.get("unknown_track").copied().unwrap_or(0) > unknown_before
+        },
+    )
+    .await;
+    assert!(conn.close_reason().is_none(), "the session stays open");
+
+    // Refused: a bad token with ANNOUNCE pipelined behind it. The client
+    // gets the refusal and nothing else: the ANNOUNCE was never handled.
+    let (_endpoint, conn, mut stream, mut reader) = raw(&fleet).await;
+    let Frame::Hello(mut bad) = hello(&fleet, 1, Role::Publish) else {
+        unreachable!("hello() builds a HELLO")
+    };
+    bad.token.push('x');
+    send_all(&mut stream, &[Frame::Hello(bad), announce]).await;
+    let answer = tokio::time::timeout(Duration::from_secs(5), reader.next())
+        .await
+        .expect("an answer")
+        .expect("a frame");
+    assert!(
+        matches!(&answer, Some(Frame::Error(e)) if e.error_code() == Some(ErrorCode::Unauthorized)),
+        "{answer:?}"
+    );
+    assert_eq!(close_code(&conn).await, Some(ErrorCode::Unauthorized));
+    let after = tokio::time::timeout(Duration::from_secs(1), reader.next()).await;
+    assert!(
+        !matches!(after, Ok(Ok(Some(_)))),
+        "no frame after the refusal: {after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_channel_beyond_max_channels_per_app_is_limit_exceeded() {
+    let spec = FleetSpec {
+        extra: "[limits]\nmax_channels_per_app = 2\n".into(),
+        ..FleetSpec::default()
+    };
+    let fleet = TestFleet::start_nodes(spec, &[NODE]).await;
+    let join = |channel: &'static str| {
+        fleet.connect(NODE, "acme-health", channel, "u", Role::Subscribe, None)
+    };
+    let first = join("one").await.expect("channel one");
+    let _second = join("two").await.expect("channel two");
+    let _more_of_two = join("two")
+        .await
+        .expect("a channel that exists takes more sessions");
+    let refused = join("three").await.expect_err("a third channel");
+    assert_eq!(refused.code(), Some(ErrorCode::LimitExceeded), "{refused}");
+    assert!(
+        refused.to_string().contains("max_channels_per_app"),
+        "{refused}"
+    );
+    // Another app has its own budget.
+    fleet
+        .connect(NODE, "globex-media", "three", "u", Role::Subscribe, None)
+        .await
+        .expect("another app's channel");
+    // The slot frees when the channel's last session leaves.
+    first.close().await;
+    support::events::until(
+        Duration::from_secs(5),
+        "channel one is released",
+        || async { join("three").await.is_ok() },
+    )
+    .await;
+}

@@ -324,27 +324,8 @@ async fn a_handshake_flood_gets_retries_and_bystanders_keep_delivery() {
         }
         most
     };
-    let bystander_send = async {
-        let mut sent = 0u64;
-        let mut pace = tokio::time::interval(Duration::from_millis(10));
-        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while !done.load(std::sync::atomic::Ordering::SeqCst) {
-            pace.tick().await;
-            sent += 1;
-            publisher
-                .send_media(track, sent, sent, b"bystander")
-                .expect("send");
-        }
-        sent
-    };
-    let bystander_receive = async {
-        let mut got = std::collections::BTreeSet::new();
-        while !done.load(std::sync::atomic::Ordering::SeqCst) {
-            got.extend(media_seqs(&mut subscriber, track, Duration::from_millis(100)).await);
-        }
-        got.extend(media_seqs(&mut subscriber, track, Duration::from_millis(300)).await);
-        got
-    };
+    let bystander_send = support::events::send_until(&publisher, track, b"bystander", &done);
+    let bystander_receive = support::events::receive_until(&mut subscriber, track, &done);
     let flood = async {
         let transport = Arc::new(georelay::tls::client_transport_config(&limits));
         let client = georelay::tls::client_config(Arc::clone(&fleet.pki.roots), transport)
@@ -368,18 +349,10 @@ async fn a_handshake_flood_gets_retries_and_bystanders_keep_delivery() {
     let rss_after = faults::flood::peak_rss_bytes();
     let delivery = got.len() as f64 / sent as f64;
     println!(
-        "flood against a node: {} Initials from {} addresses in {:?}: {} Retries, {} other replies, \
-         {} B out, {} B back (amplification {:.3}); unvalidated handshakes at most {most_unvalidated} \
+        "flood against a node: {}; unvalidated handshakes at most {most_unvalidated} \
          (threshold {}); bystander delivery {delivery:.4} ({} of {sent}); peak RSS (test process, \
          node included) {} -> {} MiB",
-        report.initials,
-        report.sources,
-        report.elapsed,
-        report.retries,
-        report.other_packets,
-        report.bytes_out,
-        report.bytes_in,
-        report.amplification(),
+        report.summary(),
         limits.retry_threshold,
         got.len(),
         rss_before >> 20,
@@ -414,7 +387,12 @@ async fn a_handshake_flood_gets_retries_and_bystanders_keep_delivery() {
 /// the cap from each of `GEORELAY_SILENT_ADDRESSES` addresses (20 unless
 /// set: 200 connections; 100 gives the 1,000 of docs/RELIABILITY.md).
 const SILENT_PER_ADDRESS: usize = 10;
-const SILENT_HELLO_DEADLINE: Duration = Duration::from_secs(2);
+const SILENT_HELLO_DEADLINE: Duration = Duration::from_secs(5);
+/// How much later than its deadline the relay's close may reach a client
+/// (scheduling on a loaded 2-core machine, one retransmission).
+const SILENT_SLACK: Duration = Duration::from_secs(1);
+/// Silent connections opened per second.
+const SILENT_RATE: u32 = 250;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_never_send_hello_are_all_closed() {
@@ -445,34 +423,21 @@ async fn connections_that_never_send_hello_are_all_closed() {
     let count = sources.len() * SILENT_PER_ADDRESS;
     let endpoints = faults::peers::endpoints(&sources, &fleet.pki.roots);
     let done = std::sync::atomic::AtomicBool::new(false);
-    let bystander_send = async {
-        let mut sent = 0u64;
-        let mut pace = tokio::time::interval(Duration::from_millis(10));
-        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while !done.load(std::sync::atomic::Ordering::SeqCst) {
-            pace.tick().await;
-            sent += 1;
-            publisher
-                .send_media(track, sent, sent, b"bystander")
-                .expect("send");
-        }
-        sent
-    };
-    let bystander_receive = async {
-        let mut got = std::collections::BTreeSet::new();
-        while !done.load(std::sync::atomic::Ordering::SeqCst) {
-            got.extend(media_seqs(&mut subscriber, track, Duration::from_millis(100)).await);
-        }
-        got.extend(media_seqs(&mut subscriber, track, Duration::from_millis(300)).await);
-        got
-    };
+    let bystander_send = support::events::send_until(&publisher, track, b"bystander", &done);
+    let bystander_receive = support::events::receive_until(&mut subscriber, track, &done);
+    // Opened at SILENT_RATE a second, about what the debug relay completes
+    // on this 2-core machine while the same process also runs every client
+    // handshake: a faster burst overflows the relay's UDP receive buffer
+    // (net.core.rmem_max), and the clients' retransmissions back off.
+    let pace = Some(Duration::from_secs(1) / SILENT_RATE);
     let silent_run = async {
         let node = fleet.node_addr("eu-fra-1");
         let started = georelay::clock::monotonic_now();
         // The first address's K first, then its (K+1)th while they are held,
         // then everyone else's.
         let mut silent =
-            faults::peers::never_hello(&endpoints[..1], node, "eu-fra-1", SILENT_PER_ADDRESS).await;
+            faults::peers::never_hello(&endpoints[..1], node, "eu-fra-1", SILENT_PER_ADDRESS, pace)
+                .await;
         let extra = endpoints[0]
             .connect(node, "eu-fra-1")
             .expect("connect")
@@ -483,25 +448,42 @@ async fn connections_that_never_send_hello_are_all_closed() {
                 node,
                 "eu-fra-1",
                 count - SILENT_PER_ADDRESS,
+                pace,
             )
             .await,
         );
         let handshakes = started.elapsed();
-        let closes = silent.into_iter().map(|(conn, handshake_done)| async move {
-            let reason = conn.closed().await;
-            (handshake_done.elapsed(), reason)
+        let closes = silent.into_iter().map(|silent| async move {
+            let closed = tokio::time::timeout(Duration::from_secs(20), silent.closed)
+                .await
+                .map(|watched| watched.expect("close watcher"));
+            match closed {
+                Ok((at, reason)) => (at - silent.started, at - silent.handshake_done, Ok(reason)),
+                Err(elapsed) => (Duration::MAX, Duration::MAX, Err(elapsed)),
+            }
         });
-        let all = tokio::time::timeout(
-            Duration::from_secs(20),
-            futures_util::future::join_all(closes),
-        )
-        .await
-        .expect("the relay closes every silent connection");
+        let all = futures_util::future::join_all(closes).await;
+        let open = all.iter().filter(|(_, _, reason)| reason.is_err()).count();
+        assert_eq!(
+            open,
+            0,
+            "the relay closes every silent connection: {open} of {} still open after 20 s",
+            all.len()
+        );
         done.store(true, std::sync::atomic::Ordering::SeqCst);
         (handshakes, extra, all)
     };
-    let (sent, got, (handshakes, extra, all)) =
-        tokio::join!(bystander_send, bystander_receive, silent_run);
+    let gate = fleet.fleet.node("eu-fra-1").expect("node").gate.clone();
+    let peak_held = async {
+        let mut most = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            most = most.max(gate.stats().awaiting_hello);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        most
+    };
+    let (sent, got, (handshakes, extra, all), peak_held) =
+        tokio::join!(bystander_send, bystander_receive, silent_run, peak_held);
     assert_eq!(all.len(), count, "every handshake completes");
     let refused = matches!(
         &extra,
@@ -513,37 +495,51 @@ async fn connections_that_never_send_hello_are_all_closed() {
         "connection {} from one address: {extra:?}",
         SILENT_PER_ADDRESS + 1
     );
-    let mut held = Vec::new();
-    for (held_for, reason) in all {
-        let closed_by_relay = matches!(
-            &reason,
-            quinn::ConnectionError::ApplicationClosed(close)
-                if close.error_code == quinn::VarInt::from_u64(6).expect("code")
-        );
+    let (mut held, mut since_start) = (Vec::new(), Vec::new());
+    let mut in_handshake = 0;
+    for (from_start, from_handshake, reason) in all {
+        let reason = reason.expect("closed");
+        // Closed after the relay's side of the handshake: the application
+        // close PROTOCOL_VIOLATION; before it (the client's last handshake
+        // packets were lost and are still being retransmitted): the same
+        // close, sent as a transport APPLICATION_ERROR (RFC 9000 10.2.3).
+        let closed_by_relay = match &reason {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                close.error_code == quinn::VarInt::from_u64(6).expect("code")
+            }
+            quinn::ConnectionError::ConnectionClosed(close) => {
+                in_handshake += 1;
+                close.error_code == quinn::TransportErrorCode::APPLICATION_ERROR
+            }
+            _ => false,
+        };
         assert!(closed_by_relay, "closed with PROTOCOL_VIOLATION: {reason}");
-        held.push(held_for);
+        held.push(from_handshake);
+        since_start.push(from_start);
     }
     held.sort();
+    since_start.sort();
     let delivery = got.len() as f64 / sent as f64;
     println!(
         "{count} silent connections from {} addresses (cap {SILENT_PER_ADDRESS}, HELLO deadline {SILENT_HELLO_DEADLINE:?}): \
-         handshakes {handshakes:?}; held p50 {:?} max {:?}; connection {} from one address refused; \
-         bystander delivery {delivery:.4} ({} of {sent})",
+         handshakes {handshakes:?} (at most {peak_held} waiting for HELLO at once); held after the client's handshake p50 {:?} p99 {:?} max {:?} \
+         ({in_handshake} closed before the relay's side of the handshake completed); \
+         connection {} from one address refused; bystander delivery {delivery:.4} ({} of {sent})",
         sources.len(),
         percentile(&held, 0.5),
+        percentile(&held, 0.99),
         held[held.len() - 1],
         SILENT_PER_ADDRESS + 1,
         got.len()
     );
-    // The deadline runs from the relay's end of the handshake, a little
-    // before the client's.
+    // The deadline runs from when the relay accepted the connection, after
+    // the client started it and before its handshake completed: no close
+    // comes before the deadline counted from the client's start, and every
+    // close within the deadline (plus SILENT_SLACK) of its handshake.
+    assert!(since_start[0] >= SILENT_HELLO_DEADLINE, "{since_start:?}");
     assert!(
-        held[0] >= SILENT_HELLO_DEADLINE - Duration::from_millis(500),
-        "{held:?}"
-    );
-    assert!(
-        held[held.len() - 1] < SILENT_HELLO_DEADLINE + Duration::from_secs(3),
-        "closed within the HELLO deadline (plus scheduling): {held:?}"
+        held[held.len() - 1] < SILENT_HELLO_DEADLINE + SILENT_SLACK,
+        "closed within the HELLO deadline (plus {SILENT_SLACK:?}): {held:?}"
     );
     let missing: Vec<u64> = (1..=sent).filter(|seq| !got.contains(seq)).collect();
     assert!(
@@ -697,4 +693,58 @@ async fn bystanders(fleet: &TestFleet) -> (Client, Client, u64) {
         .expect("announce");
     assert_eq!(track_added(&mut subscriber).await.track, track);
     (publisher, subscriber, track)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_refusals_and_hello_deadlines_are_metadata_events_with_minimised_addresses() {
+    let spec = FleetSpec {
+        extra: "[limits]\nmax_connections_per_address = 2\nhello_timeout_ms = 500\n".into(),
+        metadata: true,
+        ..FleetSpec::default()
+    };
+    let fleet = TestFleet::start_nodes(spec, &["eu-fra-1"]).await;
+    let source = IpAddr::V4(Ipv4Addr::new(127, fleet.prefix.0, fleet.prefix.1, 150));
+    let endpoints = faults::peers::endpoints(&[source], &fleet.pki.roots);
+    let node = fleet.node_addr("eu-fra-1");
+    let silent = faults::peers::never_hello(&endpoints, node, "eu-fra-1", 2, None).await;
+    assert_eq!(silent.len(), 2);
+    for _ in 0..3 {
+        let refused = endpoints[0]
+            .connect(node, "eu-fra-1")
+            .expect("connect")
+            .await;
+        assert!(refused.is_err(), "the cap refuses: {refused:?}");
+    }
+    for silent in &silent {
+        tokio::time::timeout(STEP, silent.conn.closed())
+            .await
+            .expect("closed at the HELLO deadline");
+    }
+    let dir = fleet.dir.path().join("metadata");
+    fleet.fleet.shutdown().await;
+    fleet.metadata.shutdown().await.expect("metadata flushed");
+    let events = georelay::metadata::SqliteStore::open_existing(&dir)
+        .expect("store")
+        .read_events(0, None)
+        .expect("read");
+    let mut refused: std::collections::BTreeMap<String, u64> = Default::default();
+    for event in &events {
+        if let georelay::metadata::EventKind::ConnectionsRefused {
+            reason,
+            count,
+            client_ip,
+        } = &event.kind
+        {
+            assert!(event.app.is_none(), "{event:?}");
+            assert_eq!(
+                client_ip.network().map(|net| net.to_string()),
+                Some(format!("127.{}.{}.0/24", fleet.prefix.0, fleet.prefix.1)),
+                "the source address is minimised to its /24"
+            );
+            *refused.entry(reason.clone()).or_default() += count;
+        }
+    }
+    println!("gate refusals in the metadata: {refused:?}");
+    assert_eq!(refused.get("address_full"), Some(&3), "{refused:?}");
+    assert_eq!(refused.get("hello_deadline"), Some(&2), "{refused:?}");
 }

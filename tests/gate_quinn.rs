@@ -210,18 +210,10 @@ async fn a_flood_of_initials_gets_retries_beyond_the_threshold_and_clients_still
     let most_unvalidated = sampler.await.expect("sampler");
     let rss_after = faults::flood::peak_rss_bytes();
     println!(
-        "flood: {} Initials from {} addresses in {:?}: {} Retries, {} other replies, \
-         {} B out, {} B back (amplification {:.3}); unvalidated handshakes at most {} \
+        "flood: {}; unvalidated handshakes at most {} \
          (threshold {}); the gate saw {} and retried {}, accepted {}; a real client connected \
          in {:?}; peak RSS {} -> {} MiB",
-        report.initials,
-        report.sources,
-        report.elapsed,
-        report.retries,
-        report.other_packets,
-        report.bytes_out,
-        report.bytes_in,
-        report.amplification(),
+        report.summary(),
         most_unvalidated,
         limits.retry_threshold,
         decisions.accepted.load(Ordering::SeqCst)

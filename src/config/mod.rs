@@ -414,8 +414,8 @@ pub struct Limits {
     pub incoming_buffer_size_total: u64,
     /// Connections past the handshake still waiting for `HELLO` (default 1024).
     pub max_pending_hello: usize,
-    /// How long a connection may take from the end of its handshake to its
-    /// `HELLO`, ms (default 5000).
+    /// How long a client connection may take from its first packet being
+    /// accepted to its `HELLO`, handshake included, ms (default 5000).
     pub hello_timeout_ms: u64,
     /// Connections (handshaking or open) from one source address: one IPv4
     /// address or one IPv6 /64 (default 32).

@@ -18,6 +18,10 @@
 //!   route chosen, no route, revoke).
 //! - [`EventKind::LinkUp`] / [`EventKind::LinkDown`]: a mesh link to a peer
 //!   node came up (with its RTT) or went down.
+//! - [`EventKind::ConnectionsRefused`]: connections the accept gate refused
+//!   or closed before `HELLO` (per-address cap, total cap, no `HELLO` permit
+//!   left, `HELLO` deadline), counted per reason and minimised source
+//!   address over a short window, so that a flood is a few rows. No app.
 //! - [`EventKind::Traffic`]: what the node carried for one app over one
 //!   traffic interval in one direction, from or to one peer (clients or a
 //!   node), under one policy version; `at_ms` is the interval's start.
@@ -201,6 +205,19 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// Connections refused before `HELLO`, from one minimised source
+    /// address for one reason, since the previous such event.
+    ConnectionsRefused {
+        /// `address_full`, `node_full`, `awaiting_hello_full` or
+        /// `hello_deadline`.
+        reason: String,
+        /// How many.
+        count: u64,
+        /// The source address after minimisation, in its own column (as for
+        /// `SessionOpened`).
+        #[serde(skip)]
+        client_ip: MinimisedIp,
+    },
     /// Media of one app carried over one traffic interval, in one
     /// direction, from or to one peer. The event's `at_ms` is the start of
     /// the interval.
@@ -286,6 +303,7 @@ impl EventKind {
             EventKind::Geofence { .. } => "geofence",
             EventKind::LinkUp { .. } => "link_up",
             EventKind::LinkDown { .. } => "link_down",
+            EventKind::ConnectionsRefused { .. } => "connections_refused",
             EventKind::Traffic { .. } => "traffic",
             EventKind::TrafficInterval { .. } => "traffic_interval",
             EventKind::Policy { .. } => "policy",
@@ -304,16 +322,18 @@ impl EventKind {
             EventKind::Geofence { session_id, .. } => *session_id,
             EventKind::LinkUp { .. }
             | EventKind::LinkDown { .. }
+            | EventKind::ConnectionsRefused { .. }
             | EventKind::Traffic { .. }
             | EventKind::TrafficInterval { .. }
             | EventKind::Policy { .. } => None,
         }
     }
 
-    /// The client address, for `SessionOpened`.
+    /// The client address, for `SessionOpened` and `ConnectionsRefused`.
     pub fn client_ip(&self) -> Option<MinimisedIp> {
         match self {
-            EventKind::SessionOpened { client_ip, .. } => Some(*client_ip),
+            EventKind::SessionOpened { client_ip, .. }
+            | EventKind::ConnectionsRefused { client_ip, .. } => Some(*client_ip),
             _ => None,
         }
     }
@@ -444,7 +464,9 @@ impl Event {
         detail: &str,
     ) -> Result<Self, DecodeError> {
         let mut kind: EventKind = serde_json::from_str(detail)?;
-        if let EventKind::SessionOpened { client_ip: ip, .. } = &mut kind {
+        if let EventKind::SessionOpened { client_ip: ip, .. }
+        | EventKind::ConnectionsRefused { client_ip: ip, .. } = &mut kind
+        {
             *ip = MinimisedIp::from_stored(client_ip)
                 .ok_or_else(|| DecodeError::ClientIp(client_ip.unwrap_or_default().to_owned()))?;
         }

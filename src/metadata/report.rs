@@ -261,6 +261,7 @@ impl ReportPartial {
                 | EventKind::TrackUnpublished { .. }
                 | EventKind::LinkUp { .. }
                 | EventKind::LinkDown { .. }
+                | EventKind::ConnectionsRefused { .. }
                 | EventKind::Traffic { .. }
                 | EventKind::TrafficInterval { .. }
                 | EventKind::Policy { .. } => {}

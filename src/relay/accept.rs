@@ -9,7 +9,13 @@
 //!   [`ConnectionSlot`] for the connection's whole life. A client connection
 //!   then needs a HELLO permit (`max_pending_hello`; none left: closed with
 //!   `LIMIT_EXCEEDED`) and has until one deadline, `hello_timeout_ms` after
-//!   the handshake, to open its control stream and send `HELLO`.
+//!   the node accepted it, to complete its handshake, open its control
+//!   stream and send `HELLO`.
+//!
+//! Every refusal (and every connection closed at the `HELLO` deadline) is
+//! also operational metadata: the gate counts them per reason and source
+//! address, and [`record_refusals`] writes one `connections_refused` event
+//! per reason and minimised address every [`REFUSAL_WINDOW`].
 //!
 //! A node with several endpoints on its port (`[limits] quic_endpoints`,
 //! see `super::endpoints`) runs one accept loop per endpoint, all with the
@@ -29,6 +35,9 @@ use crate::gate::{AcceptGate, ConnectionSlot, IncomingDecision, Refusal};
 use super::hub::Hub;
 use super::session::AwaitingHello;
 use super::{mesh, session};
+
+/// How often refused connections are written as metadata events.
+pub(super) const REFUSAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How the accept loop recognises mesh peers' dials.
 #[derive(Clone)]
@@ -50,13 +59,14 @@ pub(super) async fn accept_loop(
     mesh: MeshAcceptance,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let recorder = tokio::spawn(record_refusals(Arc::clone(&hub), gate.clone()));
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
         };
         let Some(incoming) = incoming else {
-            return;
+            break;
         };
         match gate.on_incoming(
             incoming.remote_address(),
@@ -74,14 +84,21 @@ pub(super) async fn accept_loop(
                 incoming.refuse();
             }
             IncomingDecision::Accept(slot) => {
-                let connecting = if mesh.peers.contains(&incoming.remote_address()) {
+                let from_peer = mesh.peers.contains(&incoming.remote_address());
+                let connecting = if from_peer {
                     incoming.accept_with(Arc::clone(&mesh.server))
                 } else {
                     incoming.accept()
                 };
+                // A client's HELLO deadline runs from here: a handshake that
+                // stalls (its packets lost under a flood, or a peer that
+                // stops half-way) is closed by it too.
+                let hello_deadline =
+                    (!from_peer).then(|| crate::clock::timer_now() + gate.hello_deadline());
                 tokio::spawn(serve_connection(
                     Arc::clone(&hub),
                     connecting,
+                    hello_deadline,
                     slot,
                     gate.clone(),
                     limits.clone(),
@@ -89,25 +106,61 @@ pub(super) async fn accept_loop(
             }
         }
     }
+    recorder.abort();
+    write_refusals(&hub, &gate);
+}
+
+/// Writes the gate's refusal counts as metadata every [`REFUSAL_WINDOW`].
+async fn record_refusals(hub: Arc<Hub>, gate: AcceptGate) {
+    let mut every = tokio::time::interval(REFUSAL_WINDOW);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        write_refusals(&hub, &gate);
+    }
+}
+
+fn write_refusals(hub: &Hub, gate: &AcceptGate) {
+    let refused = gate.take_refused();
+    if refused.is_empty() {
+        return;
+    }
+    let ip_mode = hub.policy().fleet.metadata.ip_mode;
+    for refusal in refused {
+        hub.record(
+            None,
+            crate::metadata::EventKind::ConnectionsRefused {
+                reason: refusal.reason.as_str().to_string(),
+                count: refusal.count,
+                client_ip: refusal
+                    .source
+                    .map_or_else(crate::metadata::MinimisedIp::dropped, |ip| {
+                        crate::metadata::minimise(ip, ip_mode)
+                    }),
+            },
+        );
+    }
 }
 
 /// Completes the handshake and serves the connection, holding `slot` until
-/// it ends.
+/// it ends. A client's handshake and `HELLO` must both be done by
+/// `hello_deadline`; a mesh peer's handshake is bounded by the transport's
+/// idle timeout.
 async fn serve_connection(
     hub: Arc<Hub>,
     connecting: Result<quinn::Connecting, quinn::ConnectionError>,
+    hello_deadline: Option<tokio::time::Instant>,
     mut slot: ConnectionSlot,
     gate: AcceptGate,
     limits: Limits,
 ) {
     let started = crate::clock::monotonic_now();
-    // The handshake is bounded by the transport's idle timeout.
     let handshake = match connecting {
-        Ok(connecting) => connecting.await,
-        Err(err) => Err(err),
+        Ok(connecting) => complete_handshake(connecting, hello_deadline, &gate).await,
+        Err(_) => None,
     };
     slot.handshake_done();
-    let Ok(conn) = handshake else {
+    let Some(conn) = handshake else {
         return;
     };
     metrics::histogram!(m::HANDSHAKE_DURATION_SECONDS, m::LABEL_NODE => hub.me().to_string())
@@ -126,6 +179,7 @@ async fn serve_connection(
                 Ok(permit) => permit,
                 Err(refusal) => {
                     count_refusal(&hub, refusal);
+                    gate.note_refusal(refusal, conn.remote_address().ip());
                     conn.close(
                         u32::try_from(ErrorCode::LimitExceeded.to_wire())
                             .unwrap_or_default()
@@ -136,7 +190,8 @@ async fn serve_connection(
                 }
             };
             let awaiting = AwaitingHello {
-                deadline: crate::clock::timer_now() + gate.hello_deadline(),
+                deadline: hello_deadline
+                    .unwrap_or_else(|| crate::clock::timer_now() + gate.hello_deadline()),
                 permit,
             };
             if webtransport {
@@ -147,6 +202,42 @@ async fn serve_connection(
         }
     }
     drop(slot);
+}
+
+/// The connection once its handshake completed; `None` when it failed, or
+/// when `deadline` passed first: then the connection is closed with
+/// `PROTOCOL_VIOLATION` (sent as a transport `APPLICATION_ERROR` while the
+/// handshake is unfinished, RFC 9000 §10.2.3) and counted as a `HELLO`
+/// deadline refusal.
+async fn complete_handshake(
+    connecting: quinn::Connecting,
+    deadline: Option<tokio::time::Instant>,
+    gate: &AcceptGate,
+) -> Option<quinn::Connection> {
+    let Some(deadline) = deadline else {
+        return connecting.await.ok();
+    };
+    // A server-side `Connecting` always converts (0.5-RTT): the connection
+    // handle is needed to close it at the deadline. Nothing is read or sent
+    // on it before the handshake completes.
+    let (conn, established) = match connecting.into_0rtt() {
+        Ok(pair) => pair,
+        Err(connecting) => return connecting.await.ok(),
+    };
+    match tokio::time::timeout_at(deadline, established).await {
+        Ok(_) if conn.close_reason().is_none() => Some(conn),
+        Ok(_) => None,
+        Err(_) => {
+            gate.note_refusal(Refusal::HelloDeadline, conn.remote_address().ip());
+            conn.close(
+                u32::try_from(ErrorCode::ProtocolViolation.to_wire())
+                    .unwrap_or_default()
+                    .into(),
+                b"no HELLO within the HELLO deadline",
+            );
+            None
+        }
+    }
 }
 
 fn count_refusal(hub: &Hub, refusal: Refusal) {

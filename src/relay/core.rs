@@ -154,6 +154,10 @@ pub struct NodeCore {
     plane: Plane,
     directory: Directory,
     sessions: HashMap<u64, SessionEntry>,
+    /// Open sessions per channel, and channels per app with a session here
+    /// (`max_channels_per_app`).
+    channel_sessions: HashMap<ChannelKey, usize>,
+    app_channels: HashMap<AppId, usize>,
     next_session: u64,
     peers: BTreeMap<NodeId, PeerEntry>,
     routes: Arc<RouteTable>,
@@ -192,6 +196,8 @@ impl NodeCore {
             policy,
             directory: Directory::default(),
             sessions: HashMap::new(),
+            channel_sessions: HashMap::new(),
+            app_channels: HashMap::new(),
             next_session: 1,
             peers: BTreeMap::new(),
             routes,
@@ -247,10 +253,44 @@ impl NodeCore {
                 "this node is at its session limit",
             ));
         }
+        let key: ChannelKey = (entry.app.clone(), entry.channel.clone());
+        if !self.channel_sessions.contains_key(&key) {
+            let max = self.policy.fleet.limits.max_channels_per_app;
+            if self.app_channels.get(&key.0).copied().unwrap_or(0) >= max {
+                return Err(Refusal::plain(
+                    ErrorCode::LimitExceeded,
+                    format!("the app has {max} channels on this node (max_channels_per_app)"),
+                ));
+            }
+            *self.app_channels.entry(key.0.clone()).or_default() += 1;
+        }
+        *self.channel_sessions.entry(key).or_default() += 1;
         let id = self.next_session;
         self.next_session += 1;
         self.sessions.insert(id, entry);
         Ok(id)
+    }
+
+    /// Channels `app` has open sessions in on this node.
+    pub fn channel_count(&self, app: &AppId) -> usize {
+        self.app_channels.get(app).copied().unwrap_or(0)
+    }
+
+    fn release_channel(&mut self, key: &ChannelKey) {
+        let Some(count) = self.channel_sessions.get_mut(key) else {
+            return;
+        };
+        *count -= 1;
+        if *count > 0 {
+            return;
+        }
+        self.channel_sessions.remove(key);
+        if let Some(channels) = self.app_channels.get_mut(&key.0) {
+            *channels -= 1;
+            if *channels == 0 {
+                self.app_channels.remove(&key.0);
+            }
+        }
     }
 
     /// A session, if it is open.
@@ -412,6 +452,7 @@ impl NodeCore {
         }
         self.drop_subscriber(&key, session, now);
         let entry = self.sessions.remove(&session)?;
+        self.release_channel(&key);
         entry.receiver.datagrams.close();
         self.directory.forget_if_unused(&key);
         Some(entry)
@@ -554,6 +595,8 @@ impl NodeCore {
         for (_, session) in self.sessions.drain() {
             session.receiver.datagrams.close();
         }
+        self.channel_sessions.clear();
+        self.app_channels.clear();
         self.directory.clear();
         self.routes.clear();
     }

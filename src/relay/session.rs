@@ -31,8 +31,9 @@ use super::writers::run_message_writer;
 
 /// What a connection holds between its handshake and `HELLO`: a permit of
 /// the accept gate's `max_pending_hello` (released when `HELLO` arrives)
-/// and the one deadline (`hello_timeout_ms` after the handshake) for
-/// opening the control stream and sending `HELLO`.
+/// and the one deadline (`hello_timeout_ms` after the node accepted the
+/// connection, handshake included) for opening the control stream and
+/// sending `HELLO`.
 #[derive(Debug)]
 pub struct AwaitingHello {
     /// When the connection is closed (`PROTOCOL_VIOLATION`) without `HELLO`.
@@ -59,8 +60,12 @@ pub async fn run_client<T: SessionTransport + std::fmt::Debug>(
     let span = tracing::info_span!("conn", id = conn_id, app = tracing::field::Empty, region = %hub.region());
     async move {
         let AwaitingHello { deadline, permit } = awaiting;
-        let Ok(Ok((send, recv))) = tokio::time::timeout_at(deadline, conn.accept_control()).await
-        else {
+        let client_ip = conn.remote_address().ip();
+        let control_stream = tokio::time::timeout_at(deadline, conn.accept_control()).await;
+        let Ok(Ok((send, recv))) = control_stream else {
+            if control_stream.is_err() {
+                permit.expired(client_ip);
+            }
             conn.close(code(ErrorCode::ProtocolViolation), b"no control stream");
             return;
         };
@@ -75,6 +80,15 @@ pub async fn run_client<T: SessionTransport + std::fmt::Debug>(
         let mut reader = FrameReader::new(recv);
         let hello = match tokio::time::timeout_at(deadline, reader.next()).await {
             Ok(Ok(Some(Frame::Hello(hello)))) => hello,
+            Err(_deadline) => {
+                permit.expired(client_ip);
+                let refusal = Refusal::plain(
+                    ErrorCode::ProtocolViolation,
+                    "no HELLO within the HELLO deadline",
+                );
+                refuse(&hub, &control, None, refusal);
+                return;
+            }
             Ok(Err(err)) => {
                 refuse(
                     &hub,

@@ -36,6 +36,22 @@ impl FloodReport {
     pub fn amplification(&self) -> f64 {
         self.bytes_in as f64 / self.bytes_out.max(1) as f64
     }
+
+    /// What was sent and what came back, for a test's printed figure.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} Initials from {} addresses in {:?}: {} Retries, {} other replies, \
+             {} B out, {} B back (amplification {:.3})",
+            self.initials,
+            self.sources,
+            self.elapsed,
+            self.retries,
+            self.other_packets,
+            self.bytes_out,
+            self.bytes_in,
+            self.amplification(),
+        )
+    }
 }
 
 #[derive(Default)]

@@ -26,22 +26,60 @@ pub fn endpoints(sources: &[IpAddr], roots: &Arc<RootCertStore>) -> Vec<Endpoint
         .collect()
 }
 
+/// A connection that completed its handshake and says nothing.
+#[derive(Debug)]
+pub struct Silent {
+    /// The connection.
+    pub conn: Connection,
+    /// When the client started connecting (before the node accepted it).
+    pub started: Instant,
+    /// When the client's side of the handshake finished.
+    pub handshake_done: Instant,
+    /// Resolves when the connection closes: when, and why. Watched from the
+    /// end of the handshake, so the time is the close's, not when a test
+    /// got round to looking.
+    pub closed: tokio::task::JoinHandle<(Instant, quinn::ConnectionError)>,
+}
+
 /// Opens `count` connections to `node` (spread over `endpoints`) that
-/// complete the handshake and then say nothing. Returns the ones that got
-/// through, with when each handshake finished.
+/// complete the handshake and then say nothing, one every `pace` (all at
+/// once when `None`). Returns the ones that got through.
 pub async fn never_hello(
     endpoints: &[Endpoint],
     node: SocketAddr,
     server_name: &str,
     count: usize,
-) -> Vec<(Connection, Instant)> {
+    pace: Option<Duration>,
+) -> Vec<Silent> {
     let mut handshakes = tokio::task::JoinSet::new();
+    let mut ticks = pace.map(|every| {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        ticks
+    });
     for n in 0..count {
+        if let Some(ticks) = &mut ticks {
+            ticks.tick().await;
+        }
         let endpoint = endpoints[n % endpoints.len()].clone();
         let name = server_name.to_owned();
         handshakes.spawn(async move {
+            let started = georelay::clock::monotonic_now();
             let conn = endpoint.connect(node, &name).ok()?.await.ok()?;
-            Some((conn, georelay::clock::monotonic_now()))
+            let handshake_done = georelay::clock::monotonic_now();
+            let closed = tokio::spawn({
+                let conn = conn.clone();
+                async move {
+                    let reason = conn.closed().await;
+                    (georelay::clock::monotonic_now(), reason)
+                }
+            });
+            Some(Silent {
+                conn,
+                started,
+                handshake_done,
+                closed,
+            })
         });
     }
     let mut connections = Vec::new();

@@ -98,3 +98,39 @@ pub async fn media_within(client: &mut Client, window: Duration) -> usize {
     }
     count
 }
+
+/// Sends a media packet on `track` every 10 ms (sequence numbers from 1)
+/// until `done`; returns how many it sent.
+pub async fn send_until(
+    publisher: &Client,
+    track: u64,
+    payload: &[u8],
+    done: &std::sync::atomic::AtomicBool,
+) -> u64 {
+    let mut sent = 0u64;
+    let mut pace = tokio::time::interval(Duration::from_millis(10));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        pace.tick().await;
+        sent += 1;
+        publisher
+            .send_media(track, sent, sent, payload)
+            .expect("send");
+    }
+    sent
+}
+
+/// The sequence numbers of `track` that reach `subscriber` until `done`,
+/// and in the 300 ms after it.
+pub async fn receive_until(
+    subscriber: &mut Client,
+    track: u64,
+    done: &std::sync::atomic::AtomicBool,
+) -> BTreeSet<u64> {
+    let mut got = BTreeSet::new();
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        got.extend(media_seqs(subscriber, track, Duration::from_millis(100)).await);
+    }
+    got.extend(media_seqs(subscriber, track, Duration::from_millis(300)).await);
+    got
+}

@@ -29,6 +29,16 @@ pub struct ServedFleet {
     /// `127.a.b` of this fleet.
     pub prefix: (u8, u8),
     children: Vec<(String, Child)>,
+    /// How each process was started (arguments, log level, environment), so
+    /// that [`ServedFleet::restart`] starts it again the same way.
+    recipes: Vec<(String, Recipe)>,
+}
+
+#[derive(Clone)]
+struct Recipe {
+    args: Vec<String>,
+    log_level: String,
+    env: Vec<(String, std::ffi::OsString)>,
 }
 
 impl Drop for ServedFleet {
@@ -50,6 +60,7 @@ impl ServedFleet {
             dir,
             prefix,
             children: Vec::new(),
+            recipes: Vec::new(),
         }
     }
 
@@ -102,22 +113,76 @@ impl ServedFleet {
         log_level: &str,
         env: &[(&str, std::ffi::OsString)],
     ) {
+        let recipe = Recipe {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            log_level: log_level.to_string(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        };
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).expect("log");
+        self.launch(name, &recipe, log);
+        self.recipes.push((name.to_string(), recipe));
+    }
+
+    fn launch(&mut self, name: &str, recipe: &Recipe, log: std::fs::File) {
         // GEORELAY_TEST_BIN runs the served tests against another build
         // (e.g. an older commit, to show that a test catches a regression).
         let bin = std::env::var_os("GEORELAY_TEST_BIN").unwrap_or_else(|| BIN.into());
         let child = Command::new(bin)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .args(args)
+            .envs(recipe.env.iter().map(|(k, v)| (k, v)))
+            .args(&recipe.args)
             .args(["--config", "regions.toml"])
             .current_dir(self.dir.path())
-            .env("RUST_LOG", log_level)
+            .env("RUST_LOG", &recipe.log_level)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
             .expect("serve starts");
+        self.children.retain(|(n, _)| n != name);
         self.children.push((name.to_string(), child));
+    }
+
+    /// Starts a serving process again, the way it was first started, once
+    /// it has exited (after a signal); its log is appended to.
+    pub fn restart(&mut self, name: &str) {
+        let exited = self
+            .children
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .is_some_and(|(_, child)| child.try_wait().expect("wait").is_some());
+        assert!(exited, "{name} is still running: signal it first");
+        let recipe = self
+            .recipes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, r)| r.clone())
+            .expect("a process started before");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))
+            .expect("log");
+        self.launch(name, &recipe, log);
+    }
+
+    /// Whether a serving process is running (has not exited).
+    pub fn is_running(&mut self, name: &str) -> bool {
+        self.children
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .is_some_and(|(_, child)| child.try_wait().expect("wait").is_none())
+    }
+
+    /// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`), while the
+    /// process runs.
+    pub fn memory_kib(&self, name: &str, field: &str) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid(name))).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     /// Starts `serve --all` (log in `serve.log`).
@@ -136,6 +201,16 @@ impl ServedFleet {
     /// offset in `offset_file` (re-read on every clock read, so the test
     /// steps the clock by rewriting the file); its monotonic clock is real.
     pub fn serve_node_with_faked_wall_clock(&mut self, node: &str, offset_file: &Path) {
+        self.serve_node_with_faked_wall_clock_logging(node, offset_file, "info");
+    }
+
+    /// [`ServedFleet::serve_node_with_faked_wall_clock`] at `log_level`.
+    pub fn serve_node_with_faked_wall_clock_logging(
+        &mut self,
+        node: &str,
+        offset_file: &Path,
+        log_level: &str,
+    ) {
         let env = [
             ("LD_PRELOAD", FAKETIME_LIB.into()),
             ("FAKETIME_TIMESTAMP_FILE", offset_file.into()),
@@ -143,7 +218,7 @@ impl ServedFleet {
             ("DONT_FAKE_MONOTONIC", "1".into()),
             ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
         ];
-        self.spawn_with_env(node, &["serve", "--node", node], "info", &env);
+        self.spawn_with_env(node, &["serve", "--node", node], log_level, &env);
     }
 
     /// The pid of a serving process (`serve`, or a node id).

@@ -636,6 +636,40 @@ fn the_timer_is_due_at_the_refresh_and_ticking_moves_it_forward() {
 }
 
 #[test]
+fn channels_per_app_are_capped_and_a_slot_frees_when_its_last_session_leaves() {
+    let mut fra = node(
+        "fra",
+        "[limits]\nmax_channels_per_app = 2\n[apps.acme]\nsecret = \"s\"\nallow_regions = [\"eu\", \"uk\"]\n",
+    );
+    let in_channel = |fra: &Node, channel: &str| {
+        let (mut entry, _client) = fra.entry(false, Some("DE"));
+        entry.channel = channel.into();
+        entry
+    };
+    let a1 = fra.core.add_session(in_channel(&fra, "a"), 100).unwrap();
+    let a2 = fra.core.add_session(in_channel(&fra, "a"), 100).unwrap();
+    fra.core.add_session(in_channel(&fra, "b"), 100).unwrap();
+    assert_eq!(fra.core.channel_count(&AppId::new("acme")), 2);
+    let refusal = fra
+        .core
+        .add_session(in_channel(&fra, "c"), 100)
+        .unwrap_err();
+    assert_eq!(refusal.code, ErrorCode::LimitExceeded);
+    assert!(
+        refusal.message.contains("max_channels_per_app"),
+        "{refusal:?}"
+    );
+    // Another session of an existing channel still gets in.
+    fra.core.add_session(in_channel(&fra, "b"), 100).unwrap();
+    // Channel "a" closes only with its last session.
+    fra.core.remove_session(a1, fra.now);
+    assert!(fra.core.add_session(in_channel(&fra, "c"), 100).is_err());
+    fra.core.remove_session(a2, fra.now);
+    assert_eq!(fra.core.channel_count(&AppId::new("acme")), 1);
+    fra.core.add_session(in_channel(&fra, "c"), 100).unwrap();
+}
+
+#[test]
 fn subscribers_per_channel_are_capped_and_a_repeat_subscribe_is_no_new_one() {
     let mut fra = node(
         "fra",
