@@ -7,9 +7,16 @@
 //! the core, passes it a monotonic `now` from [`crate::clock`], and turns
 //! the core's [`CoreEvent`]s into metrics, log lines and metadata after the
 //! lock is released. Media never takes the mutex: see [`super::routes`].
+//!
+//! Traffic records: when metadata and `[metadata] traffic_interval_secs`
+//! are on, the hub's flow counters also count into a [`TrafficMeter`], and
+//! the hub owns the node's [`TrafficRecorder`]: started with the hub,
+//! closed by [`Hub::record_traffic_interval`] (the node's recorder task,
+//! and the final partial interval on a clean shutdown) and by a policy
+//! change in [`Hub::set_policy`].
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ring::rand::SecureRandom;
 
@@ -18,7 +25,9 @@ use crate::admin::{ChannelSeen, LinkStatus, ReloadReport, StatusReport};
 use crate::clock::SharedClock;
 use crate::error::ErrorCode;
 use crate::ids::{AppId, NodeId, RegionId};
-use crate::metadata::{Event, EventKind, GeofenceDecision, Recorder};
+use crate::metadata::{
+    Event, EventKind, GeofenceDecision, Recorder, TrafficMeter, TrafficRecorder,
+};
 use crate::wire::Announce;
 
 use super::admission::Refusal;
@@ -49,6 +58,8 @@ pub struct Hub {
     clock: SharedClock,
     started: Instant,
     recorder: Recorder,
+    traffic: Mutex<Option<TrafficRecorder>>,
+    traffic_interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -65,7 +76,19 @@ impl Hub {
         let started = crate::clock::monotonic_now();
         let drops = Arc::new(DropCounters::default());
         let routes = Arc::new(RouteTable::new(Arc::clone(&drops)));
-        let counters = Arc::new(AppCounterSet::default());
+        let interval_secs = policy.fleet.metadata.traffic_interval_secs;
+        let traffic = (recorder.is_enabled() && interval_secs > 0)
+            .then(|| {
+                TrafficRecorder::start(recorder.clone(), &policy.fleet, &me, clock.now_unix_ms())
+                    .inspect_err(|err| tracing::error!(node = %me, %err, "traffic records off"))
+                    .ok()
+            })
+            .flatten();
+        let counters = Arc::new(match traffic {
+            Some(_) => AppCounterSet::with_meter(Arc::new(TrafficMeter::default())),
+            None => AppCounterSet::default(),
+        });
+        let traffic_interval = traffic.as_ref().map(|_| Duration::from_secs(interval_secs));
         let core = NodeCore::new(
             me.clone(),
             Arc::clone(&policy),
@@ -86,6 +109,8 @@ impl Hub {
             clock,
             started,
             recorder,
+            traffic: Mutex::new(traffic),
+            traffic_interval,
         }
     }
 
@@ -122,6 +147,34 @@ impl Hub {
     /// The counters of `app` at this node.
     pub fn app_counters(&self, app: &AppId) -> Arc<AppCounters> {
         self.counters.get(app)
+    }
+
+    /// How often the node records its traffic; `None` when traffic
+    /// records are off (metadata disabled, or `traffic_interval_secs = 0`).
+    pub fn traffic_interval(&self) -> Option<Duration> {
+        self.traffic_interval
+    }
+
+    /// Closes the running traffic interval now: records what every flow
+    /// carried since the previous one (see [`TrafficRecorder`]). The
+    /// node's recorder task calls it every interval, and a clean shutdown
+    /// once more for the partial interval.
+    pub fn record_traffic_interval(&self) {
+        self.with_traffic(|traffic, now_ms, meter| {
+            traffic.record_interval(now_ms, &meter.snapshot());
+        });
+    }
+
+    fn with_traffic(&self, f: impl FnOnce(&mut TrafficRecorder, u64, &TrafficMeter)) {
+        let (mut traffic, Some(meter)) = (
+            self.traffic.lock().unwrap_or_else(|e| e.into_inner()),
+            self.counters.meter(),
+        ) else {
+            return;
+        };
+        if let Some(traffic) = traffic.as_mut() {
+            f(traffic, self.clock.now_unix_ms(), meter);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, NodeCore> {
@@ -318,7 +371,15 @@ impl Hub {
                 .set(0.0);
         }
         let version = policy.version.to_string();
+        let fleet = Arc::clone(&policy);
         let applied = self.input(|core, now| core.set_policy(policy, now));
+        // The routes now follow the new policy: what was counted so far was
+        // carried under the old one.
+        if previous.version != fleet.version {
+            self.with_traffic(|traffic, now_ms, meter| {
+                traffic.change_policy(now_ms, &meter.snapshot(), &fleet.fleet);
+            });
+        }
         ReloadReport {
             revoked_sessions: applied.revoked_sessions,
             rerouted: applied.rerouted,
