@@ -21,14 +21,15 @@ use std::time::{Duration, Instant};
 use ring::rand::SecureRandom;
 
 use crate::admin::metric_names as m;
-use crate::admin::{ChannelSeen, LinkStatus, ReloadReport, StatusReport};
+use crate::admin::{ChannelSeen, LinkStatus, PeerVersion, ReloadReport, StatusReport};
 use crate::clock::SharedClock;
 use crate::error::ErrorCode;
 use crate::ids::{AppId, NodeId, RegionId};
 use crate::metadata::{
     Event, EventKind, GeofenceDecision, Recorder, TrafficMeter, TrafficRecorder,
 };
-use crate::wire::Announce;
+use crate::wire::stream::Outbound;
+use crate::wire::{Announce, Frame, PROTOCOL_VERSION, PeerHello};
 
 use super::admission::Refusal;
 use super::core::{CoreEvent, NodeCore, PeerEntry, SessionEntry};
@@ -60,6 +61,8 @@ pub struct Hub {
     recorder: Recorder,
     traffic: Mutex<Option<TrafficRecorder>>,
     traffic_interval: Option<Duration>,
+    /// The policy version each mesh peer last reported in `PEER_HELLO`.
+    peer_versions: Mutex<std::collections::BTreeMap<NodeId, Option<String>>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -111,6 +114,7 @@ impl Hub {
             recorder,
             traffic: Mutex::new(traffic),
             traffic_interval,
+            peer_versions: Mutex::default(),
         }
     }
 
@@ -336,6 +340,24 @@ impl Hub {
         metrics::gauge!(m::MESH_LINKS_UP, m::LABEL_NODE => self.me.to_string()).set(links as f64);
     }
 
+    /// This node's `PEER_HELLO`: its id and the policy version in force.
+    pub fn peer_hello(&self) -> Frame {
+        Frame::PeerHello(PeerHello {
+            node: self.me.to_string(),
+            version: PROTOCOL_VERSION,
+            policy_version: Some(self.policy().version.to_string()),
+        })
+    }
+
+    /// `peer` reported `version` in its `PEER_HELLO` (`None`: the old form
+    /// without one).
+    pub fn set_peer_policy_version(&self, peer: &NodeId, version: Option<String>) {
+        self.peer_versions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer.clone(), version);
+    }
+
     /// A control frame from a peer.
     pub fn peer_msg(&self, peer: &NodeId, msg: PeerMsg) {
         self.input(|core, now| core.peer_msg(peer, msg, now));
@@ -379,6 +401,11 @@ impl Hub {
             self.with_traffic(|traffic, now_ms, meter| {
                 traffic.change_policy(now_ms, &meter.snapshot(), &fleet.fleet);
             });
+            // Peers learn the new version from a repeated PEER_HELLO.
+            let hello = self.peer_hello();
+            for (_, peer) in self.lock().peers() {
+                peer.control.send(Outbound::Frame(hello.clone()));
+            }
         }
         ReloadReport {
             revoked_sessions: applied.revoked_sessions,
@@ -421,6 +448,18 @@ impl Hub {
             .iter()
             .map(|r| (r.label().to_string(), self.drops.get(*r)))
             .collect();
+        let own = core.policy().version.to_string();
+        let versions = self.peer_versions.lock().unwrap_or_else(|e| e.into_inner());
+        let peers_on_other_versions = core
+            .peers()
+            .filter_map(|(peer, _)| {
+                let reported = versions.get(peer).cloned().flatten();
+                (reported.as_deref() != Some(own.as_str())).then(|| PeerVersion {
+                    node: peer.to_string(),
+                    policy_version: reported,
+                })
+            })
+            .collect();
         StatusReport {
             node: self.me.to_string(),
             region: self.region().to_string(),
@@ -430,6 +469,7 @@ impl Hub {
             apps,
             links,
             drops,
+            peers_on_other_versions,
         }
     }
 

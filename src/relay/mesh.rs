@@ -17,7 +17,7 @@ use crate::error::ErrorCode;
 use crate::ids::NodeId;
 use crate::metadata::EventKind;
 use crate::wire::stream::{FrameReader, Outbound, close_with, run_control_writer};
-use crate::wire::{ErrorFrame, Frame, PROTOCOL_VERSION, PeerHello};
+use crate::wire::{ErrorFrame, Frame, PROTOCOL_VERSION};
 
 use super::core::PeerEntry;
 use super::fanout::{DatagramQueue, MessageQueue};
@@ -90,7 +90,7 @@ pub async fn run_link(
         Some(peer) => dial_handshake(&hub, &conn, peer).await,
         None => accept_handshake(&hub, &conn).await,
     };
-    let (peer, send, reader) = match handshake {
+    let (peer, send, reader, policy_version) = match handshake {
         Ok(parts) => parts,
         Err(error) => {
             tracing::warn!(node = %hub.me(), reason = %error.message, "mesh handshake refused");
@@ -101,7 +101,8 @@ pub async fn run_link(
     };
     let span = tracing::info_span!("mesh", node = %hub.me(), peer = %peer);
     let _entered = span.enter();
-    tracing::info!(rtt_ms = conn.rtt().as_millis() as u64, "mesh link up");
+    tracing::info!(rtt_ms = conn.rtt().as_millis() as u64, policy_version = ?policy_version, "mesh link up");
+    hub.set_peer_policy_version(&peer, policy_version);
     drop(_entered);
     hub.record(
         None,
@@ -170,6 +171,13 @@ pub async fn run_link(
             _ = conn.closed() => break,
         };
         match frame {
+            // A repeated PEER_HELLO: the peer's policy version changed.
+            Ok(Some(Frame::PeerHello(hello)))
+                if hello.node == peer.as_str() && hello.version == PROTOCOL_VERSION =>
+            {
+                tracing::info!(node = %hub.me(), %peer, policy_version = ?hello.policy_version, "peer policy version");
+                hub.set_peer_policy_version(&peer, hello.policy_version);
+            }
             Ok(Some(frame)) => match PeerMsg::from_frame(frame) {
                 Some(msg) => hub.peer_msg(&peer, msg),
                 None => {
@@ -202,7 +210,14 @@ pub async fn run_link(
     hub.record(None, EventKind::LinkDown { peer, reason });
 }
 
-type Handshake = (NodeId, quinn::SendStream, FrameReader<quinn::RecvStream>);
+/// The peer, the control stream, and the policy version its `PEER_HELLO`
+/// named (`None` for the old form).
+type Handshake = (
+    NodeId,
+    quinn::SendStream,
+    FrameReader<quinn::RecvStream>,
+    Option<String>,
+);
 
 async fn dial_handshake(
     hub: &Hub,
@@ -216,18 +231,14 @@ async fn dial_handshake(
         .await
         .map_err(|e| ErrorFrame::new(ErrorCode::ProtocolViolation, e.to_string()))?;
     let mut buf = bytes::BytesMut::new();
-    Frame::PeerHello(PeerHello {
-        node: hub.me().to_string(),
-        version: PROTOCOL_VERSION,
-    })
-    .encode(&mut buf);
+    hub.peer_hello().encode(&mut buf);
     send.write_all(&buf)
         .await
         .map_err(|e| ErrorFrame::new(ErrorCode::ProtocolViolation, e.to_string()))?;
     let mut reader = FrameReader::new(recv);
     match tokio::time::timeout(PEER_HELLO_TIMEOUT, reader.next()).await {
         Ok(Ok(Some(Frame::PeerHello(hello)))) if hello.node == peer.as_str() => {
-            Ok((peer.clone(), send, reader))
+            Ok((peer.clone(), send, reader, hello.policy_version))
         }
         Ok(Ok(Some(Frame::Error(error)))) => Err(error),
         _ => Err(ErrorFrame::new(
@@ -283,13 +294,9 @@ async fn accept_handshake(hub: &Hub, conn: &quinn::Connection) -> Result<Handsha
         close_with(&mut send, conn, &error, &mut buf).await;
         return Err(error);
     }
-    Frame::PeerHello(PeerHello {
-        node: hub.me().to_string(),
-        version: PROTOCOL_VERSION,
-    })
-    .encode(&mut buf);
+    hub.peer_hello().encode(&mut buf);
     send.write_all(&buf)
         .await
         .map_err(|e| ErrorFrame::new(ErrorCode::ProtocolViolation, e.to_string()))?;
-    Ok((peer, send, reader))
+    Ok((peer, send, reader, hello.policy_version))
 }
