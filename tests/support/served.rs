@@ -101,6 +101,10 @@ impl ServedFleet {
         log_level: &str,
         env: &[(&str, std::ffi::OsString)],
     ) {
+        // A name refers to its running process: forget one that exited
+        // (a node started again after a stop).
+        self.children
+            .retain_mut(|(n, child)| n != name || child.try_wait().ok().flatten().is_none());
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).expect("log");
         // GEORELAY_TEST_BIN runs the served tests against another build
         // (e.g. an older commit, to show that a test catches a regression).
