@@ -341,12 +341,12 @@ impl Hub {
     }
 
     /// This node's `PEER_HELLO`: its id and the policy version in force.
-    pub fn peer_hello(&self) -> Frame {
-        Frame::PeerHello(PeerHello {
+    pub fn peer_hello(&self) -> PeerHello {
+        PeerHello {
             node: self.me.to_string(),
             version: PROTOCOL_VERSION,
             policy_version: Some(self.policy().version.to_string()),
-        })
+        }
     }
 
     /// `peer` reported `version` in its `PEER_HELLO` (`None`: the old form
@@ -401,10 +401,16 @@ impl Hub {
             self.with_traffic(|traffic, now_ms, meter| {
                 traffic.change_policy(now_ms, &meter.snapshot(), &fleet.fleet);
             });
-            // Peers learn the new version from a repeated PEER_HELLO.
-            let hello = self.peer_hello();
-            for (_, peer) in self.lock().peers() {
-                peer.control.send(Outbound::Frame(hello.clone()));
+            // Peers learn the new version from a repeated PEER_HELLO (not
+            // those of an older release, which greeted us without one).
+            // Lock order: the core, then the versions (as in `status`).
+            let hello = Frame::PeerHello(self.peer_hello());
+            let core = self.lock();
+            let versions = self.peer_versions.lock().unwrap_or_else(|e| e.into_inner());
+            for (node, peer) in core.peers() {
+                if versions.get(node).is_some_and(Option::is_some) {
+                    peer.control.send(Outbound::Frame(hello.clone()));
+                }
             }
         }
         ReloadReport {

@@ -5,6 +5,15 @@
 //! Of the two ends of a configured link, the node whose id sorts first dials;
 //! the other accepts. Each side checks that the other's certificate names the
 //! node it claims in `PEER_HELLO`, and that the link is configured.
+//!
+//! `PEER_HELLO` carries the sender's policy version. A node of an older
+//! release sends the old form (without it) and refuses the new one as a
+//! protocol violation, so: the acceptor answers in the form it was greeted
+//! with; a dialer whose `PEER_HELLO` was refused with `PROTOCOL_VIOLATION`
+//! greets that peer in the old form next time (and back, if that is refused
+//! too); and a reload's repeated `PEER_HELLO` goes only to peers that sent
+//! the new form. Links between releases therefore come up either way, with
+//! the old peer's version shown as unknown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +26,7 @@ use crate::error::ErrorCode;
 use crate::ids::NodeId;
 use crate::metadata::EventKind;
 use crate::wire::stream::{FrameReader, Outbound, close_with, run_control_writer};
-use crate::wire::{ErrorFrame, Frame, PROTOCOL_VERSION};
+use crate::wire::{ErrorFrame, Frame, PROTOCOL_VERSION, PeerHello};
 
 use super::core::PeerEntry;
 use super::fanout::{DatagramQueue, MessageQueue};
@@ -37,6 +46,40 @@ const PEER_HELLO_TIMEOUT: Duration = Duration::from_secs(3);
 /// How many reliable messages may wait for one peer.
 const MESSAGE_QUEUE: usize = 8192;
 
+/// Which `PEER_HELLO` this node greets a peer with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HelloForm {
+    /// With the policy version.
+    Current,
+    /// Without it, for a peer of an older release.
+    Old,
+}
+
+impl HelloForm {
+    fn of(hello: &PeerHello) -> Self {
+        match hello.policy_version {
+            Some(_) => HelloForm::Current,
+            None => HelloForm::Old,
+        }
+    }
+
+    fn other(self) -> Self {
+        match self {
+            HelloForm::Current => HelloForm::Old,
+            HelloForm::Old => HelloForm::Current,
+        }
+    }
+}
+
+/// How a link ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LinkEnd {
+    /// It was up, or failed for another reason.
+    Closed,
+    /// The peer answered our `PEER_HELLO` with `PROTOCOL_VIOLATION`.
+    HelloRefused,
+}
+
 /// Dials `peer` at `addr` until shutdown, redialing with backoff whenever
 /// the link drops.
 pub async fn run_dialer(
@@ -49,6 +92,7 @@ pub async fn run_dialer(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = MIN_BACKOFF;
+    let mut form = HelloForm::Current;
     loop {
         if *shutdown.borrow() {
             return;
@@ -62,7 +106,12 @@ pub async fn run_dialer(
         if let Some(conn) = attempt.await {
             backoff = MIN_BACKOFF;
             tokio::select! {
-                _ = run_link(Arc::clone(&hub), conn.clone(), Some(peer.clone()), max_message_bytes) => {}
+                end = serve_link(Arc::clone(&hub), conn.clone(), Some((peer.clone(), form)), max_message_bytes) => {
+                    if end == LinkEnd::HelloRefused {
+                        form = form.other();
+                        tracing::info!(node = %hub.me(), %peer, ?form, "PEER_HELLO refused; greeting the peer in the other form next");
+                    }
+                }
                 _ = shutdown.changed() => {
                     conn.close(0u32.into(), b"shutdown");
                     return;
@@ -85,18 +134,31 @@ pub async fn run_link(
     dialed: Option<NodeId>,
     max_message_bytes: usize,
 ) {
+    let dialed = dialed.map(|peer| (peer, HelloForm::Current));
+    serve_link(hub, conn, dialed, max_message_bytes).await;
+}
+
+/// [`run_link`], greeting a dialed peer with the given form.
+async fn serve_link(
+    hub: Arc<Hub>,
+    conn: quinn::Connection,
+    dialed: Option<(NodeId, HelloForm)>,
+    max_message_bytes: usize,
+) -> LinkEnd {
     metrics::counter!(m::CONNECTIONS_TOTAL, m::LABEL_NODE => hub.me().to_string(), m::LABEL_KIND => m::KIND_MESH).increment(1);
     let handshake = match &dialed {
-        Some(peer) => dial_handshake(&hub, &conn, peer).await,
-        None => accept_handshake(&hub, &conn).await,
+        Some((peer, form)) => dial_handshake(&hub, &conn, peer, *form).await,
+        None => accept_handshake(&hub, &conn)
+            .await
+            .map_err(|error| (error, LinkEnd::Closed)),
     };
     let (peer, send, reader, policy_version) = match handshake {
         Ok(parts) => parts,
-        Err(error) => {
+        Err((error, end)) => {
             tracing::warn!(node = %hub.me(), reason = %error.message, "mesh handshake refused");
             let code = quinn::VarInt::from_u64(error.code).unwrap_or(quinn::VarInt::from_u32(0));
             conn.close(code, error.message.as_bytes());
-            return;
+            return end;
         }
     };
     let span = tracing::info_span!("mesh", node = %hub.me(), peer = %peer);
@@ -208,6 +270,7 @@ pub async fn run_link(
         .unwrap_or_else(|| "control stream ended".into());
     tracing::info!(node = %hub.me(), peer = %peer, %reason, "mesh link down");
     hub.record(None, EventKind::LinkDown { peer, reason });
+    LinkEnd::Closed
 }
 
 /// The peer, the control stream, and the policy version its `PEER_HELLO`
@@ -219,32 +282,70 @@ type Handshake = (
     Option<String>,
 );
 
+/// This node's `PEER_HELLO` in `form`, encoded.
+fn hello_bytes(hub: &Hub, form: HelloForm, buf: &mut bytes::BytesMut) {
+    let mut hello = hub.peer_hello();
+    if form == HelloForm::Old {
+        hello.policy_version = None;
+    }
+    Frame::PeerHello(hello).encode(buf);
+}
+
+/// Whether the peer ended the connection as a protocol violation: how a
+/// node of an older release refuses a `PEER_HELLO` it cannot read.
+fn closed_as_violation(conn: &quinn::Connection) -> bool {
+    matches!(
+        conn.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(close))
+            if close.error_code.into_inner() == ErrorCode::ProtocolViolation.to_wire()
+    )
+}
+
+/// The dialer's side; a failure says whether the peer refused our
+/// `PEER_HELLO` ([`LinkEnd::HelloRefused`]).
 async fn dial_handshake(
     hub: &Hub,
     conn: &quinn::Connection,
     peer: &NodeId,
-) -> Result<Handshake, ErrorFrame> {
+    form: HelloForm,
+) -> Result<Handshake, (ErrorFrame, LinkEnd)> {
+    let closed = |error: ErrorFrame| (error, LinkEnd::Closed);
     crate::tls::peer_node_id(conn, peer)
-        .map_err(|e| ErrorFrame::new(ErrorCode::Unauthorized, e.to_string()))?;
+        .map_err(|e| closed(ErrorFrame::new(ErrorCode::Unauthorized, e.to_string())))?;
     let (mut send, recv) = conn
         .open_bi()
         .await
-        .map_err(|e| ErrorFrame::new(ErrorCode::ProtocolViolation, e.to_string()))?;
+        .map_err(|e| closed(ErrorFrame::new(ErrorCode::ProtocolViolation, e.to_string())))?;
     let mut buf = bytes::BytesMut::new();
-    hub.peer_hello().encode(&mut buf);
+    hello_bytes(hub, form, &mut buf);
     send.write_all(&buf)
         .await
-        .map_err(|e| ErrorFrame::new(ErrorCode::ProtocolViolation, e.to_string()))?;
+        .map_err(|e| closed(ErrorFrame::new(ErrorCode::ProtocolViolation, e.to_string())))?;
     let mut reader = FrameReader::new(recv);
     match tokio::time::timeout(PEER_HELLO_TIMEOUT, reader.next()).await {
         Ok(Ok(Some(Frame::PeerHello(hello)))) if hello.node == peer.as_str() => {
             Ok((peer.clone(), send, reader, hello.policy_version))
         }
-        Ok(Ok(Some(Frame::Error(error)))) => Err(error),
-        _ => Err(ErrorFrame::new(
-            ErrorCode::ProtocolViolation,
-            "expected PEER_HELLO from the dialed node",
-        )),
+        Ok(Ok(Some(Frame::Error(error)))) => {
+            let end = if error.code == ErrorCode::ProtocolViolation.to_wire() {
+                LinkEnd::HelloRefused
+            } else {
+                LinkEnd::Closed
+            };
+            Err((error, end))
+        }
+        _ => {
+            let end = if closed_as_violation(conn) {
+                LinkEnd::HelloRefused
+            } else {
+                LinkEnd::Closed
+            };
+            let error = ErrorFrame::new(
+                ErrorCode::ProtocolViolation,
+                "expected PEER_HELLO from the dialed node",
+            );
+            Err((error, end))
+        }
     }
 }
 
@@ -294,7 +395,9 @@ async fn accept_handshake(hub: &Hub, conn: &quinn::Connection) -> Result<Handsha
         close_with(&mut send, conn, &error, &mut buf).await;
         return Err(error);
     }
-    hub.peer_hello().encode(&mut buf);
+    // Answer in the form we were greeted with: an older peer cannot read
+    // the policy version.
+    hello_bytes(hub, HelloForm::of(&hello), &mut buf);
     send.write_all(&buf)
         .await
         .map_err(|e| ErrorFrame::new(ErrorCode::ProtocolViolation, e.to_string()))?;
