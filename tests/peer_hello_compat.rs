@@ -100,27 +100,21 @@ fn old_acceptor(
     });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn links_with_an_older_release_come_up_in_the_old_form_either_way() {
-    let fleet = TestFleet::start_nodes(FleetSpec::default(), &["eu-fra-1"]).await;
-    let old_version = fleet.status("eu-fra-1").await.policy_version;
-    let refused = Arc::new(AtomicU32::new(0));
-    let (lon_frames, mut from_fra_at_lon) = tokio::sync::mpsc::unbounded_channel();
-    old_acceptor(&fleet, Arc::clone(&refused), lon_frames);
-
-    // The old dialer: eu-ams-1 greets eu-fra-1 in the old form.
-    let ams = fleet
-        .pki
-        .identity(&NodeId::new("eu-ams-1"))
-        .expect("ams identity");
+/// An old-release `node` dialing eu-fra-1 from its own listen address (as
+/// a node does) and greeting it in the old form; its connection and control
+/// stream.
+async fn old_dialer(
+    fleet: &TestFleet,
+    node: &str,
+) -> (quinn::Endpoint, quinn::SendStream, quinn::RecvStream) {
+    let identity = fleet.pki.identity(&NodeId::new(node)).expect("identity");
     let client = mesh_client_config(
-        &ams,
+        &identity,
         fleet.pki.roots.clone(),
         Arc::new(transport_config(TransportKind::Mesh)),
     )
     .expect("mesh client config");
-    // A node dials from its own listen address.
-    let endpoint = quinn::Endpoint::client(fleet.node_addr("eu-ams-1")).expect("bind ams");
+    let endpoint = quinn::Endpoint::client(fleet.node_addr(node)).expect("bind the node's address");
     let conn = tokio::time::timeout(
         STEP,
         endpoint
@@ -131,7 +125,20 @@ async fn links_with_an_older_release_come_up_in_the_old_form_either_way() {
     .expect("in time")
     .expect("handshake");
     let (mut send, recv) = conn.open_bi().await.expect("control stream");
-    send.write_all(&old_hello("eu-ams-1")).await.expect("hello");
+    send.write_all(&old_hello(node)).await.expect("hello");
+    (endpoint, send, recv)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_with_an_older_release_come_up_in_the_old_form_either_way() {
+    let fleet = TestFleet::start_nodes(FleetSpec::default(), &["eu-fra-1"]).await;
+    let old_version = fleet.status("eu-fra-1").await.policy_version;
+    let refused = Arc::new(AtomicU32::new(0));
+    let (lon_frames, mut from_fra_at_lon) = tokio::sync::mpsc::unbounded_channel();
+    old_acceptor(&fleet, Arc::clone(&refused), lon_frames);
+
+    // The old dialer: eu-ams-1 greets eu-fra-1 in the old form.
+    let (_ams, send, recv) = old_dialer(&fleet, "eu-ams-1").await;
     let mut reader = FrameReader::new(recv);
     let answer = tokio::time::timeout(STEP, reader.next())
         .await
@@ -181,27 +188,7 @@ async fn links_with_an_older_release_come_up_in_the_old_form_either_way() {
     fleet.rewrite_config(&spec);
     let report = fleet.fleet.reload().expect("reload");
     assert_ne!(report.policy_version, old_version);
-    let sin = fleet
-        .pki
-        .identity(&NodeId::new("ap-sin-1"))
-        .expect("sin identity");
-    let sin_client = mesh_client_config(
-        &sin,
-        fleet.pki.roots.clone(),
-        Arc::new(transport_config(TransportKind::Mesh)),
-    )
-    .expect("mesh client config");
-    let sin_endpoint = quinn::Endpoint::client(fleet.node_addr("ap-sin-1")).expect("bind sin");
-    let sin_conn = sin_endpoint
-        .connect_with(sin_client, fleet.node_addr("eu-fra-1"), "eu-fra-1")
-        .expect("connect")
-        .await
-        .expect("handshake");
-    let (mut sin_send, _sin_recv) = sin_conn.open_bi().await.expect("control stream");
-    sin_send
-        .write_all(&old_hello("ap-sin-1"))
-        .await
-        .expect("hello");
+    let (_sin, sin_send, _sin_recv) = old_dialer(&fleet, "ap-sin-1").await;
     let lists_sin = |frame: &Frame| {
         matches!(frame, Frame::LinkState(state)
             if state.origin == "eu-fra-1" && state.links.iter().any(|l| l.peer == "ap-sin-1"))
