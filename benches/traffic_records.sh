@@ -13,6 +13,9 @@
 # relay_cpu_us_per_packet; the figure is the ratio of the totals.
 #
 #   benches/traffic_records.sh [ROUNDS] [SECONDS]     (default 6 rounds of 8 s)
+#
+# The loadgen summaries (one JSON line per run, with "mode" and "round")
+# go to benches/results/traffic_records-<commit>.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-6}"
@@ -30,6 +33,10 @@ trap cleanup EXIT
 
 # relay NAME IP INTERVAL: a one-node fleet in $work/NAME, served.
 relay() {
+  if curl -sf "http://$2:9090/readyz" >/dev/null; then
+    echo "$2:9090 already answers: another relay is running there" >&2
+    exit 1
+  fi
   mkdir -p "$work/$1"
   cat >"$work/$1/regions.toml" <<EOF
 [geoip.overrides]
@@ -47,7 +54,7 @@ allow_regions = ["eu"]
 dir = "metadata"
 traffic_interval_secs = $3
 EOF
-  (cd "$work/$1" && RUST_LOG=warn "$bin" serve --node bench-1 --config regions.toml >serve.log 2>&1) &
+  (cd "$work/$1" && RUST_LOG=warn exec "$bin" serve --node bench-1 --config regions.toml >serve.log 2>&1) &
   pids+=($!)
   for _ in $(seq 100); do
     curl -sf "http://$2:9090/readyz" >/dev/null && return 0
@@ -66,17 +73,25 @@ run() {
     --publishers 1 --subscribers 10 --rate 1000 --size 1100 \
     --duration "$seconds" --bind "$2" --json
 }
-results="$work/results.jsonl"
+mkdir -p benches/results
+results="benches/results/traffic_records-$(git rev-parse --short HEAD).jsonl"
+: >"$results"
 for round in $(seq "$rounds"); do
   if (( round % 2 )); then order="off on"; else order="on off"; fi
   for mode in $order; do
     ip=127.61.0.1
     [[ $mode == on ]] && ip=127.61.0.2
-    run "$mode" "$ip" | python3 -c 'import json,sys; r=json.load(sys.stdin); r["mode"]=sys.argv[1]; r["round"]=int(sys.argv[2]); print(json.dumps(r))' "$mode" "$round" >>"$results"
+    run "$mode" "$ip" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+if not r["received"] or r["relay_cpu_us_per_packet"] is None:
+    sys.exit(f"round {sys.argv[2]} ({sys.argv[1]}) delivered nothing or has no relay cost: {r}")
+r["mode"], r["round"] = sys.argv[1], int(sys.argv[2])
+print(json.dumps(r))' "$mode" "$round" >>"$results"
   done
 done
-records=$(find "$work/on/metadata" -name 'events-*.sqlite' | head -1)
-echo "traffic records written by the on relay: $(python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute("select count(*) from events where kind in (\"traffic\",\"traffic_interval\")").fetchone()[0])' "$records")"
+echo "metadata events written by the on relay: $(curl -s http://127.61.0.2:9090/metrics | awk '/^georelay_metadata_events_written_total/ {print $2}')"
+echo "raw results: $results"
 python3 - "$results" <<'PY'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
