@@ -146,6 +146,7 @@ async fn serve_link(
     max_message_bytes: usize,
 ) -> LinkEnd {
     metrics::counter!(m::CONNECTIONS_TOTAL, m::LABEL_NODE => hub.me().to_string(), m::LABEL_KIND => m::KIND_MESH).increment(1);
+    let version_greeted = hub.policy().version;
     let handshake = match &dialed {
         Some((peer, form)) => dial_handshake(&hub, &conn, peer, *form).await,
         None => accept_handshake(&hub, &conn)
@@ -164,6 +165,7 @@ async fn serve_link(
     let span = tracing::info_span!("mesh", node = %hub.me(), peer = %peer);
     let _entered = span.enter();
     tracing::info!(rtt_ms = conn.rtt().as_millis() as u64, policy_version = ?policy_version, "mesh link up");
+    let speaks_versions = policy_version.is_some();
     hub.set_peer_policy_version(&peer, policy_version);
     drop(_entered);
     hub.record(
@@ -201,6 +203,10 @@ async fn serve_link(
             },
         },
     );
+    // A reload between the greeting and `peer_up` found no peer to tell.
+    if speaks_versions && hub.policy().version != version_greeted {
+        let _ = control.try_send(Outbound::Frame(Frame::PeerHello(hub.peer_hello())));
+    }
 
     let datagram_task = {
         let (hub, conn, peer) = (Arc::clone(&hub), conn.clone(), peer.clone());
