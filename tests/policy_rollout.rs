@@ -131,25 +131,7 @@ async fn one_config_one_version_and_a_pushed_change_shows_in_status_metrics_and_
     );
 
     // `fleet status` against the new file: ams runs it, fra runs another.
-    let output = tokio::task::spawn_blocking({
-        let config = fleet.config();
-        move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_georelay"))
-                .args([
-                    "fleet",
-                    "status",
-                    "--json",
-                    "--timeout-ms",
-                    "3000",
-                    "--config",
-                ])
-                .arg(config)
-                .output()
-                .expect("fleet status runs")
-        }
-    })
-    .await
-    .expect("join");
+    let output = fleet_status(fleet.config(), &["--json"]).await;
     assert!(
         !output.status.success(),
         "versions differ: not a clean status"
@@ -191,4 +173,27 @@ async fn one_config_one_version_and_a_pushed_change_shows_in_status_metrics_and_
         peers_of("eu-ams-1"),
         serde_json::json!([{"node": "eu-fra-1", "policy_version": old_version}])
     );
+    let table = fleet_status(fleet.config(), &[]).await;
+    let table = String::from_utf8_lossy(&table.stdout);
+    for line in [
+        format!("mesh peers on another version: eu-ams-1 runs {new_version}"),
+        format!("mesh peers on another version: eu-fra-1 runs {old_version}"),
+    ] {
+        assert!(table.contains(&line), "{line:?} in:\n{table}");
+    }
+}
+
+/// `georelay fleet status --config CONFIG` with `extra` flags.
+async fn fleet_status(config: std::path::PathBuf, extra: &[&str]) -> std::process::Output {
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_georelay"))
+            .args(["fleet", "status", "--timeout-ms", "3000", "--config"])
+            .arg(config)
+            .args(extra)
+            .output()
+            .expect("fleet status runs")
+    })
+    .await
+    .expect("join")
 }
