@@ -12,7 +12,11 @@
 //! mesh links use):
 //! the clone goes straight into each subscriber connection's send buffer,
 //! here a mutex-guarded `VecDeque` as in quinn, with no queue or writer of
-//! the relay's own. `baseline` does the least any fan-out must: clone the
+//! the relay's own. `direct-records` is `direct` with traffic records on
+//! (an enabled metadata recorder: each packet also counts into its flow's
+//! traffic counter, and an interval is recorded every 1,000 packets, one
+//! second at 1,000 pps; `benches/traffic_meter.sh` compares the two).
+//! `baseline` does the least any fan-out must: clone the
 //! `Bytes` into each subscriber's `VecDeque` and pop it. Both run the same packet count and
 //! fan-out in one process; the script divides the two instruction counts.
 //! Run without arguments (as `cargo bench` and `cargo test --benches` do),
@@ -122,17 +126,24 @@ fn session(
 }
 
 /// Runs `packets` through the hub to `fanout` subscribers, through queued
-/// outlets and their writers or through `direct` ones; returns how many
-/// were delivered.
-fn hub_run(packets: u64, fanout: usize, direct: bool) -> u64 {
+/// outlets and their writers or through `direct` ones, with traffic
+/// `records` or without; returns how many were delivered.
+fn hub_run(packets: u64, fanout: usize, direct: bool, records: bool) -> u64 {
     let fleet = Fleet::parse(CONFIG, Path::new("bench.toml")).expect("bench config");
     let policy = Arc::new(Policy::from_fleet(fleet).expect("policy"));
+    let (recorder, _events) = if records {
+        let (recorder, events) = Recorder::channel(1 << 20);
+        (recorder, Some(events))
+    } else {
+        (Recorder::disabled(), None)
+    };
     let hub = Hub::new(
         NodeId::new("bench-1"),
         policy,
         Arc::new(SystemClock),
-        Recorder::disabled(),
+        recorder,
     );
+    assert_eq!(hub.traffic_interval().is_some(), records);
     let mut writers = Vec::new();
     let mut queues = Vec::new();
     let mut buffers = Vec::new();
@@ -155,9 +166,12 @@ fn hub_run(packets: u64, fanout: usize, direct: bool) -> u64 {
     let track = hub.announce(publisher, &announce, 8).expect("announce");
     let datagram = datagram(track);
     let mut delivered = 0;
-    for _ in 0..packets {
+    for sent in 1..=packets {
         hub.routes()
             .client_datagram(publisher, track, datagram.clone());
+        if records && sent % 1000 == 0 {
+            hub.record_traffic_interval();
+        }
         for queue in queues.iter().filter(|q| !q.is_direct()) {
             if queue.try_pop().is_some() {
                 delivered += 1;
@@ -210,10 +224,11 @@ fn main() {
     let packets: u64 = args.next().and_then(|p| p.parse().ok()).unwrap_or(1_000);
     const FANOUT: usize = 10;
     let run = |mode: &str| match mode {
-        "hub" => hub_run(packets, FANOUT, false),
-        "direct" => hub_run(packets, FANOUT, true),
+        "hub" => hub_run(packets, FANOUT, false, false),
+        "direct" => hub_run(packets, FANOUT, true, false),
+        "direct-records" => hub_run(packets, FANOUT, true, true),
         "baseline" => baseline_run(packets, FANOUT),
-        other => panic!("unknown mode {other}: use hub, direct or baseline"),
+        other => panic!("unknown mode {other}: use hub, direct, direct-records or baseline"),
     };
     match mode.as_deref() {
         Some(mode) => println!(
@@ -222,7 +237,7 @@ fn main() {
             packets * FANOUT as u64
         ),
         None => {
-            for mode in ["baseline", "hub", "direct"] {
+            for mode in ["baseline", "hub", "direct", "direct-records"] {
                 let delivered = run(mode);
                 assert_eq!(
                     delivered,

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Instructions per delivered packet that traffic records add on the
-# metadata side (benches/traffic_meter.rs: counting through TrafficMeter
-# handles and recording an interval every 1,000 packets), under callgrind,
-# against the fan-out core's instructions per delivered packet
-# (benches/fanout_core.rs, hub mode) measured in the same run.
+# Instructions per delivered packet that traffic records add, under
+# callgrind, all measured in the same run:
+# - on the relay's own path: benches/fanout_core.rs `direct-records` (the
+#   hub with traffic records on: flow counters on every route entry, an
+#   interval every 1,000 packets) against `direct` (records off);
+# - on the metadata side alone (benches/traffic_meter.rs: counting through
+#   TrafficMeter handles and recording an interval every 1,000 packets),
+#   against the fan-out core's hub mode.
 #
 #   benches/traffic_meter.sh [PACKETS]
 set -euo pipefail
@@ -26,9 +29,14 @@ per() { # binary mode -> instructions per delivered packet (x1000)
   short=$(count "$1" "$2" 1000)
   echo $(( (long - short) * 1000 / ((packets - 1000) * 10) ))
 }
+direct=$(per "$(latest fanout_core)" direct)
+records=$(per "$(latest fanout_core)" direct-records)
 meter=$(per "$(latest traffic_meter)" meter)
 base=$(per "$(latest traffic_meter)" baseline)
 hub=$(per "$(latest fanout_core)" hub)
+awk -v d="$direct" -v r="$records" 'BEGIN {
+  printf "relay path, direct outlets: %.1f instructions per delivered packet with traffic records, %.1f without: %.3f x (+%.2f%%)\n", r/1000, d/1000, r/d, 100*(r-d)/d
+}'
 awk -v m="$meter" -v b="$base" -v h="$hub" 'BEGIN {
   printf "traffic records: %.2f instructions per delivered packet (%.2f with, %.2f without)\n", (m-b)/1000, m/1000, b/1000
   printf "fan-out core (hub): %.1f instructions per delivered packet\n", h/1000

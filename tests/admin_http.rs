@@ -50,6 +50,10 @@ impl NodeIntrospect for FakeNode {
                 },
             )]),
             drops: BTreeMap::from([("slow_subscriber".to_owned(), 4)]),
+            peers_on_other_versions: vec![georelay::admin::PeerVersion {
+                node: "us-iad-1".to_owned(),
+                policy_version: Some("fedcba9876543210".to_owned()),
+            }],
         }
     }
 
@@ -122,7 +126,8 @@ async fn status_has_the_contract_shape_with_links_and_drops() {
             "apps": {"acme-health": {"packets_in": 10, "packets_out": 20,
                                      "bytes_in": 9000, "bytes_out": 18000}},
             "links": {"us-iad-1": {"up": true, "rtt_ms": 80.5}},
-            "drops": {"slow_subscriber": 4}
+            "drops": {"slow_subscriber": 4},
+            "peers_on_other_versions": [{"node": "us-iad-1", "policy_version": "fedcba9876543210"}]
         })
     );
     let parsed: StatusReport = serde_json::from_str(&body).expect("round trip");

@@ -85,7 +85,13 @@ fn frame() -> impl Strategy<Value = Frame> {
                 },
             })
         }),
-        name().prop_map(|node| Frame::PeerHello(PeerHello { node, version: 1 })),
+        (name(), proptest::option::of(name())).prop_map(|(node, policy_version)| {
+            Frame::PeerHello(PeerHello {
+                node,
+                version: 1,
+                policy_version,
+            })
+        }),
         (name(), any::<u64>(), vec((name(), any::<u32>()), 0..256)).prop_map(
             |(origin, seq, links)| Frame::LinkState(LinkState {
                 origin,

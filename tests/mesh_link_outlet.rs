@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use georelay::config::Limits;
-use georelay::relay::fanout::{AppCounters, DatagramQueue, DropCounters, DropReason};
+use georelay::relay::fanout::{AppCounters, DatagramQueue, DropCounters, DropReason, FlowCounters};
 use georelay::tls::{DevCa, mesh_client_config, mesh_transport_config, server_config};
 use quinn::{Connection, Endpoint};
 use rustls::RootCertStore;
@@ -84,6 +84,7 @@ async fn a_stalled_mesh_link_drops_and_counts_while_the_other_link_keeps_its_str
         .map(|link| DatagramQueue::direct(Box::new(link.clone()), Arc::clone(&node_drops)))
         .collect();
     let app = Arc::new(AppCounters::default());
+    let flow = Arc::new(FlowCounters::new(Arc::clone(&app), None));
     proxy.pause();
     let started = georelay::clock::monotonic_now();
     let mut ticks = tokio::time::interval(Duration::from_millis(10));
@@ -94,7 +95,7 @@ async fn a_stalled_mesh_link_drops_and_counts_while_the_other_link_keeps_its_str
             datagram[..8].copy_from_slice(&seq.to_be_bytes());
             let datagram = Bytes::from(datagram);
             for outlet in &outlets {
-                outlet.push(datagram.clone(), &app);
+                outlet.push(datagram.clone(), &flow);
             }
         }
     }

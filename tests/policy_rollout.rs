@@ -3,7 +3,9 @@
 //! `/metrics`; a node that takes a changed config pushed to `POST /reload`
 //! (validated, written atomically, applied by the one reload path) reports
 //! the new one; `georelay fleet status` shows both and names the node that
-//! runs the other version. A bad push is refused with `<request body>`
+//! runs the other version, and each node's `/status` (and `fleet status`)
+//! lists its mesh peer on the other version, learnt from the `PEER_HELLO`
+//! the reloaded node repeats. A bad push is refused with `<request body>`
 //! positions and changes nothing.
 
 mod support;
@@ -43,6 +45,8 @@ async fn push(admin: SocketAddr, content_type: &str, body: &str) -> (u16, String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_config_one_version_and_a_pushed_change_shows_in_status_metrics_and_fleet_status() {
     let mut fleet = ServedFleet::configure(&FleetSpec::default());
+    // Certificate files of one fleet CA, so that the two processes link.
+    fleet.use_certs(&FleetSpec::default());
     fleet.serve_nodes(&["eu-fra-1", "eu-ams-1"], "info");
     let original = std::fs::read_to_string(fleet.config()).expect("config");
     let old_version = Fleet::load(&fleet.config())
@@ -55,6 +59,14 @@ async fn one_config_one_version_and_a_pushed_change_shows_in_status_metrics_and_
             fleet.status(node).await.policy_version,
             old_version,
             "{node}"
+        );
+    }
+    fleet.wait_links("eu-fra-1", &["eu-ams-1"]).await;
+    for node in ["eu-fra-1", "eu-ams-1"] {
+        assert_eq!(
+            fleet.status(node).await.peers_on_other_versions,
+            [],
+            "{node}: its peer runs the same version"
         );
     }
     let ams_admin = fleet.addr("eu-ams-1", 9090);
@@ -102,26 +114,24 @@ async fn one_config_one_version_and_a_pushed_change_shows_in_status_metrics_and_
         );
     }
 
+    // Each end of the live link learns the other's version from PEER_HELLO.
+    let peer_on = |node: &str, version: &str| georelay::admin::PeerVersion {
+        node: node.to_owned(),
+        policy_version: Some(version.to_owned()),
+    };
+    let expected = peer_on("eu-ams-1", &new_version);
+    fleet
+        .wait_until("eu-fra-1", |status| {
+            status.peers_on_other_versions == [expected.clone()]
+        })
+        .await;
+    assert_eq!(
+        fleet.status("eu-ams-1").await.peers_on_other_versions,
+        [peer_on("eu-fra-1", &old_version)]
+    );
+
     // `fleet status` against the new file: ams runs it, fra runs another.
-    let output = tokio::task::spawn_blocking({
-        let config = fleet.config();
-        move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_georelay"))
-                .args([
-                    "fleet",
-                    "status",
-                    "--json",
-                    "--timeout-ms",
-                    "3000",
-                    "--config",
-                ])
-                .arg(config)
-                .output()
-                .expect("fleet status runs")
-        }
-    })
-    .await
-    .expect("join");
+    let output = fleet_status(fleet.config(), &["--json"]).await;
     assert!(
         !output.status.success(),
         "versions differ: not a clean status"
@@ -146,4 +156,44 @@ async fn one_config_one_version_and_a_pushed_change_shows_in_status_metrics_and_
     assert_eq!(version_of("eu-ams-1"), serde_json::json!(new_version));
     assert_eq!(version_of("eu-fra-1"), serde_json::json!(old_version));
     assert_eq!(json["other_version"], serde_json::json!(["eu-fra-1"]));
+    let peers_of = |node: &str| {
+        json["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .find(|n| n["node"] == node)
+            .map(|n| n["peers_on_other_versions"].clone())
+            .expect("node listed")
+    };
+    assert_eq!(
+        peers_of("eu-fra-1"),
+        serde_json::json!([{"node": "eu-ams-1", "policy_version": new_version}])
+    );
+    assert_eq!(
+        peers_of("eu-ams-1"),
+        serde_json::json!([{"node": "eu-fra-1", "policy_version": old_version}])
+    );
+    let table = fleet_status(fleet.config(), &[]).await;
+    let table = String::from_utf8_lossy(&table.stdout);
+    for line in [
+        format!("mesh peers on another version: eu-ams-1 runs {new_version}"),
+        format!("mesh peers on another version: eu-fra-1 runs {old_version}"),
+    ] {
+        assert!(table.contains(&line), "{line:?} in:\n{table}");
+    }
+}
+
+/// `georelay fleet status --config CONFIG` with `extra` flags.
+async fn fleet_status(config: std::path::PathBuf, extra: &[&str]) -> std::process::Output {
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_georelay"))
+            .args(["fleet", "status", "--timeout-ms", "3000", "--config"])
+            .arg(config)
+            .args(extra)
+            .output()
+            .expect("fleet status runs")
+    })
+    .await
+    .expect("join")
 }

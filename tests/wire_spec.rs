@@ -9,8 +9,8 @@ use bytes::BytesMut;
 use georelay::error::ErrorCode;
 use georelay::wire::frame::type_name;
 use georelay::wire::{
-    ChannelRef, ErrorFrame, Frame, Hello, MediaHeader, MessageDecoder, SdkInfo, SubscriptionState,
-    SubscriptionStatus, Target, Welcome, decode_frame, encode_message,
+    ChannelRef, ErrorFrame, Frame, Hello, MediaHeader, MessageDecoder, PeerHello, SdkInfo,
+    SubscriptionState, SubscriptionStatus, Target, Welcome, decode_frame, encode_message,
     encode_message_stream_header,
 };
 
@@ -108,6 +108,22 @@ fn spec_frames() -> Vec<(&'static str, Frame)> {
                 origin: "eu-fra-1".into(),
             }),
         ),
+        (
+            "peer-hello",
+            Frame::PeerHello(PeerHello {
+                node: "eu-fra-1".into(),
+                version: 1,
+                policy_version: Some("6a09e667bb67ae85".into()),
+            }),
+        ),
+        (
+            "peer-hello-old-form",
+            Frame::PeerHello(PeerHello {
+                node: "eu-fra-1".into(),
+                version: 1,
+                policy_version: None,
+            }),
+        ),
     ]
 }
 
@@ -122,6 +138,8 @@ fn the_spec_has_exactly_the_tested_examples() {
             "media-datagram",
             "mesh-subscribe-ok",
             "message-stream",
+            "peer-hello",
+            "peer-hello-old-form",
             "subscription-state-active",
             "welcome"
         ]

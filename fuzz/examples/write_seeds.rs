@@ -92,6 +92,7 @@ fn mesh_frames() -> Vec<Frame> {
         Frame::PeerHello(PeerHello {
             node: "eu-fra-1".into(),
             version: 1,
+            policy_version: Some("6a09e667bb67ae85".into()),
         }),
         Frame::LinkState(LinkState {
             origin: "eu-fra-1".into(),

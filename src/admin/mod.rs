@@ -85,6 +85,19 @@ pub struct StatusReport {
     pub links: BTreeMap<String, LinkStatus>,
     /// Dropped packets by reason.
     pub drops: BTreeMap<String, u64>,
+    /// Connected mesh peers whose `PEER_HELLO` named another policy version
+    /// than this node's (or none: an older georelay), by node id.
+    #[serde(default)]
+    pub peers_on_other_versions: Vec<PeerVersion>,
+}
+
+/// A mesh peer and the policy version it reported.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerVersion {
+    /// The peer's node id.
+    pub node: String,
+    /// The version it enforces; `None` when its `PEER_HELLO` had none.
+    pub policy_version: Option<String>,
 }
 
 /// One app's media counters on one node.

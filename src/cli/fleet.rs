@@ -357,6 +357,7 @@ struct NodeState {
     links_up: u64,
     links: u64,
     uptime_s: Option<u64>,
+    peers_on_other_versions: Vec<crate::admin::PeerVersion>,
     error: Option<String>,
 }
 
@@ -408,6 +409,9 @@ async fn node_state(node: &Node, target: &Target) -> NodeState {
                 state.policy_version = json["policy_version"].as_str().map(str::to_owned);
                 state.sessions = json["sessions"].as_u64();
                 state.uptime_s = json["uptime_s"].as_u64();
+                state.peers_on_other_versions =
+                    serde_json::from_value(json["peers_on_other_versions"].clone())
+                        .unwrap_or_default();
                 if let Some(links) = json["links"].as_object() {
                     state.links = links.len() as u64;
                     state.links_up = links
@@ -529,6 +533,26 @@ fn status_table(config: &Path, expected: &str, states: &[NodeState]) -> String {
                 format!("  ({})", state.ready_reasons.join("; "))
             }
         ));
+        if !state.peers_on_other_versions.is_empty() {
+            let peers: Vec<String> = state
+                .peers_on_other_versions
+                .iter()
+                .map(|peer| {
+                    format!(
+                        "{} runs {}",
+                        peer.node,
+                        peer.policy_version
+                            .as_deref()
+                            .unwrap_or("an unknown version")
+                    )
+                })
+                .collect();
+            out.push_str(&format!(
+                "{:<16} mesh peers on another version: {}\n",
+                "",
+                peers.join(", ")
+            ));
+        }
         if let Some(error) = &state.error {
             out.push_str(&format!("{:<16} {error}\n", ""));
         }

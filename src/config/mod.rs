@@ -262,7 +262,7 @@ pub struct MetadataConfig {
     /// How often call-quality samples are taken, seconds (default 10).
     pub quality_interval_secs: u64,
     /// How often each node records its traffic per app and peer, seconds
-    /// (default 60).
+    /// (default 60); 0 turns traffic records off.
     pub traffic_interval_secs: u64,
     /// How often expired metadata is deleted, seconds (default 3600).
     pub sweep_interval_secs: u64,

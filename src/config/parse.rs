@@ -1237,7 +1237,7 @@ impl Checker<'_> {
         if let Some(secs) = self.integer(&table, "quality_interval_secs", 1, 3600) {
             metadata.quality_interval_secs = secs.value;
         }
-        if let Some(secs) = self.integer(&table, "traffic_interval_secs", 1, 3600) {
+        if let Some(secs) = self.integer(&table, "traffic_interval_secs", 0, 3600) {
             metadata.traffic_interval_secs = secs.value;
         }
         if let Some(secs) = self.integer(&table, "sweep_interval_secs", 1, 86_400) {

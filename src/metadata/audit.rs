@@ -832,26 +832,7 @@ mod tests {
     use crate::config::Fleet;
     use crate::ids::{NodeId, RegionId};
 
-    const FLEET: &str = r#"
-[regions.eu]
-countries = ["DE"]
-[regions.uk]
-countries = ["GB"]
-[nodes.eu-fra-1]
-region = "eu"
-listen = "127.10.0.1:4433"
-admin = "127.10.0.1:9090"
-[nodes.uk-lon-1]
-region = "uk"
-listen = "127.40.0.1:4433"
-admin = "127.40.0.1:9090"
-[[links]]
-between = ["eu-fra-1", "uk-lon-1"]
-rtt_ms = 12
-[apps.acme]
-secret = "dev"
-allow_regions = ["eu"]
-"#;
+    use crate::metadata::TEST_FLEET as FLEET;
 
     const T0: u64 = 20_000 * DAY_MS;
     const MINUTE: u64 = 60_000;

@@ -246,26 +246,15 @@ mod tests {
     use super::*;
     use crate::metadata::day::DAY_MS;
 
-    const FLEET: &str = r#"
-[regions.eu]
-countries = ["DE"]
-[regions.uk]
-countries = ["GB"]
-[nodes.eu-fra-1]
-region = "eu"
-listen = "127.10.0.1:4433"
-admin = "127.10.0.1:9090"
-[nodes.uk-lon-1]
-region = "uk"
-listen = "127.40.0.1:4433"
-admin = "127.40.0.1:9090"
-[[links]]
-between = ["eu-fra-1", "uk-lon-1"]
-rtt_ms = 12
-[apps.acme]
-secret = "dev"
-allow_regions = ["eu", "uk"]
-"#;
+    use crate::metadata::TEST_FLEET;
+
+    /// [`TEST_FLEET`] with acme allowed in the UK too.
+    fn fleet_allowing_uk() -> String {
+        TEST_FLEET.replace(
+            r#"allow_regions = ["eu"]"#,
+            r#"allow_regions = ["eu", "uk"]"#,
+        )
+    }
 
     fn fleet(text: &str) -> Fleet {
         Fleet::parse(text, Path::new("/srv/regions.toml")).unwrap()
@@ -325,7 +314,7 @@ allow_regions = ["eu", "uk"]
 
     #[test]
     fn intervals_record_the_difference_markers_and_the_policy() {
-        let fleet = fleet(FLEET);
+        let fleet = fleet(&fleet_allowing_uk());
         let (recorder, mut receiver) = Recorder::channel(100);
         assert!(matches!(
             TrafficRecorder::start(recorder.clone(), &fleet, &NodeId::from("mars-1"), 0),
@@ -434,11 +423,8 @@ allow_regions = ["eu", "uk"]
 
     #[test]
     fn a_policy_change_closes_the_interval_under_the_old_version() {
-        let old = fleet(FLEET);
-        let new = fleet(&FLEET.replace(
-            r#"allow_regions = ["eu", "uk"]"#,
-            r#"allow_regions = ["eu"]"#,
-        ));
+        let old = fleet(&fleet_allowing_uk());
+        let new = fleet(TEST_FLEET);
         assert_ne!(old.policy_version(), new.policy_version());
         let (recorder, mut receiver) = Recorder::channel(100);
         let t0 = 20_000 * DAY_MS;

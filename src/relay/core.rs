@@ -669,7 +669,7 @@ impl NodeCore {
                 key,
             },
             &tables,
-            self.counters.get(&key.0),
+            &self.counters,
         );
         self.routes.replace_channel(key, fresh);
     }

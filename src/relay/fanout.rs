@@ -15,6 +15,11 @@
 //! - a **queued** outlet (simulated networks and tests, which drain it
 //!   themselves with [`DatagramQueue::try_pop`]) keeps a bounded queue; when
 //!   full the oldest datagram is dropped and counted.
+//!
+//! Every packet is counted against a [`FlowCounters`]: its app's `/status`
+//! counters and, when traffic records are on, the traffic counter of its
+//! flow (app, direction, clients or peer node X). Routes resolve these once
+//! per route entry; counting is a few relaxed atomic additions.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use bytes::Bytes;
 
 use crate::admin::AppTraffic;
+use crate::metadata::TrafficCounter;
 
 /// Packet and byte counters of one app at one node.
 #[derive(Debug, Default)]
@@ -55,6 +61,43 @@ impl AppCounters {
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// What one flow of an app's media counts against at a node: the app's
+/// counters, and the flow's traffic-record counter (app, direction, clients
+/// or a peer node) when traffic records are on.
+#[derive(Debug, Default)]
+pub struct FlowCounters {
+    app: Arc<AppCounters>,
+    traffic: Option<Arc<TrafficCounter>>,
+}
+
+impl FlowCounters {
+    /// Counts into `app`, and into `traffic` when given.
+    pub fn new(app: Arc<AppCounters>, traffic: Option<Arc<TrafficCounter>>) -> Self {
+        Self { app, traffic }
+    }
+
+    /// Counts a packet received from a client or a peer.
+    pub fn count_in(&self, bytes: usize) {
+        self.app.count_in(bytes);
+        if let Some(traffic) = &self.traffic {
+            traffic.add(bytes);
+        }
+    }
+
+    /// Counts a packet handed to QUIC for a subscriber or a peer.
+    pub fn count_out(&self, bytes: usize) {
+        self.app.count_out(bytes);
+        if let Some(traffic) = &self.traffic {
+            traffic.add(bytes);
+        }
+    }
+
+    /// The app's counters.
+    pub fn app(&self) -> &Arc<AppCounters> {
+        &self.app
     }
 }
 
@@ -114,8 +157,8 @@ impl DropCounters {
     }
 }
 
-/// One queued datagram and the app it is counted against.
-pub type Queued = (Bytes, Arc<AppCounters>);
+/// One queued packet and the flow it is counted against once sent.
+pub type Queued = (Bytes, Arc<FlowCounters>);
 
 /// What became of a datagram offered to a connection's send buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,7 +239,7 @@ impl DatagramQueue {
     /// direct outlet whose connection discarded an older datagram to take
     /// this one, the drop is counted in place of this send (the totals
     /// stay exact: one packet was lost, one will go out).
-    pub fn push(&self, datagram: Bytes, app: &Arc<AppCounters>) {
+    pub fn push(&self, datagram: Bytes, flow: &Arc<FlowCounters>) {
         if self.closed.load(Ordering::Relaxed) {
             return;
         }
@@ -204,7 +247,7 @@ impl DatagramQueue {
             let len = datagram.len();
             match sink.offer(datagram) {
                 Offer::Sent => {
-                    app.count_out(len);
+                    flow.count_out(len);
                     self.sent.count_out(len);
                 }
                 Offer::DisplacedOldest => self.count_drop(DropReason::QueueFull),
@@ -220,7 +263,7 @@ impl DatagramQueue {
             } else {
                 false
             };
-            queue.push_back((datagram, Arc::clone(app)));
+            queue.push_back((datagram, Arc::clone(flow)));
             dropped
         };
         if dropped {
@@ -271,8 +314,8 @@ impl MessageQueue {
     }
 
     /// Queues one framed message (track, length, payload) without waiting.
-    pub fn push(&self, framed: Bytes, app: &Arc<AppCounters>) {
-        if self.tx.try_send((framed, Arc::clone(app))).is_err() {
+    pub fn push(&self, framed: Bytes, flow: &Arc<FlowCounters>) {
+        if self.tx.try_send((framed, Arc::clone(flow))).is_err() {
             self.drops.count(DropReason::MessageQueueFull);
         }
     }
@@ -286,7 +329,7 @@ mod tests {
     fn a_full_queue_drops_the_oldest_and_counts_it() {
         let node = Arc::new(DropCounters::default());
         let queue = DatagramQueue::new(2, Arc::clone(&node));
-        let app = Arc::new(AppCounters::default());
+        let app = Arc::new(FlowCounters::default());
         for i in 0..5u8 {
             queue.push(Bytes::from(vec![i]), &app);
         }
@@ -335,13 +378,22 @@ mod tests {
         });
         let outlet = DatagramQueue::direct(Box::new(Arc::clone(&buffer)), Arc::clone(&node));
         assert!(outlet.is_direct());
-        let app = Arc::new(AppCounters::default());
+        let traffic = Arc::new(TrafficCounter::default());
+        let app = Arc::new(FlowCounters::new(
+            Arc::default(),
+            Some(Arc::clone(&traffic)),
+        ));
         for i in 0..5u8 {
             outlet.push(Bytes::from(vec![i]), &app);
         }
         outlet.push(Bytes::from_static(b"too large"), &app);
         assert_eq!(outlet.sent.snapshot().packets_out, 2);
-        assert_eq!(app.snapshot().packets_out, 2);
+        assert_eq!(app.app().snapshot().packets_out, 2);
+        assert_eq!(
+            traffic.counts().packets,
+            2,
+            "the flow counts what was sent, not what was dropped"
+        );
         assert_eq!(outlet.drops.get(DropReason::QueueFull), 3);
         assert_eq!(node.get(DropReason::QueueFull), 3);
         assert_eq!(node.get(DropReason::TooLarge), 1);

@@ -7,19 +7,29 @@
 //! the core, passes it a monotonic `now` from [`crate::clock`], and turns
 //! the core's [`CoreEvent`]s into metrics, log lines and metadata after the
 //! lock is released. Media never takes the mutex: see [`super::routes`].
+//!
+//! Traffic records: when metadata and `[metadata] traffic_interval_secs`
+//! are on, the hub's flow counters also count into a [`TrafficMeter`], and
+//! the hub owns the node's [`TrafficRecorder`]: started with the hub,
+//! closed by [`Hub::record_traffic_interval`] (the node's recorder task,
+//! and the final partial interval on a clean shutdown) and by a policy
+//! change in [`Hub::set_policy`].
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ring::rand::SecureRandom;
 
 use crate::admin::metric_names as m;
-use crate::admin::{ChannelSeen, LinkStatus, ReloadReport, StatusReport};
+use crate::admin::{ChannelSeen, LinkStatus, PeerVersion, ReloadReport, StatusReport};
 use crate::clock::SharedClock;
 use crate::error::ErrorCode;
 use crate::ids::{AppId, NodeId, RegionId};
-use crate::metadata::{Event, EventKind, GeofenceDecision, Recorder};
-use crate::wire::Announce;
+use crate::metadata::{
+    Event, EventKind, GeofenceDecision, Recorder, TrafficMeter, TrafficRecorder,
+};
+use crate::wire::stream::Outbound;
+use crate::wire::{Announce, Frame, PROTOCOL_VERSION, PeerHello};
 
 use super::admission::Refusal;
 use super::core::{CoreEvent, NodeCore, PeerEntry, SessionEntry};
@@ -49,6 +59,10 @@ pub struct Hub {
     clock: SharedClock,
     started: Instant,
     recorder: Recorder,
+    traffic: Mutex<Option<TrafficRecorder>>,
+    traffic_interval: Option<Duration>,
+    /// The policy version each mesh peer last reported in `PEER_HELLO`.
+    peer_versions: Mutex<std::collections::BTreeMap<NodeId, Option<String>>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -65,7 +79,19 @@ impl Hub {
         let started = crate::clock::monotonic_now();
         let drops = Arc::new(DropCounters::default());
         let routes = Arc::new(RouteTable::new(Arc::clone(&drops)));
-        let counters = Arc::new(AppCounterSet::default());
+        let interval_secs = policy.fleet.metadata.traffic_interval_secs;
+        let traffic = (recorder.is_enabled() && interval_secs > 0)
+            .then(|| {
+                TrafficRecorder::start(recorder.clone(), &policy.fleet, &me, clock.now_unix_ms())
+                    .inspect_err(|err| tracing::error!(node = %me, %err, "traffic records off"))
+                    .ok()
+            })
+            .flatten();
+        let counters = Arc::new(match traffic {
+            Some(_) => AppCounterSet::with_meter(Arc::new(TrafficMeter::default())),
+            None => AppCounterSet::default(),
+        });
+        let traffic_interval = traffic.as_ref().map(|_| Duration::from_secs(interval_secs));
         let core = NodeCore::new(
             me.clone(),
             Arc::clone(&policy),
@@ -86,6 +112,9 @@ impl Hub {
             clock,
             started,
             recorder,
+            traffic: Mutex::new(traffic),
+            traffic_interval,
+            peer_versions: Mutex::default(),
         }
     }
 
@@ -122,6 +151,34 @@ impl Hub {
     /// The counters of `app` at this node.
     pub fn app_counters(&self, app: &AppId) -> Arc<AppCounters> {
         self.counters.get(app)
+    }
+
+    /// How often the node records its traffic; `None` when traffic
+    /// records are off (metadata disabled, or `traffic_interval_secs = 0`).
+    pub fn traffic_interval(&self) -> Option<Duration> {
+        self.traffic_interval
+    }
+
+    /// Closes the running traffic interval now: records what every flow
+    /// carried since the previous one (see [`TrafficRecorder`]). The
+    /// node's recorder task calls it every interval, and a clean shutdown
+    /// once more for the partial interval.
+    pub fn record_traffic_interval(&self) {
+        self.with_traffic(|traffic, now_ms, meter| {
+            traffic.record_interval(now_ms, &meter.snapshot());
+        });
+    }
+
+    fn with_traffic(&self, f: impl FnOnce(&mut TrafficRecorder, u64, &TrafficMeter)) {
+        let (mut traffic, Some(meter)) = (
+            self.traffic.lock().unwrap_or_else(|e| e.into_inner()),
+            self.counters.meter(),
+        ) else {
+            return;
+        };
+        if let Some(traffic) = traffic.as_mut() {
+            f(traffic, self.clock.now_unix_ms(), meter);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, NodeCore> {
@@ -283,6 +340,24 @@ impl Hub {
         metrics::gauge!(m::MESH_LINKS_UP, m::LABEL_NODE => self.me.to_string()).set(links as f64);
     }
 
+    /// This node's `PEER_HELLO`: its id and the policy version in force.
+    pub fn peer_hello(&self) -> PeerHello {
+        PeerHello {
+            node: self.me.to_string(),
+            version: PROTOCOL_VERSION,
+            policy_version: Some(self.policy().version.to_string()),
+        }
+    }
+
+    /// `peer` reported `version` in its `PEER_HELLO` (`None`: the old form
+    /// without one).
+    pub fn set_peer_policy_version(&self, peer: &NodeId, version: Option<String>) {
+        self.peer_versions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer.clone(), version);
+    }
+
     /// A control frame from a peer.
     pub fn peer_msg(&self, peer: &NodeId, msg: PeerMsg) {
         self.input(|core, now| core.peer_msg(peer, msg, now));
@@ -318,7 +393,26 @@ impl Hub {
                 .set(0.0);
         }
         let version = policy.version.to_string();
+        let fleet = Arc::clone(&policy);
         let applied = self.input(|core, now| core.set_policy(policy, now));
+        // The routes now follow the new policy: what was counted so far was
+        // carried under the old one.
+        if previous.version != fleet.version {
+            self.with_traffic(|traffic, now_ms, meter| {
+                traffic.change_policy(now_ms, &meter.snapshot(), &fleet.fleet);
+            });
+            // Peers learn the new version from a repeated PEER_HELLO (not
+            // those of an older release, which greeted us without one).
+            // Lock order: the core, then the versions (as in `status`).
+            let hello = Frame::PeerHello(self.peer_hello());
+            let core = self.lock();
+            let versions = self.peer_versions.lock().unwrap_or_else(|e| e.into_inner());
+            for (node, peer) in core.peers() {
+                if versions.get(node).is_some_and(Option::is_some) {
+                    peer.control.send(Outbound::Frame(hello.clone()));
+                }
+            }
+        }
         ReloadReport {
             revoked_sessions: applied.revoked_sessions,
             rerouted: applied.rerouted,
@@ -360,6 +454,18 @@ impl Hub {
             .iter()
             .map(|r| (r.label().to_string(), self.drops.get(*r)))
             .collect();
+        let own = core.policy().version.to_string();
+        let versions = self.peer_versions.lock().unwrap_or_else(|e| e.into_inner());
+        let peers_on_other_versions = core
+            .peers()
+            .filter_map(|(peer, _)| {
+                let reported = versions.get(peer).cloned().flatten();
+                (reported.as_deref() != Some(own.as_str())).then(|| PeerVersion {
+                    node: peer.to_string(),
+                    policy_version: reported,
+                })
+            })
+            .collect();
         StatusReport {
             node: self.me.to_string(),
             region: self.region().to_string(),
@@ -369,6 +475,7 @@ impl Hub {
             apps,
             links,
             drops,
+            peers_on_other_versions,
         }
     }
 

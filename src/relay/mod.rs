@@ -367,6 +367,9 @@ impl RunningNode {
             ));
         }
         tasks.spawn(timer_loop(Arc::clone(&hub), shutdown_rx.clone()));
+        if let Some(every) = hub.traffic_interval() {
+            tasks.spawn(traffic_loop(Arc::clone(&hub), every, shutdown_rx.clone()));
+        }
         if let Some(listener) = websocket_listener {
             tasks.spawn(crate::browser::serve::run_websocket_listener(
                 Arc::clone(&hub),
@@ -418,7 +421,8 @@ impl RunningNode {
 
     /// Drains: stops accepting, tells every client `SHUTTING_DOWN` with
     /// redirect targets, waits for them to leave (at most the configured
-    /// drain timeout), then closes the endpoints.
+    /// drain timeout), closes the endpoints, then records the partial
+    /// traffic interval (before the caller shuts the metadata stores).
     pub async fn shutdown(mut self) {
         let drain = Duration::from_millis(self.hub.policy().fleet.limits.drain_timeout_ms);
         for endpoint in &self.endpoints {
@@ -438,6 +442,7 @@ impl RunningNode {
             .await;
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        self.hub.record_traffic_interval();
         self.hub.clear();
     }
 
@@ -480,6 +485,19 @@ async fn timer_loop(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => hub.tick(),
             _ = hub.deadline_moved() => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Records the node's traffic every `every` (the first interval ends
+/// `every` after the node started), until shutdown.
+async fn traffic_loop(hub: Arc<Hub>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval_at(crate::clock::timer_now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => hub.record_traffic_interval(),
             _ = shutdown.changed() => return,
         }
     }

@@ -17,10 +17,13 @@ use std::sync::{Arc, RwLock};
 use bytes::{Bytes, BytesMut};
 
 use crate::ids::{AppId, NodeId};
+use crate::metadata::{Direction, TrafficKey, TrafficMeter, TrafficPeer};
 use crate::wire::TrackInfo;
 
 use super::directory::Directory;
-use super::fanout::{AppCounters, DatagramQueue, DropCounters, DropReason, MessageQueue};
+use super::fanout::{
+    AppCounters, DatagramQueue, DropCounters, DropReason, FlowCounters, MessageQueue,
+};
 use super::plane::{ChannelKey, Forwarding};
 
 /// Where a receiver's media goes: its datagram and message queues.
@@ -32,65 +35,79 @@ pub struct Receiver {
     pub messages: MessageQueue,
 }
 
+/// One receiver of a track and the flow its packets are counted against.
+#[derive(Clone, Debug)]
+pub struct Outlet {
+    /// The receiver's queues.
+    pub receiver: Receiver,
+    /// What a packet sent to it counts against (out, to clients or to the
+    /// peer).
+    pub flow: Arc<FlowCounters>,
+}
+
 /// The fast path of one track at this node.
 #[derive(Debug)]
 pub struct TrackRoute {
     /// The app the track belongs to.
     pub app: AppId,
-    /// That app's counters at this node.
-    pub counters: Arc<AppCounters>,
+    /// What a packet of the track arriving here counts against (in, from
+    /// clients or from the upstream peer).
+    pub ingress: Arc<FlowCounters>,
     /// The local session that publishes it, if the track originates here.
     pub publisher: Option<u64>,
     /// The peer it must arrive from, if it originates elsewhere.
     pub upstream: Option<NodeId>,
-    receivers: Vec<Receiver>,
+    outlets: Vec<Outlet>,
 }
 
 impl TrackRoute {
-    /// A route of `app` to `receivers`, accepted only from `publisher` (a
-    /// local session) or `upstream` (a peer).
+    /// A route of `app` to `outlets`, accepted only from `publisher` (a
+    /// local session) or `upstream` (a peer), counted in against `ingress`.
     pub fn new(
         app: AppId,
-        counters: Arc<AppCounters>,
+        ingress: Arc<FlowCounters>,
         publisher: Option<u64>,
         upstream: Option<NodeId>,
-        receivers: Vec<Receiver>,
+        outlets: Vec<Outlet>,
     ) -> Self {
         Self {
             app,
-            counters,
+            ingress,
             publisher,
             upstream,
-            receivers,
+            outlets,
         }
     }
 
     /// Counts the datagram in and queues it for every receiver.
     pub fn forward_datagram(&self, datagram: Bytes) {
-        self.counters.count_in(datagram.len());
-        for receiver in &self.receivers {
-            receiver.datagrams.push(datagram.clone(), &self.counters);
+        self.ingress.count_in(datagram.len());
+        for outlet in &self.outlets {
+            outlet
+                .receiver
+                .datagrams
+                .push(datagram.clone(), &outlet.flow);
         }
     }
 
     /// Counts a framed message in and queues it for every receiver.
     pub fn forward_message(&self, framed: Bytes) {
-        self.counters.count_in(framed.len());
-        for receiver in &self.receivers {
-            receiver.messages.push(framed.clone(), &self.counters);
+        self.ingress.count_in(framed.len());
+        for outlet in &self.outlets {
+            outlet.receiver.messages.push(framed.clone(), &outlet.flow);
         }
     }
 
     /// How many receivers the track has here.
     pub fn fanout(&self) -> usize {
-        self.receivers.len()
+        self.outlets.len()
     }
 
     /// Whether `queue` is one of the track's receivers.
     pub fn delivers_to(&self, queue: &Arc<DatagramQueue>) -> bool {
-        self.receivers
+        self.outlets
             .iter()
-            .any(|r| Arc::ptr_eq(&r.datagrams, queue))
+            .any(|o| Arc::ptr_eq(&o.receiver.datagrams, queue))
     }
 }
 
@@ -103,13 +120,58 @@ pub enum Forwarded {
     Dropped(DropReason),
 }
 
-/// Per-app packet and byte counters of a node, created on first use.
+/// Per-app packet and byte counters of a node, and the [`FlowCounters`]
+/// of each (app, direction, peer), created on first use. With a
+/// [`TrafficMeter`] (traffic records on), each flow also counts into the
+/// meter's counter of its key. Keys come from the config (apps, node ids),
+/// so the set is bounded by the config's size.
 #[derive(Debug, Default)]
 pub struct AppCounterSet {
     by_app: RwLock<BTreeMap<AppId, Arc<AppCounters>>>,
+    flows: RwLock<HashMap<TrafficKey, Arc<FlowCounters>>>,
+    meter: Option<Arc<TrafficMeter>>,
 }
 
 impl AppCounterSet {
+    /// A set whose flows also count into `meter` (traffic records).
+    pub fn with_meter(meter: Arc<TrafficMeter>) -> Self {
+        Self {
+            meter: Some(meter),
+            ..Self::default()
+        }
+    }
+
+    /// The traffic meter, when traffic records are on.
+    pub fn meter(&self) -> Option<&Arc<TrafficMeter>> {
+        self.meter.as_ref()
+    }
+
+    /// The counters of `app`'s media in `direction` with `peer`. Resolve it
+    /// when a route is built and keep it; never per packet.
+    pub fn flow(&self, app: &AppId, direction: Direction, peer: TrafficPeer) -> Arc<FlowCounters> {
+        let key = TrafficKey {
+            app: app.clone(),
+            direction,
+            peer,
+        };
+        if let Some(flow) = self
+            .flows
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Arc::clone(flow);
+        }
+        let app_counters = self.get(app);
+        let mut flows = self.flows.write().unwrap_or_else(|e| e.into_inner());
+        let traffic = self.meter.as_ref().map(|meter| meter.counter(key.clone()));
+        Arc::clone(
+            flows
+                .entry(key)
+                .or_insert_with(|| Arc::new(FlowCounters::new(app_counters, traffic))),
+        )
+    }
+
     /// The counters of `app`.
     pub fn get(&self, app: &AppId) -> Arc<AppCounters> {
         if let Some(c) = self
@@ -279,15 +341,17 @@ pub trait Receivers {
 /// The fresh routes of one channel at node `me`: one per visible track
 /// with forwarding here, to the local subscribers (never the publisher
 /// itself) when the channel has local interest, and to each downstream
-/// peer.
+/// peer, each counted against its flow in `counters`.
 pub fn build_channel_routes(
     me: &NodeId,
     visible: &[(NodeId, TrackInfo)],
     forwarding: &BTreeMap<NodeId, Forwarding>,
     local: ChannelView<'_>,
     receivers: &impl Receivers,
-    counters: Arc<AppCounters>,
+    counters: &AppCounterSet,
 ) -> Vec<(u64, Arc<TrackRoute>)> {
+    let app = &local.key.0;
+    let mut to_clients: Option<Arc<FlowCounters>> = None;
     let mut fresh = Vec::new();
     for (origin, info) in visible {
         let Some(fwd) = forwarding.get(origin) else {
@@ -305,20 +369,32 @@ pub fn build_channel_routes(
                     continue;
                 }
                 if let Some(receiver) = receivers.session(session) {
-                    out.push(receiver.clone());
+                    out.push(Outlet {
+                        receiver: receiver.clone(),
+                        flow: Arc::clone(to_clients.get_or_insert_with(|| {
+                            counters.flow(app, Direction::Out, TrafficPeer::Clients)
+                        })),
+                    });
                 }
             }
         }
         for peer in &fwd.downstream {
             if let Some(receiver) = receivers.peer(peer) {
-                out.push(receiver.clone());
+                out.push(Outlet {
+                    receiver: receiver.clone(),
+                    flow: counters.flow(app, Direction::Out, TrafficPeer::Node(peer.clone())),
+                });
             }
         }
+        let from = match &fwd.upstream {
+            Some(upstream) if publisher.is_none() => TrafficPeer::Node(upstream.clone()),
+            _ => TrafficPeer::Clients,
+        };
         fresh.push((
             info.track,
             Arc::new(TrackRoute::new(
-                local.key.0.clone(),
-                Arc::clone(&counters),
+                app.clone(),
+                counters.flow(app, Direction::In, from),
                 publisher,
                 fwd.upstream.clone(),
                 out,

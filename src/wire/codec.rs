@@ -78,6 +78,12 @@ impl<'a> Reader<'a> {
         Ok(items)
     }
 
+    /// Whether every byte of the body has been read (for a trailing
+    /// optional field).
+    pub(super) fn at_end(&self) -> bool {
+        self.rest.is_empty()
+    }
+
     /// Ends a body: any byte left over is [`WireError::TrailingBytes`].
     pub(super) fn finish(self, frame: &'static str) -> Result<(), WireError> {
         if self.rest.is_empty() {

@@ -269,6 +269,9 @@ pub struct PeerHello {
     pub node: String,
     /// Protocol version; must be [`PROTOCOL_VERSION`].
     pub version: u64,
+    /// The version of the geofence policy the sender enforces (16 hex
+    /// characters), or `None` in the old form that ends after `node`.
+    pub policy_version: Option<String>,
 }
 
 /// One link in `LINK_STATE`.
@@ -555,6 +558,9 @@ impl Frame {
             Frame::PeerHello(hello) => {
                 w.varint(hello.version);
                 w.string("node", &hello.node, MAX_NAME_LEN);
+                if let Some(policy_version) = &hello.policy_version {
+                    w.string("policy_version", policy_version, MAX_NAME_LEN);
+                }
             }
             Frame::LinkState(state) => {
                 w.string("origin", &state.origin, MAX_NAME_LEN);
@@ -731,9 +737,16 @@ fn read_body(frame_type: u64, r: &mut Reader<'_>) -> Result<Frame, WireError> {
         }),
         PEER_HELLO => {
             let version = read_version(r)?;
+            let node = r.string("node", MAX_NAME_LEN)?;
+            let policy_version = if r.at_end() {
+                None
+            } else {
+                Some(r.string("policy_version", MAX_NAME_LEN)?)
+            };
             Frame::PeerHello(PeerHello {
                 version,
-                node: r.string("node", MAX_NAME_LEN)?,
+                node,
+                policy_version,
             })
         }
         LINK_STATE => Frame::LinkState(LinkState {

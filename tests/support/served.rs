@@ -123,6 +123,9 @@ impl ServedFleet {
         };
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).expect("log");
         self.launch(name, &recipe, log);
+        // A name refers to its latest start (a node started again after a
+        // stop, perhaps with other arguments).
+        self.recipes.retain(|(n, _)| n != name);
         self.recipes.push((name.to_string(), recipe));
     }
 

@@ -114,7 +114,7 @@ export type Frame =
   | ({ type: "TRACK_ADDED" } & TrackInfo)
   | { type: "TRACK_REMOVED"; track: bigint }
   | { type: "SUBSCRIPTION_STATE"; state: "active" | "unavailable"; code: number; message: string }
-  | { type: "PEER_HELLO"; version: number; node: string }
+  | { type: "PEER_HELLO"; version: number; node: string; policyVersion?: string }
   | { type: "LINK_STATE"; origin: string; seq: bigint; links: LinkInfo[] }
   | {
       type: "CHANNEL_ANNOUNCE";
@@ -244,6 +244,10 @@ class Reader {
     return kind;
   }
 
+  atEnd(): boolean {
+    return this.offset === this.body.length;
+  }
+
   finish(frame: string): void {
     if (this.offset !== this.body.length) {
       throw new WireError("PROTOCOL_VIOLATION", `${frame}: trailing bytes in body`);
@@ -340,6 +344,7 @@ function writeBody(w: Writer, f: Frame): void {
     case "PEER_HELLO":
       w.varint(f.version);
       w.string("node", f.node, MAX_NAME_LEN);
+      if (f.policyVersion !== undefined) w.string("policy_version", f.policyVersion, MAX_NAME_LEN);
       return;
     case "LINK_STATE":
       w.string("origin", f.origin, MAX_NAME_LEN);
@@ -455,8 +460,13 @@ function readBody(type: FrameTypeName, r: Reader): Frame {
         message: r.string("message", MAX_TEXT_LEN),
       };
     }
-    case "PEER_HELLO":
-      return { type, version: r.number(), node: r.string("node", MAX_NAME_LEN) };
+    case "PEER_HELLO": {
+      const version = r.number();
+      const node = r.string("node", MAX_NAME_LEN);
+      // The one optional field (PROTOCOL.md §9): present when the body goes on.
+      if (r.atEnd()) return { type, version, node };
+      return { type, version, node, policyVersion: r.string("policy_version", MAX_NAME_LEN) };
+    }
     case "LINK_STATE":
       return {
         type,

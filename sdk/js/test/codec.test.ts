@@ -57,6 +57,8 @@ const SPEC_FRAMES: [string, Frame][] = [
     { type: "SUBSCRIPTION_STATE", state: "active", code: 0, message: "media path established from eu-fra-1" },
   ],
   ["mesh-subscribe-ok", { type: "MESH_SUBSCRIBE_OK", app: "acme-health", channel: "room-1", origin: "eu-fra-1" }],
+  ["peer-hello", { type: "PEER_HELLO", version: 1, node: "eu-fra-1", policyVersion: "6a09e667bb67ae85" }],
+  ["peer-hello-old-form", { type: "PEER_HELLO", version: 1, node: "eu-fra-1" }],
 ];
 
 const hex = (text: string) => Uint8Array.from(text.split(" ").map((pair) => parseInt(pair, 16)));
@@ -69,6 +71,8 @@ test("the spec has exactly the examples tests/wire_spec.rs checks", () => {
     "media-datagram",
     "mesh-subscribe-ok",
     "message-stream",
+    "peer-hello",
+    "peer-hello-old-form",
     "subscription-state-active",
     "welcome",
   ]);

@@ -49,7 +49,13 @@ fn route(publisher: Option<u64>, upstream: Option<&str>, receivers: &[&Queues]) 
         Arc::default(),
         publisher,
         upstream.map(NodeId::new),
-        receivers.iter().map(|q| q.receiver.clone()).collect(),
+        receivers
+            .iter()
+            .map(|q| Outlet {
+                receiver: q.receiver.clone(),
+                flow: Arc::default(),
+            })
+            .collect(),
     ))
 }
 
@@ -58,7 +64,7 @@ fn a_publishers_datagram_reaches_every_receiver_once_and_is_counted() {
     let (table, drops) = table();
     let (a, b) = (queues(&drops), queues(&drops));
     let r = route(Some(1), None, &[&a, &b]);
-    let counters = Arc::clone(&r.counters);
+    let counters = Arc::clone(r.ingress.app());
     table.replace_channel(&key("room"), vec![(5, r)]);
     assert_eq!(table.client_datagram(1, 5, datagram(5)), Forwarded::Yes);
     assert_eq!(
@@ -147,7 +153,10 @@ fn messages_are_framed_for_receivers_and_refused_from_others() {
         Arc::default(),
         Some(1),
         None,
-        vec![receiver],
+        vec![Outlet {
+            receiver,
+            flow: Arc::default(),
+        }],
     ));
     table.replace_channel(&key("room"), vec![(5, r)]);
     assert_eq!(
@@ -222,7 +231,7 @@ fn a_rebuild_serves_local_subscribers_but_not_the_publisher_and_every_downstream
             key: &room,
         },
         &receivers,
-        Arc::default(),
+        &AppCounterSet::default(),
     );
     assert_eq!(fresh.len(), 1);
     let route = &fresh[0].1;
@@ -256,7 +265,91 @@ fn a_track_without_forwarding_here_gets_no_route() {
             sessions: Vec::new(),
             peers: Vec::new(),
         },
-        Arc::default(),
+        &AppCounterSet::default(),
     );
     assert!(fresh.is_empty());
+}
+
+#[test]
+fn a_transit_route_counts_in_from_its_upstream_and_out_to_each_downstream_peer() {
+    let drops = Arc::new(DropCounters::default());
+    let (to_ams, to_sin) = (queues(&drops), queues(&drops));
+    let room = key("room");
+    let directory = Directory::default();
+    let info = TrackInfo {
+        track: 7,
+        publisher: "studio".into(),
+        kind: TrackKind::Video,
+        e2ee: false,
+        name: "cam".into(),
+    };
+    let (lon, fra) = (NodeId::new("lon"), NodeId::new("fra"));
+    let forwarding = BTreeMap::from([(
+        fra.clone(),
+        Forwarding {
+            upstream: Some(fra.clone()),
+            downstream: vec![NodeId::new("ams"), NodeId::new("sin")],
+            local: false,
+        },
+    )]);
+    let receivers = Fixed {
+        sessions: Vec::new(),
+        peers: vec![
+            (NodeId::new("ams"), to_ams.receiver.clone()),
+            (NodeId::new("sin"), to_sin.receiver.clone()),
+        ],
+    };
+    let meter = Arc::new(TrafficMeter::default());
+    let counters = AppCounterSet::with_meter(Arc::clone(&meter));
+    let fresh = build_channel_routes(
+        &lon,
+        &[(fra.clone(), info)],
+        &forwarding,
+        ChannelView {
+            directory: &directory,
+            key: &room,
+        },
+        &receivers,
+        &counters,
+    );
+    let (table, _) = table();
+    table.replace_channel(&room, fresh);
+    let packet = datagram(7);
+    assert_eq!(table.peer_datagram(&fra, packet.clone()), Forwarded::Yes);
+    assert_eq!(
+        table.peer_datagram(&NodeId::new("ams"), packet.clone()),
+        Forwarded::Dropped(DropReason::UnknownTrack),
+        "not from the upstream: not forwarded, not counted"
+    );
+    // What a mesh link's writer does once QUIC took the datagram.
+    for queue in [&to_ams, &to_sin] {
+        let (sent, flow) = queue.receiver.datagrams.try_pop().expect("queued");
+        flow.count_out(sent.len());
+    }
+    let len = packet.len() as u64;
+    let flow = |direction, peer: &str| TrafficKey {
+        app: AppId::new("acme"),
+        direction,
+        peer: TrafficPeer::Node(NodeId::new(peer)),
+    };
+    let snapshot = meter.snapshot();
+    let counted: Vec<(&TrafficKey, u64, u64)> = snapshot
+        .iter()
+        .map(|(key, counts)| (key, counts.packets, counts.bytes))
+        .collect();
+    assert_eq!(
+        counted,
+        vec![
+            (&flow(Direction::In, "fra"), 1, len),
+            (&flow(Direction::Out, "ams"), 1, len),
+            (&flow(Direction::Out, "sin"), 1, len),
+        ],
+        "transit is recorded by peer, and nothing from or to clients"
+    );
+    let app = counters.get(&AppId::new("acme")).snapshot();
+    assert_eq!(
+        (app.packets_in, app.packets_out),
+        (1, 2),
+        "as /status counts"
+    );
 }

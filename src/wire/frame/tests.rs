@@ -106,10 +106,13 @@ fn any_frame() -> impl Strategy<Value = Frame> {
             })
         }),
         Just(Frame::Goodbye),
-        name().prop_map(|node| Frame::PeerHello(PeerHello {
-            node,
-            version: PROTOCOL_VERSION
-        })),
+        (name(), proptest::option::of(name())).prop_map(|(node, policy_version)| {
+            Frame::PeerHello(PeerHello {
+                node,
+                version: PROTOCOL_VERSION,
+                policy_version,
+            })
+        }),
         (name(), number(), vec((name(), number()), 0..5)).prop_map(|(origin, seq, links)| {
             Frame::LinkState(LinkState {
                 origin,
@@ -417,6 +420,7 @@ fn other_versions_are_refused_with_unsupported_version() {
     let peer = Frame::PeerHello(PeerHello {
         node: "n".into(),
         version: 3,
+        policy_version: None,
     });
     assert_eq!(
         peer.try_encode(&mut BytesMut::new()),
