@@ -269,4 +269,7 @@ async fn sighup_and_post_reload_take_the_same_path_and_an_invalid_file_keeps_the
         async move { log.matches("policy reloaded from").count() >= 2 }
     })
     .await;
+    // Written to a file, not a terminal: plain text, no colour codes.
+    let log = fleet.log("serve");
+    assert!(!log.contains('\x1b'), "escape codes in a log file: {log}");
 }

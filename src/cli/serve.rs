@@ -202,13 +202,16 @@ fn policy_error(err: PolicyError) -> CliError {
 }
 
 /// `RUST_LOG` controls levels; noisy dependencies are quiet by default.
+/// Colours only on a terminal: a log file or the journal gets plain text.
 fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,quinn=warn,quinn_proto=warn,rustls=warn")
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal())
         .try_init();
 }
 
