@@ -5,6 +5,9 @@
 //! exits 3 and is named; bad input exits 2.
 
 mod audit_common;
+// Each test binary uses a different part of the shared fixtures.
+#[allow(dead_code)]
+mod metadata_common;
 
 use std::process::{Command, Output};
 
@@ -13,7 +16,6 @@ use georelay::config::PostgresConfig;
 use georelay::metadata::postgres::DEFAULT_TABLE;
 use georelay::metadata::{PostgresStore, SqliteStore, StoreDsns};
 use serde_json::Value;
-use tokio_postgres::NoTls;
 
 fn georelay(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_georelay"))
@@ -204,24 +206,10 @@ fn bad_input_exits_2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_clean_then_a_violating_record() {
-    let Ok(base) = std::env::var("GEORELAY_TEST_PG_DSN") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must provide GEORELAY_TEST_PG_DSN (source .ci/postgres.sh)"
-        );
-        eprintln!("skipping: GEORELAY_TEST_PG_DSN is not set (source .ci/postgres.sh)");
+    let Some(schema) = metadata_common::PgSchema::create("audit").await else {
         return;
     };
-    let schema = format!("t_audit_{}", std::process::id());
-    let (admin, connection) = tokio_postgres::connect(&base, NoTls).await.unwrap();
-    tokio::spawn(connection);
-    admin
-        .batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-        ))
-        .await
-        .unwrap();
-    let dsn = format!("{base} options='-c search_path={schema}'");
+    let dsn = schema.dsn.clone();
 
     let dir = tempfile::tempdir().unwrap();
     let mut config = sqlite_config(dir.path());
@@ -245,8 +233,5 @@ async fn postgres_clean_then_a_violating_record() {
     drop(pg);
     let found = audit_json("--dsn", &dsn, 3);
     assert_violation_named(&found, &audit_text("--dsn", &dsn));
-    admin
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await
-        .unwrap();
+    schema.drop_schema().await;
 }

@@ -14,7 +14,6 @@ use georelay::metadata::day::{DAY_MS, UtcDay};
 use georelay::metadata::postgres::DEFAULT_TABLE;
 use georelay::metadata::{Event, GroupBy, PostgresStore, ReportQuery, SqliteStore, build_report};
 use metadata_common::{SHORT_APP, T0, day_events};
-use tokio_postgres::NoTls;
 
 /// Two fixture days moved to the day before yesterday and yesterday.
 fn recent_events() -> Vec<Event> {
@@ -119,24 +118,10 @@ fn bad_arguments_and_missing_stores_fail_with_the_contract_codes() {
 
 #[tokio::test]
 async fn report_from_postgres_matches_sqlite() {
-    let Ok(base) = std::env::var("GEORELAY_TEST_PG_DSN") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must provide GEORELAY_TEST_PG_DSN (source .ci/postgres.sh)"
-        );
-        eprintln!("skipping: GEORELAY_TEST_PG_DSN is not set (source .ci/postgres.sh)");
+    let Some(schema) = metadata_common::PgSchema::create("cli").await else {
         return;
     };
-    let schema = format!("t_cli_{}", std::process::id());
-    let (admin, connection) = tokio_postgres::connect(&base, NoTls).await.unwrap();
-    tokio::spawn(connection);
-    admin
-        .batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-        ))
-        .await
-        .unwrap();
-    let dsn = format!("{base} options='-c search_path={schema}'");
+    let dsn = schema.dsn.clone();
     let events = recent_events();
     let mut pg = PostgresStore::connect(&dsn, DEFAULT_TABLE).await.unwrap();
     pg.write_batch(&events).await.unwrap();
@@ -158,8 +143,5 @@ async fn report_from_postgres_matches_sqlite() {
     let from_sqlite = report_from("--dir", dir.path().to_str().unwrap());
     assert_eq!(from_pg, from_sqlite);
     assert_eq!(from_pg, expected_groups(&events, None, GroupBy::Node));
-    admin
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await
-        .unwrap();
+    schema.drop_schema().await;
 }

@@ -6,10 +6,11 @@
 //! Without the variable the tests print a note and pass, except under `CI`,
 //! where they fail: CI must provide the server.
 
+// Each test binary uses a different part of the shared fixtures.
+#[allow(dead_code)]
 mod metadata_common;
 
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 
 use georelay::clock::{ManualClock, SharedClock};
 use georelay::config::{MetadataConfig, PostgresConfig};
@@ -19,50 +20,11 @@ use georelay::metadata::postgres::DEFAULT_TABLE;
 use georelay::metadata::{
     Event, GroupBy, PostgresStore, ReportQuery, SqliteStore, build_report, start_with_dsn,
 };
-use metadata_common::{LONG_APP, SHORT_APP, T0, day_events, expected_after_sweep, policy};
-use tokio_postgres::NoTls;
+use metadata_common::{
+    LONG_APP, PgSchema, SHORT_APP, T0, day_events, expected_after_sweep, policy,
+};
 
 const HOUR_MS: u64 = 3_600_000;
-
-/// A private schema for one test, dropped when the guard goes.
-struct Schema {
-    admin: tokio_postgres::Client,
-    name: String,
-    dsn: String,
-}
-
-impl Schema {
-    async fn create(tag: &str) -> Option<Self> {
-        let Ok(base) = std::env::var("GEORELAY_TEST_PG_DSN") else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must provide GEORELAY_TEST_PG_DSN (source .ci/postgres.sh)"
-            );
-            eprintln!("skipping: GEORELAY_TEST_PG_DSN is not set (source .ci/postgres.sh)");
-            return None;
-        };
-        let nanos = georelay::clock::wall_now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("t_{tag}_{}_{nanos}", std::process::id());
-        let (admin, connection) = tokio_postgres::connect(&base, NoTls).await.unwrap();
-        tokio::spawn(connection);
-        admin
-            .batch_execute(&format!("CREATE SCHEMA {name}"))
-            .await
-            .unwrap();
-        let dsn = format!("{base} options='-c search_path={name}'");
-        Some(Self { admin, name, dsn })
-    }
-
-    async fn drop_schema(self) {
-        self.admin
-            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name))
-            .await
-            .unwrap();
-    }
-}
 
 fn sorted(mut events: Vec<Event>) -> Vec<Event> {
     events.sort_by_key(|event| event.at_ms);
@@ -71,7 +33,7 @@ fn sorted(mut events: Vec<Event>) -> Vec<Event> {
 
 #[tokio::test]
 async fn partitions_retention_and_reports_match_sqlite() {
-    let Some(schema) = Schema::create("match").await else {
+    let Some(schema) = PgSchema::create("match").await else {
         return;
     };
     let mut pg = PostgresStore::connect(&schema.dsn, DEFAULT_TABLE)
@@ -152,7 +114,7 @@ async fn partitions_retention_and_reports_match_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_recorder_delivers_to_postgres_without_a_local_store() {
-    let Some(schema) = Schema::create("sink").await else {
+    let Some(schema) = PgSchema::create("sink").await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -13,7 +13,6 @@ mod metadata_common;
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::UNIX_EPOCH;
 
 use audit_common::{APP, FLEET, sqlite_config, violating_record, write_fixture};
 use georelay::clock::{Clock, SystemClock};
@@ -98,19 +97,10 @@ fn judgement(audit: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eu_rows_stay_in_the_eu_database_and_merged_reports_match() {
-    let Ok(base) = std::env::var("GEORELAY_TEST_PG_DSN") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must provide GEORELAY_TEST_PG_DSN (source .ci/postgres.sh)"
-        );
-        eprintln!("skipping: GEORELAY_TEST_PG_DSN is not set (source .ci/postgres.sh)");
+    let Some(base) = metadata_common::pg_base_dsn() else {
         return;
     };
-    let nanos = georelay::clock::wall_now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let tag = format!("{}_{nanos}", std::process::id());
+    let tag = metadata_common::unique_name("r");
     let (admin, connection) = tokio_postgres::connect(&base, NoTls).await.unwrap();
     tokio::spawn(connection);
     let mut databases = Vec::new();

@@ -1,6 +1,8 @@
 //! Retention of the embedded store under a fake clock: 40 days of events
 //! across two apps (30 and 7 days), swept, with restarts in the middle.
 
+// Each test binary uses a different part of the shared fixtures.
+#[allow(dead_code)]
 mod metadata_common;
 
 use std::collections::BTreeMap;

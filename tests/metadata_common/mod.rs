@@ -1,5 +1,6 @@
 //! Shared fixtures of the metadata integration tests: a deterministic
-//! multi-day event stream across two apps, two nodes and mesh links.
+//! multi-day event stream across two apps, two nodes and mesh links, and a
+//! private PostgreSQL schema per test.
 
 use std::collections::BTreeMap;
 
@@ -151,4 +152,64 @@ pub(crate) fn expected_after_sweep(
             event
         })
         .collect()
+}
+
+/// The PostgreSQL server the tests use (`GEORELAY_TEST_PG_DSN`, which
+/// `.ci/postgres.sh` starts on loopback), or `None` where there is none:
+/// allowed locally (the test then skips), never in CI.
+pub(crate) fn pg_base_dsn() -> Option<String> {
+    let Ok(base) = std::env::var("GEORELAY_TEST_PG_DSN") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide GEORELAY_TEST_PG_DSN (source .ci/postgres.sh)"
+        );
+        eprintln!("skipping: GEORELAY_TEST_PG_DSN is not set (source .ci/postgres.sh)");
+        return None;
+    };
+    Some(base)
+}
+
+/// A name no other test run uses at the same time: `tag`, the process id
+/// and the wall clock's nanoseconds.
+pub(crate) fn unique_name(tag: &str) -> String {
+    let nanos = georelay::clock::wall_now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{tag}_{}_{nanos}", std::process::id())
+}
+
+/// A private schema of the test server for one test; `dsn` connects with
+/// it as the search path.
+pub(crate) struct PgSchema {
+    pub(crate) admin: tokio_postgres::Client,
+    pub(crate) name: String,
+    pub(crate) dsn: String,
+}
+
+impl PgSchema {
+    /// Creates `t_<tag>_…`, or `None` without a test server (see
+    /// [`pg_base_dsn`]).
+    pub(crate) async fn create(tag: &str) -> Option<Self> {
+        let base = pg_base_dsn()?;
+        let name = unique_name(&format!("t_{tag}"));
+        let (admin, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        admin
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .await
+            .unwrap();
+        let dsn = format!("{base} options='-c search_path={name}'");
+        Some(Self { admin, name, dsn })
+    }
+
+    /// Drops the schema and everything in it.
+    pub(crate) async fn drop_schema(self) {
+        self.admin
+            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name))
+            .await
+            .unwrap();
+    }
 }
