@@ -9,9 +9,8 @@ use georelay::ids::AppId;
 
 const ENV_VAR: &str = "GEORELAY_TOKEN_CLI_TEST_SECRET";
 
-fn write_fleet(dir: &Path) -> PathBuf {
-    let config = format!(
-        r#"
+/// The one region and node of the test fleets, before their apps.
+const FLEET_NODES: &str = r#"
 [regions.eu]
 countries = ["DE"]
 
@@ -19,7 +18,20 @@ countries = ["DE"]
 region = "eu"
 listen = "127.10.0.1:4433"
 admin = "127.10.0.1:9090"
+"#;
 
+/// Writes `regions.toml` in `dir`: [`FLEET_NODES`] and then `apps`.
+fn write_config(dir: &Path, apps: &str) -> PathBuf {
+    let path = dir.join("regions.toml");
+    std::fs::write(&path, format!("{FLEET_NODES}{apps}")).unwrap_or_else(|err| panic!("{err}"));
+    path
+}
+
+fn write_fleet(dir: &Path) -> PathBuf {
+    write_config(
+        dir,
+        &format!(
+            r#"
 [apps.inline-app]
 secret = "inline-dev-secret"
 allow_regions = ["eu"]
@@ -28,10 +40,8 @@ allow_regions = ["eu"]
 secret_env = "{ENV_VAR}"
 allow_regions = ["eu"]
 "#
-    );
-    let path = dir.join("regions.toml");
-    std::fs::write(&path, config).unwrap_or_else(|err| panic!("{err}"));
-    path
+        ),
+    )
 }
 
 fn token_cmd(config: &Path, args: &[&str], secret_env: Option<&str>) -> Output {
@@ -208,23 +218,15 @@ fn invalid_input_exits_2_with_a_reason() {
 fn jwt_fleet(dir: &Path, public_pem: &str) -> PathBuf {
     std::fs::create_dir_all(dir.join("keys")).unwrap_or_else(|err| panic!("{err}"));
     std::fs::write(dir.join("keys/app.pub.pem"), public_pem).unwrap_or_else(|err| panic!("{err}"));
-    let config = r#"
-[regions.eu]
-countries = ["DE"]
-
-[nodes.eu-1]
-region = "eu"
-listen = "127.10.0.1:4433"
-admin = "127.10.0.1:9090"
-
+    write_config(
+        dir,
+        r#"
 [apps.inline-app]
 secret = "inline-dev-secret"
 allow_regions = ["eu"]
 jwt_public_key_file = "keys/app.pub.pem"
-"#;
-    let path = dir.join("regions.toml");
-    std::fs::write(&path, config).unwrap_or_else(|err| panic!("{err}"));
-    path
+"#,
+    )
 }
 
 const JWT_ARGS: [&str; 10] = [
