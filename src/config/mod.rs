@@ -26,6 +26,42 @@ mod secret;
 #[cfg(test)]
 mod tests;
 
+/// A fleet for unit tests across modules: eu-fra-1 (region eu) linked to
+/// uk-lon-1 (uk); acme allowed in the EU only (clients from RU denied),
+/// globex anywhere but the UK (its secret from an environment variable).
+#[cfg(test)]
+pub(crate) const TEST_FLEET: &str = r#"
+[regions.eu]
+name = "European Union"
+countries = ["DE", "FR", "NL"]
+
+[regions.uk]
+countries = ["GB"]
+
+[nodes.eu-fra-1]
+region = "eu"
+listen = "127.10.0.1:4433"
+admin = "127.10.0.1:9090"
+
+[nodes.uk-lon-1]
+region = "uk"
+listen = "127.40.0.1:4433"
+admin = "127.40.0.1:9090"
+
+[[links]]
+between = ["eu-fra-1", "uk-lon-1"]
+rtt_ms = 12
+
+[apps.acme]
+secret = "dev-secret"
+allow_regions = ["eu"]
+client_countries = { deny = ["RU"] }
+
+[apps.globex]
+secret_env = "GLOBEX_SECRET"
+deny_regions = ["uk"]
+"#;
+
 pub use countries::is_assigned_country;
 pub use diagnostic::{ConfigErrors, Diagnostic};
 pub use jwt_key::{JwtKeyAlgorithm, JwtPublicKey};

@@ -284,37 +284,7 @@ mod tests {
 
     use super::*;
 
-    const FLEET: &str = r#"
-[regions.eu]
-name = "European Union"
-countries = ["DE", "FR", "NL"]
-
-[regions.uk]
-countries = ["GB"]
-
-[nodes.eu-fra-1]
-region = "eu"
-listen = "127.10.0.1:4433"
-admin = "127.10.0.1:9090"
-
-[nodes.uk-lon-1]
-region = "uk"
-listen = "127.40.0.1:4433"
-admin = "127.40.0.1:9090"
-
-[[links]]
-between = ["eu-fra-1", "uk-lon-1"]
-rtt_ms = 12
-
-[apps.acme]
-secret = "dev-secret"
-allow_regions = ["eu"]
-client_countries = { deny = ["RU"] }
-
-[apps.globex]
-secret_env = "GLOBEX_SECRET"
-deny_regions = ["uk"]
-"#;
+    use crate::config::TEST_FLEET as FLEET;
 
     fn version_of(text: &str) -> PolicyVersion {
         match Fleet::parse(text, Path::new("/srv/regions.toml")) {

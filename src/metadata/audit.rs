@@ -832,7 +832,7 @@ mod tests {
     use crate::config::Fleet;
     use crate::ids::{NodeId, RegionId};
 
-    use crate::metadata::TEST_FLEET as FLEET;
+    use crate::config::TEST_FLEET as FLEET;
 
     const T0: u64 = 20_000 * DAY_MS;
     const MINUTE: u64 = 60_000;

@@ -33,30 +33,6 @@ pub mod sqlite;
 pub mod sweeper;
 pub mod traffic;
 
-/// A fleet for unit tests: eu-fra-1 (region eu) linked to uk-lon-1 (uk);
-/// app acme allowed in the EU only.
-#[cfg(test)]
-pub(crate) const TEST_FLEET: &str = r#"
-[regions.eu]
-countries = ["DE"]
-[regions.uk]
-countries = ["GB"]
-[nodes.eu-fra-1]
-region = "eu"
-listen = "127.10.0.1:4433"
-admin = "127.10.0.1:9090"
-[nodes.uk-lon-1]
-region = "uk"
-listen = "127.40.0.1:4433"
-admin = "127.40.0.1:9090"
-[[links]]
-between = ["eu-fra-1", "uk-lon-1"]
-rtt_ms = 12
-[apps.acme]
-secret = "dev"
-allow_regions = ["eu"]
-"#;
-
 pub use audit::{Audit, AuditInputs, AuditQuery};
 pub use event::{Event, EventKind, GeofenceDecision, SdkInfo, SessionRole, TrackKind};
 pub use ip::{MinimisedIp, minimise};

@@ -246,7 +246,7 @@ mod tests {
     use super::*;
     use crate::metadata::day::DAY_MS;
 
-    use crate::metadata::TEST_FLEET;
+    use crate::config::TEST_FLEET;
 
     /// [`TEST_FLEET`] with acme allowed in the UK too.
     fn fleet_allowing_uk() -> String {
