@@ -59,7 +59,6 @@ pub(super) async fn accept_loop(
     mesh: MeshAcceptance,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let recorder = tokio::spawn(record_refusals(Arc::clone(&hub), gate.clone()));
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
@@ -106,18 +105,25 @@ pub(super) async fn accept_loop(
             }
         }
     }
-    recorder.abort();
-    write_refusals(&hub, &gate);
 }
 
-/// Writes the gate's refusal counts as metadata every [`REFUSAL_WINDOW`].
-async fn record_refusals(hub: Arc<Hub>, gate: AcceptGate) {
+/// Writes the gate's refusal counts as metadata every [`REFUSAL_WINDOW`],
+/// and once more when `shutdown` changes. One per node: the gate is shared
+/// by every endpoint's accept loop and the WebSocket fallback.
+pub(super) async fn record_refusals(
+    hub: Arc<Hub>,
+    gate: AcceptGate,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut every = tokio::time::interval(REFUSAL_WINDOW);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        every.tick().await;
-        write_refusals(&hub, &gate);
+        tokio::select! {
+            _ = every.tick() => write_refusals(&hub, &gate),
+            _ = shutdown.changed() => break,
+        }
     }
+    write_refusals(&hub, &gate);
 }
 
 fn write_refusals(hub: &Hub, gate: &AcceptGate) {

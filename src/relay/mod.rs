@@ -321,6 +321,11 @@ impl RunningNode {
             server: mesh_server,
             peers: mesh_peers,
         };
+        tasks.spawn(accept::record_refusals(
+            Arc::clone(&hub),
+            gate.clone(),
+            shutdown_rx.clone(),
+        ));
         for endpoint in &endpoints {
             tasks.spawn(accept::accept_loop(
                 Arc::clone(&hub),
